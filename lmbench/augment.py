@@ -1,0 +1,36 @@
+"""Training augmentation that moves landmarks with the image (torchvision.transforms.v2).
+
+Small shift, scale and rotation, as the paper, with the border replicated: the image is
+padded with its edge pixels before the affine warp and cropped back after, because
+torchvision's keypoint warps support only constant fill.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torchvision import tv_tensors
+from torchvision.transforms.v2 import functional as F
+
+from lmbench.profiles import FinetuneConfig
+
+
+def augment(image: torch.Tensor, landmarks: torch.Tensor, config: FinetuneConfig, generator: torch.Generator):
+    """Randomly warp one (1, S, S) image and its (N, 2) landmarks, with probability p."""
+    if torch.rand((), generator=generator) >= config.augment_probability:
+        return image, landmarks
+    size = image.shape[-1]
+    u = torch.rand(4, generator=generator) * 2 - 1  # uniform in [-1, 1)
+    angle = float(u[0]) * config.max_rotation
+    shift = [float(u[1]) * config.max_shift * size, float(u[2]) * config.max_shift * size]
+    scale = 1 + float(u[3]) * config.max_scale
+    margin = math.ceil(size * (config.max_shift + config.max_scale) + size * math.radians(config.max_rotation)) + 1
+
+    img = F.pad(tv_tensors.Image(image), [margin], padding_mode="edge")
+    pts = F.pad(tv_tensors.KeyPoints(landmarks, canvas_size=(size, size)), [margin])
+    warp = dict(angle=angle, translate=shift, scale=scale, shear=[0.0, 0.0])
+    img = F.affine(img, **warp, interpolation=F.InterpolationMode.BILINEAR)
+    pts = F.affine(pts, **warp)
+    img, pts = F.center_crop(img, [size, size]), F.center_crop(pts, [size, size])
+    return img.as_subclass(torch.Tensor), pts.as_subclass(torch.Tensor)

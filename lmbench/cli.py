@@ -1,0 +1,123 @@
+"""The ``lmbench`` command line."""
+
+from __future__ import annotations
+
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from lmbench.errors import LmbenchError
+from lmbench.plugins import registry
+
+app = typer.Typer(help="Benchmark pre-training for few-shot anatomical landmark detection.", no_args_is_help=True)
+console = Console()
+MatrixOption = Annotated[Path, typer.Option("--matrix", "-m", help="Matrix TOML file.")]
+
+
+class RerunChoice(str, Enum):
+    failed = "failed"
+    all = "all"
+
+
+@app.command()
+def plugins(check: Annotated[bool, typer.Option(help="Import every component to check it loads.")] = False):
+    """List installed plugins and the components they register."""
+    reg = registry()
+    table = Table(title="lmbench plugins")
+    for column in ("name", "kind", "plugin", "package", "version", "status"):
+        table.add_column(column)
+    for (kind, name), r in sorted(reg.components.items(), key=lambda item: (item[0][0], item[0][1])):
+        status = "[green]ok[/green]"
+        if check:
+            try:
+                reg.get(kind, name)
+            except LmbenchError as exc:
+                status = f"[red]broken: {exc}[/red]"
+        table.add_row(name, kind, r.plugin.name, r.plugin.package, r.plugin.version, status)
+    for plugin in reg.plugins:
+        if plugin.error:
+            table.add_row("-", "-", plugin.name, plugin.package, plugin.version, f"[red]broken: {plugin.error}[/red]")
+    console.print(table)
+
+
+@app.command()
+def validate(matrix: MatrixOption):
+    """Expand a matrix and show its runs and what was pruned, without running anything."""
+    from lmbench.matrix import load_matrix
+
+    m = load_matrix(matrix)
+    table = Table(title=f"{m.name}: {len(m.runs)} runs ({m.profile} profile) -> {m.results_dir}")
+    for column in ("run_key", "dataset", "pretrainer", "backbone", "head", "labels", "seed"):
+        table.add_column(column)
+    for run in m.runs:
+        table.add_row(run.run_key, run.dataset.label, run.pretrainer.label, run.backbone.label,
+                      run.head.label, str(run.labels), str(run.seed))
+    console.print(table)
+    if m.pruned:
+        pruned = Table(title=f"{len(m.pruned)} pruned combinations")
+        for column in ("dataset", "pretrainer", "backbone", "head", "labels", "seed", "why"):
+            pruned.add_column(column)
+        for run, why in m.pruned:
+            pruned.add_row(run.dataset.label, run.pretrainer.label, run.backbone.label, run.head.label,
+                           str(run.labels), str(run.seed), why)
+        console.print(pruned)
+
+
+@app.command()
+def run(
+    matrix: MatrixOption,
+    rerun: Annotated[Optional[RerunChoice], typer.Option(help="Also rerun finished runs: failed (and skipped) or all.")] = None,
+    quiet: Annotated[bool, typer.Option(help="No progress bars.")] = False,
+):
+    """Run every cell of a matrix not already in its results folder."""
+    from lmbench.matrix import load_matrix
+    from lmbench.runner import run_matrix
+
+    m = load_matrix(matrix)
+    summary = run_matrix(m, rerun.value if rerun else None, console=console, quiet=quiet)
+    console.print(
+        f"[bold]{m.name}[/bold]: {summary.ok} ok, {summary.failed} failed, {summary.skipped} skipped, "
+        f"{summary.already_done} already done, in {summary.seconds:.1f} s. Results: {m.results_dir}"
+    )
+    for title, error in summary.failures:
+        console.print(f"  [red]failed[/red] {title}: {error}")
+    if summary.failed:
+        raise typer.Exit(1)
+
+
+@app.command()
+def leaderboard(
+    results_dirs: Annotated[Optional[list[Path]], typer.Argument(help="Results folders (default: results).")] = None,
+    failures: Annotated[bool, typer.Option(help="Also list failed and skipped runs with their reasons.")] = False,
+):
+    """Tables of mean ± std over seeds, one per dataset, shaped like the paper's."""
+    from lmbench import results
+    from lmbench.leaderboard import build_boards, render_rich
+
+    roots = results_dirs or [Path("results")]
+    for root in roots:
+        if not root.exists():
+            raise LmbenchError(f"{root}: no such results folder")
+    boards = build_boards(roots)
+    if not boards:
+        raise LmbenchError(f"no runs found under {', '.join(map(str, roots))}")
+    for board in boards:
+        console.print(render_rich(board))
+    if failures:
+        for run in results.read_runs(roots):
+            if run["status"] != "ok":
+                console.print(f"[red]{run['status']}[/red] {run['run_key']} {run['dataset_label']} | "
+                              f"{run['pretrainer_label']} | {run['head_label']} | {run['labels']} labels: {run['error']}")
+
+
+def main() -> None:
+    try:
+        registry().manager.hook.lmbench_register_commands(app=app)
+        app()
+    except LmbenchError as exc:
+        console.print(f"[red]error:[/red] {exc}", soft_wrap=True)
+        raise SystemExit(2) from None

@@ -1,0 +1,67 @@
+"""A dataset's splits, loaded once and resized to the network's input size."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from lmbench.errors import DataError
+from lmbench.geometry import resize_image, to_input
+from lmbench.interfaces import Dataset
+
+
+@dataclass
+class Prepared:
+    """Samples at input size, with what is needed to map predictions back."""
+
+    ids: list[str]
+    images: torch.Tensor  # (M, 1, S, S) in [0, 1]
+    landmarks: torch.Tensor  # (M, N, 2) in input pixels
+    original_landmarks: np.ndarray  # (M, N, 2) in original pixels
+    shapes: list[tuple[int, int]]  # original (H, W)
+    spacings: list[float | None]
+
+    def subset(self, ids: list[str]) -> "Prepared":
+        index = [self.ids.index(i) for i in ids]
+        return Prepared(
+            ids=list(ids),
+            images=self.images[index],
+            landmarks=self.landmarks[index],
+            original_landmarks=self.original_landmarks[index],
+            shapes=[self.shapes[i] for i in index],
+            spacings=[self.spacings[i] for i in index],
+        )
+
+
+def prepare(dataset: Dataset, ids: list[str], size: int) -> Prepared:
+    images, landmarks, originals, shapes, spacings = [], [], [], [], []
+    for sample_id in ids:
+        sample = dataset.load(sample_id)
+        shape = sample.image.shape[:2]
+        images.append(resize_image(sample.image, size))
+        originals.append(np.asarray(sample.landmarks, dtype=np.float64))
+        landmarks.append(torch.from_numpy(to_input(originals[-1], shape, size)).float())
+        shapes.append(shape)
+        spacings.append(sample.spacing)
+    n = dataset.num_landmarks
+    return Prepared(
+        ids=list(ids),
+        images=torch.stack(images) if images else torch.zeros(0, 1, size, size),
+        landmarks=torch.stack(landmarks) if landmarks else torch.zeros(0, n, 2),
+        original_landmarks=np.stack(originals) if originals else np.zeros((0, n, 2)),
+        shapes=shapes,
+        spacings=spacings,
+    )
+
+
+def select_labelled(train_ids: list[str], count: int, selection: str, seed: int) -> list[str]:
+    """The few-shot subset: the first ``count`` sorted ids (the paper) or a seeded random draw."""
+    ids = sorted(train_ids)
+    if count > len(ids):
+        raise DataError(f"labels = {count} exceeds the {len(ids)} images of the training split")
+    if selection == "first":
+        return ids[:count]
+    rng = np.random.default_rng(seed)
+    return sorted(ids[i] for i in rng.choice(len(ids), size=count, replace=False))

@@ -1,0 +1,138 @@
+"""The shared fine-tuning engine: every backbone and head is trained and tested the same way.
+
+AdamW, ReduceLROnPlateau on the validation loss, early stopping, gradient accumulation,
+and the weights of the best validation epoch kept for testing. bf16 autocast on CUDA.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import math
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+from torch import nn
+
+from lmbench.augment import augment
+from lmbench.data import Prepared
+from lmbench.errors import LmbenchError
+from lmbench.interfaces import HeadStrategy
+from lmbench.profiles import FinetuneConfig
+
+#: (epoch, epochs, train loss, validation loss)
+EpochCallback = Callable[[int, int, float, float], None]
+
+
+@dataclass
+class FinetuneResult:
+    epochs: int
+    best_epoch: int
+    best_val_loss: float
+    history: list[tuple[float, float]] = field(default_factory=list)  # (train, val) per epoch
+
+
+def autocast(device: torch.device):
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def _epoch_order(n: int, count: int, generator: torch.Generator) -> torch.Tensor:
+    """``count`` indices into ``n`` samples: whole shuffled passes, the last one cut short."""
+    passes = [torch.randperm(n, generator=generator) for _ in range(math.ceil(count / n))]
+    return torch.cat(passes)[:count]
+
+
+def _batch_loss(model: nn.Module, head: HeadStrategy, images, landmarks, device) -> torch.Tensor:
+    images, landmarks = images.to(device), landmarks.to(device)
+    targets = head.targets(landmarks, tuple(images.shape[-2:]))
+    with autocast(device):
+        logits = model(images)
+    return head.loss(logits.float(), targets)
+
+
+@torch.no_grad()
+def validation_loss(model: nn.Module, head: HeadStrategy, data: Prepared, batch_size: int, device) -> float:
+    model.eval()
+    total = 0.0
+    for start in range(0, len(data.ids), batch_size):
+        sl = slice(start, start + batch_size)
+        total += float(_batch_loss(model, head, data.images[sl], data.landmarks[sl], device)) * len(data.ids[sl])
+    return total / len(data.ids)
+
+
+def finetune(
+    model: nn.Module,
+    head: HeadStrategy,
+    train: Prepared,
+    val: Prepared,
+    config: FinetuneConfig,
+    lr: float,
+    device: torch.device,
+    seed: int,
+    on_epoch: EpochCallback | None = None,
+) -> FinetuneResult:
+    """Train ``model`` in place; on return it holds the best validation epoch's weights."""
+    if not train.ids or not val.ids:
+        raise LmbenchError("fine-tuning needs at least one training and one validation image")
+    generator = torch.Generator().manual_seed(seed)
+    model.to(device)
+    optimiser = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=config.weight_decay)
+    plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(
+        optimiser, factor=config.plateau_factor, patience=config.plateau_patience
+    )
+    per_epoch = config.samples_per_epoch or len(train.ids)
+    result = FinetuneResult(epochs=0, best_epoch=0, best_val_loss=math.inf)
+    best_state = copy.deepcopy(model.state_dict())
+    stale = 0
+    for epoch in range(1, config.epochs + 1):
+        model.train()
+        order = _epoch_order(len(train.ids), per_epoch, generator)
+        batches = order.split(config.batch_size)
+        train_loss = 0.0
+        optimiser.zero_grad(set_to_none=True)
+        for step, index in enumerate(batches, start=1):
+            images, landmarks = train.images[index], train.landmarks[index]
+            if config.augment:
+                pairs = [augment(im, pts, config, generator) for im, pts in zip(images, landmarks)]
+                images = torch.stack([im for im, _ in pairs])
+                landmarks = torch.stack([pts for _, pts in pairs])
+            loss = _batch_loss(model, head, images, landmarks, device)
+            if not torch.isfinite(loss):
+                raise LmbenchError(f"training loss became {float(loss)} at epoch {epoch}, step {step}")
+            (loss / config.accumulation).backward()
+            if step % config.accumulation == 0 or step == len(batches):
+                optimiser.step()
+                optimiser.zero_grad(set_to_none=True)
+            train_loss += loss.item() * len(index)
+        val_loss = validation_loss(model, head, val, config.batch_size, device)
+        if not math.isfinite(val_loss):
+            raise LmbenchError(f"validation loss became {val_loss} at epoch {epoch}")
+        plateau.step(val_loss)
+        result.epochs = epoch
+        result.history.append((train_loss / per_epoch, val_loss))
+        if val_loss < result.best_val_loss:
+            result.best_val_loss, result.best_epoch, stale = val_loss, epoch, 0
+            best_state = copy.deepcopy(model.state_dict())
+        else:
+            stale += 1
+        if on_epoch:
+            on_epoch(epoch, config.epochs, train_loss / per_epoch, val_loss)
+        if stale >= config.early_stopping:
+            break
+    model.load_state_dict(best_state)
+    return result
+
+
+@torch.no_grad()
+def predict(model: nn.Module, head: HeadStrategy, images: torch.Tensor, batch_size: int, device) -> torch.Tensor:
+    """(M, 1, S, S) images -> (M, N, 2) landmarks in input pixels."""
+    model.eval().to(device)
+    out = []
+    for batch in images.split(batch_size):
+        with autocast(device):
+            logits = model(batch.to(device))
+        out.append(head.decode(logits.float()).cpu())
+    return torch.cat(out)

@@ -1,0 +1,24 @@
+"""The project's own errors: each carries a one-line message naming what is wrong and where."""
+
+
+class LmbenchError(Exception):
+    """Base of every error lmbench reports to the user as one line."""
+
+
+class MatrixError(LmbenchError):
+    """A matrix file that cannot be run: syntax, unknown key or plugin, wrong type."""
+
+
+class PluginError(LmbenchError):
+    """A plugin that is unknown, failed to import, or broke its contract."""
+
+
+class DataError(LmbenchError):
+    """A dataset file that is missing or malformed."""
+
+
+class SkipRun(LmbenchError):
+    """Raised by a plugin when a run cannot be done here (e.g. weights not available offline).
+
+    The run is recorded as skipped with this message, and the matrix goes on.
+    """

@@ -1,0 +1,31 @@
+"""Between the original image and the network's square input, and back.
+
+Coordinates are (x, y) with pixel centres at integers, so resizing an image of width W to S
+maps x to (x + 0.5) * S / W - 0.5, the same convention as ``align_corners=False``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+
+def to_input(points: np.ndarray, shape: tuple[int, int], size: int) -> np.ndarray:
+    """Original-image points (..., 2) of an image of ``shape`` (H, W) -> input pixels."""
+    scale = np.array([size / shape[1], size / shape[0]])
+    return (points + 0.5) * scale - 0.5
+
+
+def to_original(points: np.ndarray, shape: tuple[int, int], size: int) -> np.ndarray:
+    """Input-pixel points (..., 2) -> pixels of the original image of ``shape`` (H, W)."""
+    scale = np.array([shape[1] / size, shape[0] / size])
+    return (points + 0.5) * scale - 0.5
+
+
+def resize_image(image: np.ndarray, size: int) -> torch.Tensor:
+    """(H, W) image -> (1, size, size) float32, aspect ignored as in the paper, min-max to [0, 1]."""
+    x = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))[None, None]
+    x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)[0]
+    low, high = x.min(), x.max()
+    return (x - low) / (high - low) if high > low else torch.zeros_like(x)

@@ -1,0 +1,177 @@
+"""The four kinds of plugin: Dataset, Pretrainer, Backbone and HeadStrategy.
+
+Every concrete one is a subclass registered through the ``lmbench`` entry-point group.
+A component is configured by its nested ``Params`` dataclass: the matrix's ``params`` table
+is checked against its fields (names and types), profile defaults come from
+``profile_defaults`` and the resolved values identify the component in run and pre-train
+keys, minus the names in ``unkeyed_params`` (paths and other settings that cannot change
+the numbers).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Literal, Sequence
+
+import numpy as np
+
+if TYPE_CHECKING:  # torch stays out of plugin listing and matrix parsing
+    import torch
+    from torch import nn
+
+
+class Component:
+    """Base of every plugin class: typed params, profile defaults, key hygiene."""
+
+    @dataclass
+    class Params:
+        pass
+
+    #: profile name -> param defaults for that profile (overridden by the matrix)
+    profile_defaults: ClassVar[dict[str, dict[str, Any]]] = {}
+    #: params that never change the numbers (data roots, cache paths) and so stay out of keys
+    unkeyed_params: ClassVar[frozenset[str]] = frozenset()
+
+    def __init__(self, params: Params | None = None):
+        self.params = params if params is not None else self.Params()
+
+    def key_params(self) -> dict[str, Any]:
+        """The params that change the numbers, as plain JSON-able values."""
+        values = dataclasses.asdict(self.params)
+        return {k: v for k, v in values.items() if k not in self.unkeyed_params}
+
+
+@dataclass
+class Sample:
+    """One annotated image, in the original image's geometry."""
+
+    id: str
+    image: np.ndarray  # (H, W) float32 in [0, 1]
+    landmarks: np.ndarray  # (N, 2) float64, (x, y) in original pixels, pixel centres at integers
+    spacing: float | None  # millimetres per pixel, or None when the dataset measures in pixels
+
+
+class Dataset(Component):
+    """Annotated grayscale images with named landmarks and fixed splits.
+
+    A dataset knows nothing of models: it lists ids and loads samples at their original size.
+    """
+
+    landmark_names: Sequence[str]
+    unit: Literal["mm", "px"]
+    #: success-detection-rate thresholds, in ``unit``
+    thresholds: Sequence[float]
+
+    @abstractmethod
+    def split(self, name: Literal["train", "val", "test"]) -> list[str]:
+        """Sorted sample ids of one split."""
+
+    @abstractmethod
+    def load(self, sample_id: str) -> Sample:
+        """Load one sample. Raise ``lmbench.errors.DataError`` naming the file on bad data."""
+
+    def pretrain_pool(self) -> list[str]:
+        """Ids whose images (never labels) self-supervised pre-training may use: train + val."""
+        return self.split("train") + self.split("val")
+
+    @property
+    def num_landmarks(self) -> int:
+        return len(self.landmark_names)
+
+
+@dataclass
+class PretrainContext:
+    """What a pretrainer gets: the unlabeled images at the run's input size, and the means."""
+
+    images: "torch.Tensor"  # (M, 1, S, S) float32 in [0, 1], on the CPU
+    backbone: "Backbone"
+    num_landmarks: int
+    seed: int
+    device: "torch.device"
+    progress: Callable[[int, int], None]  # (done, total) in optimiser steps
+
+
+class Pretrainer(Component):
+    """Turns unlabeled images into weights for a backbone it declares compatible.
+
+    ``pretrain`` must be a pure function of (its params, the backbone's params, the images,
+    the seed): lmbench caches its result under that key and shares it between heads, label
+    counts and fine-tuning seeds.
+    """
+
+    #: False for pretrainers that learn nothing from the images (random initialisation):
+    #: they are called directly instead of through the cache
+    trains: ClassVar[bool] = True
+
+    def incompatibility(self, backbone: Backbone) -> str | None:
+        """Why this pretrainer cannot initialise ``backbone``, or None when it can."""
+        return None
+
+    @abstractmethod
+    def pretrain(self, context: PretrainContext) -> dict[str, "torch.Tensor"] | None:
+        """Return a state dict for ``context.backbone.load_pretrained``, or None for none."""
+
+
+@dataclass
+class LoadReport:
+    """How a state dict landed in a network: every expected tensor is accounted for."""
+
+    loaded: list[str]
+    missing: list[str]  # expected by the network, absent from the weights
+    unexpected: list[str]  # in the weights, unknown to the network
+    mismatched: list[str]  # same name, other shape
+
+
+class Backbone(Component):
+    """Builds the network mapping (B, 1, H, W) images to (B, N, H, W) logits."""
+
+    @abstractmethod
+    def build(self, num_landmarks: int, image_size: int) -> "nn.Module":
+        """A freshly initialised network with ``num_landmarks`` output channels."""
+
+    def load_pretrained(self, model: "nn.Module", weights: dict[str, "torch.Tensor"]) -> LoadReport:
+        """Copy matching tensors of ``weights`` into ``model``; report the rest by name."""
+        own = model.state_dict()
+        loaded, mismatched = [], []
+        for name, tensor in weights.items():
+            if name in own and own[name].shape == tensor.shape:
+                own[name] = tensor
+                loaded.append(name)
+            elif name in own:
+                mismatched.append(name)
+        model.load_state_dict(own)
+        return LoadReport(
+            loaded=loaded,
+            missing=sorted(set(own) - set(weights)),
+            unexpected=sorted(set(weights) - set(own)),
+            mismatched=mismatched,
+        )
+
+
+class HeadStrategy(Component):
+    """How landmarks become training targets, and logits become landmarks again.
+
+    All coordinates here are (x, y) in network-input pixels, pixel centres at integers.
+    """
+
+    @abstractmethod
+    def targets(self, landmarks: "torch.Tensor", size: tuple[int, int]) -> "torch.Tensor":
+        """(B, N, 2) landmarks -> (B, N, H, W) targets."""
+
+    @abstractmethod
+    def loss(self, logits: "torch.Tensor", targets: "torch.Tensor") -> "torch.Tensor":
+        """Scalar training loss."""
+
+    @abstractmethod
+    def decode(self, logits: "torch.Tensor") -> "torch.Tensor":
+        """(B, N, H, W) logits -> (B, N, 2) landmarks."""
+
+
+KINDS: dict[str, type[Component]] = {
+    "dataset": Dataset,
+    "pretrainer": Pretrainer,
+    "backbone": Backbone,
+    "head": HeadStrategy,
+}

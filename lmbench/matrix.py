@@ -1,0 +1,257 @@
+"""Matrix files: parse and check a TOML matrix, expand it into runs, prune what cannot run."""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from lmbench import params as P
+from lmbench.errors import LmbenchError, MatrixError
+from lmbench.keys import content_key
+from lmbench.plugins import Registry, registry
+from lmbench.profiles import PROFILES, FinetuneConfig
+
+SECTIONS = {"datasets": "dataset", "pretrainers": "pretrainer", "backbones": "backbone", "heads": "head"}
+PATTERN_KEYS = {"dataset", "pretrainer", "backbone", "head", "labels", "seed"}
+
+
+@dataclass
+class MatrixFile:
+    """The top-level keys of a matrix, with their types and defaults."""
+
+    name: str
+    profile: Literal["smoke", "quick", "paper"] = "quick"
+    seeds: list[int] = field(default_factory=lambda: [0])
+    labels: list[int] = field(default_factory=lambda: [1, 5, 10, 25, 50])
+    selection: Literal["first", "random"] = "first"
+    image_size: int | None = None
+    pretrain_seed: int = 0
+    output: str = "results"
+    cache_dir: str | None = None
+    finetune: dict = field(default_factory=dict)
+    datasets: list[dict] = field(default_factory=list)
+    pretrainers: list[dict] = field(default_factory=list)
+    backbones: list[dict] = field(default_factory=list)
+    heads: list[dict] = field(default_factory=list)
+    include: list[dict] = field(default_factory=list)
+    exclude: list[dict] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class ComponentSpec:
+    """One plugin as configured in a matrix, with every param resolved."""
+
+    kind: str
+    name: str
+    label: str
+    params: dict[str, Any]  # all params, as given to the plugin
+    keyed: dict[str, Any]  # the params that change the numbers
+
+    def identity(self) -> dict[str, Any]:
+        return {"name": self.name, "params": self.keyed}
+
+    def instantiate(self, reg: Registry | None = None):
+        cls = (reg or registry()).get(self.kind, self.name)
+        return cls(cls.Params(**self.params))
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One cell of a matrix: everything needed to run it and to key its result."""
+
+    matrix: str
+    profile: str
+    dataset: ComponentSpec
+    pretrainer: ComponentSpec
+    backbone: ComponentSpec
+    head: ComponentSpec
+    labels: int
+    seed: int
+    selection: str
+    image_size: int
+    pretrain_seed: int
+    finetune: dict[str, Any]
+
+    def pretrain_identity(self) -> dict[str, Any]:
+        """What the pre-trained weights depend on: not the head, labels or fine-tuning seed."""
+        return {
+            "pretrainer": self.pretrainer.identity(),
+            "backbone": self.backbone.identity(),
+            "dataset": self.dataset.identity(),
+            "image_size": self.image_size,
+            "seed": self.pretrain_seed,
+        }
+
+    @property
+    def pretrain_key(self) -> str:
+        return content_key(self.pretrain_identity())
+
+    @property
+    def run_key(self) -> str:
+        return content_key(
+            {
+                "pretrain": self.pretrain_identity(),
+                "head": self.head.identity(),
+                "labels": self.labels,
+                "seed": self.seed,
+                "selection": self.selection,
+                "finetune": self.finetune,
+            }
+        )
+
+    @property
+    def title(self) -> str:
+        return (
+            f"{self.dataset.label} | {self.pretrainer.label} | {self.backbone.label} | "
+            f"{self.head.label} | {self.labels} labels | seed {self.seed}"
+        )
+
+
+@dataclass
+class Matrix:
+    path: Path
+    name: str
+    profile: str
+    output: Path
+    cache_dir: Path
+    runs: list[RunSpec]
+    pruned: list[tuple[RunSpec, str]]
+
+    @property
+    def results_dir(self) -> Path:
+        return self.output / self.name
+
+
+def _expand_path(value: str) -> str:
+    return os.path.expanduser(os.path.expandvars(value))
+
+
+def _component(kind: str, table: Any, profile: str, reg: Registry, where: str) -> ComponentSpec:
+    if not isinstance(table, dict):
+        raise MatrixError(f"{where}: expected a table with 'name', got {table!r}")
+    for key in table:
+        if key not in ("name", "label", "params"):
+            raise P.unknown_key_error(key, ["label", "name", "params"], where)
+    name = P.coerce(table.get("name"), str, f"{where}.name")
+    label = P.coerce(table.get("label", name), str, f"{where}.label")
+    raw = P.coerce(table.get("params", {}), dict, f"{where}.params")
+    try:
+        cls = reg.get(kind, name)
+    except LmbenchError as exc:
+        raise MatrixError(f"{where}.name: {exc}") from None
+    values = {**cls.profile_defaults.get(profile, {}), **raw}
+    built = P.build(cls.Params, values, f"{where}.params")
+    params = dataclasses.asdict(built)
+    for key in cls.unkeyed_params:
+        if isinstance(params.get(key), str):
+            params[key] = _expand_path(params[key])
+    keyed = {k: v for k, v in params.items() if k not in cls.unkeyed_params}
+    return ComponentSpec(kind, name, label, params, keyed)
+
+
+def _matches(pattern: dict[str, Any], run: RunSpec) -> bool:
+    for key, wanted in pattern.items():
+        wanted = wanted if isinstance(wanted, list) else [wanted]
+        if key in ("labels", "seed"):
+            if getattr(run, key) not in wanted:
+                return False
+        else:
+            spec: ComponentSpec = getattr(run, key)
+            if spec.label not in wanted and spec.name not in wanted:
+                return False
+    return True
+
+
+def _check_patterns(patterns: list[dict], where: str) -> None:
+    for i, pattern in enumerate(patterns):
+        if not isinstance(pattern, dict) or not pattern:
+            raise MatrixError(f"{where}[{i}]: expected a non-empty table of {', '.join(sorted(PATTERN_KEYS))}")
+        for key in pattern:
+            if key not in PATTERN_KEYS:
+                raise P.unknown_key_error(key, sorted(PATTERN_KEYS), f"{where}[{i}]")
+
+
+def parse_matrix(data: dict[str, Any], path: Path, reg: Registry | None = None) -> Matrix:
+    """Check a parsed matrix and expand it. Errors name the file and the key."""
+    reg = reg or registry()
+    where = str(path)
+    if "name" not in data:
+        data = {**data, "name": path.stem}
+    top = P.build(MatrixFile, data, where)
+    for key in ("labels", "seeds"):
+        if not getattr(top, key):
+            raise MatrixError(f"{where}.{key}: must list at least one value")
+    if any(n < 1 for n in top.labels):
+        raise MatrixError(f"{where}.labels: label counts must be at least 1, got {top.labels}")
+    profile = PROFILES[top.profile]
+    finetune = P.build(FinetuneConfig, {**profile.finetune, **top.finetune}, f"{where}.finetune")
+    image_size = top.image_size or profile.image_size
+
+    sections: dict[str, list[ComponentSpec]] = {}
+    for section, kind in SECTIONS.items():
+        tables = getattr(top, section)
+        if not tables:
+            raise MatrixError(f"{where}: [[{section}]] must list at least one {kind}")
+        specs = [_component(kind, t, top.profile, reg, f"{where}.{section}[{i}]") for i, t in enumerate(tables)]
+        labels = [s.label for s in specs]
+        for i, spec in enumerate(specs):
+            if labels.count(spec.label) > 1:
+                raise MatrixError(
+                    f"{where}.{section}[{i}]: {spec.label!r} appears twice; give each a distinct 'label'"
+                )
+        sections[section] = specs
+    _check_patterns(top.include, f"{where}.include")
+    _check_patterns(top.exclude, f"{where}.exclude")
+
+    runs: list[RunSpec] = []
+    pruned: list[tuple[RunSpec, str]] = []
+    instances = {}
+    for dataset, pretrainer, backbone, head, labels, seed in itertools.product(
+        sections["datasets"], sections["pretrainers"], sections["backbones"], sections["heads"],
+        top.labels, top.seeds,
+    ):
+        run = RunSpec(
+            matrix=top.name, profile=top.profile, dataset=dataset, pretrainer=pretrainer,
+            backbone=backbone, head=head, labels=labels, seed=seed, selection=top.selection,
+            image_size=image_size, pretrain_seed=top.pretrain_seed,
+            finetune=dataclasses.asdict(finetune),
+        )
+        pair = (pretrainer.label, backbone.label)
+        if pair not in instances:
+            instances[pair] = pretrainer.instantiate(reg).incompatibility(backbone.instantiate(reg))
+        reason = instances[pair]
+        if reason is None:
+            excluded = [i for i, p in enumerate(top.exclude) if _matches(p, run)]
+            if excluded:
+                reason = f"matches exclude[{excluded[0]}]"
+            elif top.include and not any(_matches(p, run) for p in top.include):
+                reason = "matches no include"
+        if reason is None:
+            runs.append(run)
+        else:
+            pruned.append((run, reason))
+
+    cache_dir = Path(_expand_path(top.cache_dir)) if top.cache_dir else default_cache_dir()
+    return Matrix(path, top.name, top.profile, Path(_expand_path(top.output)), cache_dir, runs, pruned)
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("LMBENCH_CACHE_DIR") or Path.home() / ".cache" / "lmbench")
+
+
+def load_matrix(path: str | Path, reg: Registry | None = None) -> Matrix:
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise MatrixError(f"{path}: cannot read matrix: {exc.strerror}") from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise MatrixError(f"{path}: invalid TOML: {exc}") from None
+    return parse_matrix(data, path, reg)

@@ -1,0 +1,79 @@
+"""Typed parameters: a TOML table checked against a dataclass, with profile defaults."""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from typing import Any, Literal, Union
+
+from lmbench.errors import MatrixError
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def coerce(value: Any, tp: Any, where: str) -> Any:
+    """Return ``value`` as type ``tp`` or raise MatrixError naming ``where``."""
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if tp is Any:
+        return value
+    if origin in (Union, types.UnionType):
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return coerce(value, arg, where)
+            except MatrixError:
+                pass
+        raise MatrixError(f"{where}: expected {_type_name(tp)}, got {value!r}")
+    if origin is Literal:
+        if value in args:
+            return value
+        raise MatrixError(f"{where}: expected one of {', '.join(map(repr, args))}, got {value!r}")
+    if tp in (list, tuple, dict):
+        origin = tp
+    if origin in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            raise MatrixError(f"{where}: expected a list, got {value!r}")
+        item = args[0] if args else Any
+        items = [coerce(v, item, f"{where}[{i}]") for i, v in enumerate(value)]
+        return tuple(items) if origin is tuple else items
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise MatrixError(f"{where}: expected a table, got {value!r}")
+        return dict(value)
+    if tp is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if tp is int and isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if tp in (str, bool) and isinstance(value, tp):
+        return value
+    raise MatrixError(f"{where}: expected {_type_name(tp)}, got {type(value).__name__} {value!r}")
+
+
+def unknown_key_error(key: str, known: list[str], where: str) -> MatrixError:
+    close = difflib.get_close_matches(key, known, n=1)
+    hint = f"; did you mean {close[0]!r}?" if close else f"; known: {', '.join(known) or 'none'}"
+    return MatrixError(f"{where}: unknown key {key!r}{hint}")
+
+
+def build(cls: type, values: dict[str, Any], where: str) -> Any:
+    """Instantiate dataclass ``cls`` from ``values``, checking every key and type."""
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    for key in values:
+        if key not in fields:
+            raise unknown_key_error(key, sorted(fields), where)
+    kwargs = {key: coerce(value, hints[key], f"{where}.{key}") for key, value in values.items()}
+    missing = [
+        name
+        for name, f in fields.items()
+        if name not in kwargs and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+    ]
+    if missing:
+        raise MatrixError(f"{where}: missing required key {missing[0]!r}")
+    return cls(**kwargs)

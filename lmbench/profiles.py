@@ -1,0 +1,61 @@
+"""Profiles: named defaults for input size and fine-tuning, overridable in any matrix.
+
+``paper`` follows the published protocol (../REFERENCE.md of the project docs); ``quick``
+and ``smoke`` shrink it for CPUs. Plugins add their own per-profile defaults (model widths,
+pre-training steps) through ``Component.profile_defaults``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass
+class FinetuneConfig:
+    """The shared fine-tuning engine's settings. Defaults are the paper's."""
+
+    epochs: int = 200
+    batch_size: int = 2
+    accumulation: int = 8  # batches whose gradients are averaged into one optimiser step
+    lr: float = 1e-5  # AdamW learning rate when pre-trained weights were loaded
+    lr_scratch: float = 1e-4  # ... and when the network starts from random weights
+    weight_decay: float = 1e-2
+    plateau_factor: float = 0.5  # ReduceLROnPlateau on validation loss
+    plateau_patience: int = 13
+    early_stopping: int = 27  # epochs without a better validation loss before stopping
+    # Images drawn per epoch; 0 = the labelled set once, as the paper. With one label an
+    # epoch is one step, so the CPU profiles repeat the (augmented) set to fill an epoch.
+    samples_per_epoch: int = 0
+    augment: bool = True
+    augment_probability: float = 0.5
+    max_shift: float = 0.02  # fraction of the image size
+    max_scale: float = 0.02
+    max_rotation: float = 2.0  # degrees
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    image_size: int
+    finetune: dict
+
+
+PROFILES: dict[str, Profile] = {
+    "smoke": Profile(
+        "smoke",
+        image_size=64,
+        finetune=dict(
+            epochs=40, batch_size=4, accumulation=1, lr=1e-3, lr_scratch=1e-3,
+            plateau_patience=5, early_stopping=10, samples_per_epoch=32,
+        ),
+    ),
+    "quick": Profile(
+        "quick",
+        image_size=128,
+        finetune=dict(
+            epochs=60, batch_size=4, accumulation=2, lr=3e-4, lr_scratch=1e-3,
+            plateau_patience=6, early_stopping=12, samples_per_epoch=64,
+        ),
+    ),
+    "paper": Profile("paper", image_size=256, finetune={}),
+}

@@ -1,0 +1,108 @@
+"""Results as plain parquet: one set of files per run, each written atomically.
+
+Layout under a matrix's results folder::
+
+    runs/<run_key>.parquet         one row: identity, config, provenance, cost, status
+    metrics/<run_key>.parquet      long format: split, eval_mode, metric, landmark, value
+    predictions/<run_key>.parquet  one row per test image and landmark
+
+The run row is written last, so a run with a run row is complete; a process killed
+mid-write leaves only a hidden temporary file, which no reader looks at.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Iterable
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+SCHEMA_VERSION = 1
+
+_s, _i, _f, _b = pa.string(), pa.int64(), pa.float64(), pa.bool_()
+RUN_SCHEMA = pa.schema(
+    [
+        ("schema_version", _i), ("run_key", _s), ("matrix", _s), ("status", _s), ("error", _s),
+        ("profile", _s),
+        ("dataset", _s), ("dataset_label", _s), ("dataset_params", _s),
+        ("pretrainer", _s), ("pretrainer_label", _s), ("pretrainer_params", _s),
+        ("backbone", _s), ("backbone_label", _s), ("backbone_params", _s),
+        ("head", _s), ("head_label", _s), ("head_params", _s),
+        ("labels", _i), ("seed", _i), ("selection", _s), ("image_size", _i), ("finetune", _s),
+        ("pretrain_key", _s), ("labelled_ids", _s), ("unit", _s), ("thresholds", _s),
+        ("lmbench_version", _s), ("plugin_versions", _s), ("torch_version", _s), ("device", _s),
+        ("git_sha", _s),
+        ("wall_time_s", _f), ("pretrain_time_s", _f), ("pretrain_cache_hit", _b), ("peak_memory_mb", _f),
+        ("n_parameters", _i), ("epochs", _i), ("best_epoch", _i), ("finished_at", _s),
+    ]
+)
+METRIC_SCHEMA = pa.schema(
+    [
+        ("schema_version", _i), ("run_key", _s), ("split", _s), ("eval_mode", _s),
+        ("metric", _s), ("landmark", _s), ("value", _f), ("unit", _s),
+    ]
+)
+PREDICTION_SCHEMA = pa.schema(
+    [
+        ("schema_version", _i), ("run_key", _s), ("split", _s), ("image_id", _s),
+        ("landmark_index", _i), ("landmark", _s), ("x", _f), ("y", _f), ("x_true", _f), ("y_true", _f),
+        ("error", _f), ("unit", _s),
+    ]
+)
+TABLES = {"runs": RUN_SCHEMA, "metrics": METRIC_SCHEMA, "predictions": PREDICTION_SCHEMA}
+
+
+def write_atomic(table: pa.Table, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    pq.write_table(table, tmp)
+    os.replace(tmp, path)
+
+
+def _table(kind: str, rows: list[dict]) -> pa.Table:
+    rows = [{"schema_version": SCHEMA_VERSION, **row} for row in rows]
+    return pa.Table.from_pylist(rows, schema=TABLES[kind])
+
+
+def write_run(results_dir: Path, run: dict, metrics: list[dict] = (), predictions: list[dict] = ()) -> None:
+    """Write a run's metric and prediction files, then its run row (the completion marker)."""
+    key = run["run_key"]
+    for kind, rows in (("metrics", metrics), ("predictions", predictions)):
+        path = results_dir / kind / f"{key}.parquet"
+        if rows:
+            write_atomic(_table(kind, [{"run_key": key, **r} for r in rows]), path)
+        elif path.exists():
+            path.unlink()  # a rerun that failed must not leave an older run's numbers behind
+    write_atomic(_table("runs", [run]), results_dir / "runs" / f"{key}.parquet")
+
+
+def run_files(roots: Iterable[Path]) -> list[Path]:
+    """Every run row file under the given folders (any depth), or the files themselves."""
+    files: list[Path] = []
+    for root in roots:
+        root = Path(root)
+        files.extend([root] if root.is_file() else sorted(root.rglob("runs/*.parquet")))
+    return files
+
+
+def read_table(kind: str, run_file: Path) -> pa.Table | None:
+    """The ``kind`` table belonging to a run row file, or None when it has none."""
+    path = run_file.parent.parent / kind / run_file.name
+    return pq.read_table(path, schema=TABLES[kind]) if path.exists() else None
+
+
+def read_runs(roots: Iterable[Path]) -> list[dict]:
+    """Run rows of every run under ``roots``, deduplicated on run_key (first found wins)."""
+    seen: dict[str, dict] = {}
+    for path in run_files(roots):
+        for row in pq.read_table(path, schema=RUN_SCHEMA).to_pylist():
+            row["_file"] = path
+            seen.setdefault(row["run_key"], row)
+    return list(seen.values())
+
+
+def statuses(results_dir: Path) -> dict[str, str]:
+    """run_key -> status of every run already recorded in one results folder."""
+    return {row["run_key"]: row["status"] for row in read_runs([results_dir])}

@@ -1,0 +1,244 @@
+"""Runs a matrix: each cell loads data, pre-trains (cached), fine-tunes, predicts and scores."""
+
+from __future__ import annotations
+
+import json
+import resource
+import subprocess
+import time
+import traceback
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+import lmbench
+from lmbench import cache, engine, results
+from lmbench.data import Prepared, prepare, select_labelled
+from lmbench.errors import LmbenchError, PluginError, SkipRun
+from lmbench.geometry import to_original
+from lmbench.interfaces import Backbone, Dataset, HeadStrategy, PretrainContext, Pretrainer
+from lmbench.keys import canonical_json, content_key
+from lmbench.matrix import Matrix, RunSpec
+from lmbench.metrics import radial_errors, summarize
+from lmbench.plugins import registry
+from lmbench.profiles import FinetuneConfig
+
+Rerun = Literal["failed", "all"] | None
+
+
+def pick_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def git_sha() -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=Path(lmbench.__file__).parent,
+            capture_output=True, text=True, timeout=5,
+        )
+        return out.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+class DataCache:
+    """Each dataset decoded and resized once per process, shared by all its runs."""
+
+    def __init__(self):
+        self._entries: dict[str, tuple[Dataset, Prepared]] = {}
+
+    def get(self, spec: RunSpec) -> tuple[Dataset, Prepared]:
+        key = content_key({"dataset": spec.dataset.params, "size": spec.image_size})
+        if key not in self._entries:
+            dataset = spec.dataset.instantiate()
+            ids = sorted(set(dataset.split("train") + dataset.split("val") + dataset.split("test")))
+            if len(self._entries) >= 2:
+                self._entries.pop(next(iter(self._entries)))
+            self._entries[key] = (dataset, prepare(dataset, ids, spec.image_size))
+        return self._entries[key]
+
+
+@dataclass
+class RunContext:
+    """What one run needs beyond its spec, shared across the matrix."""
+
+    cache_dir: Path
+    device: torch.device = field(default_factory=pick_device)
+    data: DataCache = field(default_factory=DataCache)
+    git_sha: str | None = field(default_factory=git_sha)
+
+
+def _peak_memory_mb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kB on Linux
+
+
+def _config_row(spec: RunSpec) -> dict:
+    row = {
+        "run_key": spec.run_key, "matrix": spec.matrix, "profile": spec.profile,
+        "labels": spec.labels, "seed": spec.seed, "selection": spec.selection,
+        "image_size": spec.image_size, "finetune": canonical_json(spec.finetune),
+        "pretrain_key": spec.pretrain_key, "torch_version": torch.__version__,
+        "lmbench_version": lmbench.__version__,
+    }
+    versions = {}
+    for kind in ("dataset", "pretrainer", "backbone", "head"):
+        component = getattr(spec, kind)
+        row[kind], row[f"{kind}_label"] = component.name, component.label
+        row[f"{kind}_params"] = canonical_json(component.params)
+        try:
+            plugin = registry().registration(kind, component.name).plugin
+            versions[component.name] = f"{plugin.package}=={plugin.version}"
+        except PluginError:
+            pass
+    row["plugin_versions"] = canonical_json(versions)
+    return row
+
+
+def _pretrain(spec: RunSpec, pretrainer: Pretrainer, backbone: Backbone, dataset: Dataset,
+              prepared: Prepared, num_landmarks: int, ctx: RunContext, progress) -> tuple:
+    def compute(images: torch.Tensor):
+        context = PretrainContext(
+            images=images, backbone=backbone, num_landmarks=num_landmarks,
+            seed=spec.pretrain_seed, device=ctx.device, progress=progress,
+        )
+        return pretrainer.pretrain(context)
+
+    if not pretrainer.trains:
+        return compute(prepared.images[:0]), False, 0.0
+    pool = prepared.subset(dataset.pretrain_pool()).images
+    return cache.cached(ctx.cache_dir, spec.pretrain_key, spec.pretrain_identity(), lambda: compute(pool))
+
+
+def execute(spec: RunSpec, ctx: RunContext, on_stage=lambda text, done, total: None) -> tuple[dict, list, list]:
+    """Run one cell; return (run row, metric rows, prediction rows). Raises on failure."""
+    start = time.perf_counter()
+    dataset, prepared = ctx.data.get(spec)
+    pretrainer: Pretrainer = spec.pretrainer.instantiate()
+    backbone: Backbone = spec.backbone.instantiate()
+    head: HeadStrategy = spec.head.instantiate()
+    config = FinetuneConfig(**spec.finetune)
+    num_landmarks = dataset.num_landmarks
+
+    labelled = select_labelled(dataset.split("train"), spec.labels, spec.selection, spec.seed)
+    train, val, test = (prepared.subset(ids) for ids in (labelled, dataset.split("val"), dataset.split("test")))
+
+    on_stage("pre-training", 0, 1)
+    torch.manual_seed(spec.pretrain_seed)
+    weights, cache_hit, pretrain_seconds = _pretrain(
+        spec, pretrainer, backbone, dataset, prepared, num_landmarks, ctx,
+        lambda done, total: on_stage("pre-training", done, total),
+    )
+
+    torch.manual_seed(spec.seed)
+    model = backbone.build(num_landmarks, spec.image_size)
+    if weights is not None:
+        report = backbone.load_pretrained(model, weights)
+        if not report.loaded:
+            raise PluginError(
+                f"none of the {len(weights)} pre-trained tensors of {spec.pretrainer.name!r} "
+                f"fit backbone {spec.backbone.name!r}"
+            )
+    lr = config.lr if weights is not None else config.lr_scratch
+    fit = engine.finetune(
+        model, head, train, val, config, lr, ctx.device, spec.seed,
+        on_epoch=lambda epoch, total, tl, vl: on_stage(f"fine-tuning (val loss {vl:.4f})", epoch, total),
+    )
+
+    on_stage("testing", 0, 1)
+    predicted_input = engine.predict(model, head, test.images, config.batch_size, ctx.device).numpy()
+    predicted = np.stack([to_original(p, shape, spec.image_size) for p, shape in zip(predicted_input, test.shapes)])
+    errors = radial_errors(predicted, test.original_landmarks, test.spacings, dataset.unit)
+    metrics = [
+        {"split": "test", "eval_mode": "native", "metric": metric, "landmark": landmark,
+         "value": value, "unit": "%" if metric.startswith("sdr") else dataset.unit}
+        for metric, landmark, value in summarize(errors, dataset.thresholds, dataset.landmark_names)
+    ]
+    predictions = [
+        {"split": "test", "image_id": image_id, "landmark_index": j, "landmark": name,
+         "x": float(predicted[i, j, 0]), "y": float(predicted[i, j, 1]),
+         "x_true": float(test.original_landmarks[i, j, 0]), "y_true": float(test.original_landmarks[i, j, 1]),
+         "error": float(errors[i, j]), "unit": dataset.unit}
+        for i, image_id in enumerate(test.ids)
+        for j, name in enumerate(dataset.landmark_names)
+    ]
+    row = {
+        **_config_row(spec), "status": "ok", "labelled_ids": json.dumps(labelled),
+        "unit": dataset.unit, "thresholds": json.dumps(list(dataset.thresholds)),
+        "device": str(ctx.device), "git_sha": ctx.git_sha,
+        "wall_time_s": time.perf_counter() - start, "pretrain_time_s": pretrain_seconds,
+        "pretrain_cache_hit": cache_hit, "peak_memory_mb": _peak_memory_mb(ctx.device),
+        "n_parameters": sum(p.numel() for p in model.parameters()),
+        "epochs": fit.epochs, "best_epoch": fit.best_epoch,
+        "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    return row, metrics, predictions
+
+
+@dataclass
+class Summary:
+    ok: int = 0
+    failed: int = 0
+    skipped: int = 0
+    already_done: int = 0
+    seconds: float = 0.0
+    failures: list[tuple[str, str]] = field(default_factory=list)  # (title, error)
+
+
+def one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if isinstance(exc, LmbenchError) else f"{type(exc).__name__}: {text}"
+
+
+def run_matrix(matrix: Matrix, rerun: Rerun = None, console: Console | None = None, quiet: bool = False) -> Summary:
+    """Run every cell not already recorded (or as ``rerun`` says); a failing cell is recorded
+    with its error and the matrix goes on."""
+    console = console or Console()
+    out = matrix.results_dir
+    done = results.statuses(out) if out.exists() else {}
+    redo = {"all": {"ok", "failed", "skipped"}, "failed": {"failed", "skipped"}}.get(rerun, set())
+    todo = [r for r in matrix.runs if r.run_key not in done or done[r.run_key] in redo]
+    summary = Summary(already_done=len(matrix.runs) - len(todo))
+    ctx = RunContext(cache_dir=matrix.cache_dir)
+    start = time.perf_counter()
+    columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()]
+    with Progress(*columns, console=console, disable=quiet, transient=False) as progress:
+        overall = progress.add_task(f"matrix {matrix.name}", total=len(todo))
+        for spec in todo:
+            current = progress.add_task(f"  {spec.title}", total=1)
+
+            def on_stage(text: str, completed: int, total: int, task=current, spec=spec) -> None:
+                progress.update(task, description=f"  {spec.title}: {text}", completed=completed, total=total)
+
+            metrics: list = []
+            predictions: list = []
+            try:
+                row, metrics, predictions = execute(spec, ctx, on_stage)
+                summary.ok += 1
+            except Exception as exc:  # any failure is recorded and the matrix goes on
+                status = "skipped" if isinstance(exc, SkipRun) else "failed"
+                row = {**_config_row(spec), "status": status, "error": one_line(exc),
+                       "device": str(ctx.device), "git_sha": ctx.git_sha,
+                       "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+                if status == "failed":
+                    summary.failed += 1
+                    summary.failures.append((spec.title, row["error"]))
+                    log = out / "logs" / f"{spec.run_key}.log"
+                    log.parent.mkdir(parents=True, exist_ok=True)
+                    log.write_text(traceback.format_exc())
+                else:
+                    summary.skipped += 1
+                if not quiet:
+                    console.print(f"[red]{status}[/red] {spec.title}: {row['error']}")
+            results.write_run(out, row, metrics, predictions)
+            progress.remove_task(current)
+            progress.advance(overall)
+    summary.seconds = time.perf_counter() - start
+    return summary

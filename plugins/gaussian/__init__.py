@@ -1,0 +1,6 @@
+from lmbench.hookspecs import hookimpl
+
+
+@hookimpl
+def lmbench_register_heads(register):
+    register("gaussian", "lmbench_plugins.gaussian.head:GaussianHead")

@@ -1,0 +1,6 @@
+from lmbench.hookspecs import hookimpl
+
+
+@hookimpl
+def lmbench_register_pretrainers(register):
+    register("scratch", "lmbench_plugins.scratch.pretrainer:Scratch")

@@ -1,0 +1,46 @@
+"""A segmentation-models-pytorch U-Net with any timm or smp encoder, one input channel."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import segmentation_models_pytorch as smp
+
+from lmbench.errors import PluginError
+from lmbench.interfaces import Backbone
+
+
+class SmpUnet(Backbone):
+    """U-Net whose encoder receives a pretrainer's weights; the decoder always starts fresh.
+
+    ``encoder`` is an smp encoder name (``densenet161``, as the paper) or ``tu-<timm name>``.
+    Weights never download here: pretrainers provide them.
+    """
+
+    @dataclass
+    class Params:
+        encoder: str = "densenet161"
+        encoder_depth: int = 5
+        decoder_channels: list[int] = field(default_factory=lambda: [256, 128, 64, 32, 16])
+
+    profile_defaults = {
+        "smoke": {"encoder": "tu-resnet10t", "decoder_channels": [64, 32, 16, 16, 8]},
+        "quick": {"encoder": "tu-resnet18", "decoder_channels": [128, 64, 32, 16, 16]},
+    }
+
+    def build(self, num_landmarks, image_size):
+        p = self.params
+        if len(p.decoder_channels) != p.encoder_depth:
+            raise PluginError(
+                f"smp-unet: decoder_channels has {len(p.decoder_channels)} entries, encoder_depth is {p.encoder_depth}"
+            )
+        if image_size % 2**p.encoder_depth:
+            raise PluginError(f"smp-unet: image size {image_size} is not divisible by 2**{p.encoder_depth}")
+        return smp.Unet(
+            encoder_name=p.encoder,
+            encoder_depth=p.encoder_depth,
+            encoder_weights=None,
+            decoder_channels=list(p.decoder_channels),
+            in_channels=1,
+            classes=num_landmarks,
+        )

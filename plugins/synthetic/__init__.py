@@ -1,0 +1,6 @@
+from lmbench.hookspecs import hookimpl
+
+
+@hookimpl
+def lmbench_register_datasets(register):
+    register("synthetic", "lmbench_plugins.synthetic.dataset:SyntheticHands")
