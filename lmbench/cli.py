@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import sys
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
@@ -14,7 +16,8 @@ from lmbench.errors import LmbenchError
 from lmbench.plugins import registry
 
 app = typer.Typer(help="Benchmark pre-training for few-shot anatomical landmark detection.", no_args_is_help=True)
-console = Console()
+# Tables stay readable when piped: rich would otherwise wrap them at 80 columns.
+console = Console() if sys.stdout.isatty() or "COLUMNS" in os.environ else Console(width=160)
 MatrixOption = Annotated[Path, typer.Option("--matrix", "-m", help="Matrix TOML file.")]
 
 

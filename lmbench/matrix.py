@@ -200,7 +200,7 @@ def parse_matrix(data: dict[str, Any], path: Path, reg: Registry | None = None) 
         specs = [_component(kind, t, top.profile, reg, f"{where}.{section}[{i}]") for i, t in enumerate(tables)]
         labels = [s.label for s in specs]
         for i, spec in enumerate(specs):
-            if labels.count(spec.label) > 1:
+            if spec.label in labels[:i]:
                 raise MatrixError(
                     f"{where}.{section}[{i}]: {spec.label!r} appears twice; give each a distinct 'label'"
                 )

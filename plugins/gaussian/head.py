@@ -48,8 +48,8 @@ class GaussianHead(HeadStrategy):
 
 
 def largest_region_centroid(heatmap: np.ndarray) -> tuple[float, float]:
-    """(x, y) centroid of the largest connected region at or above half the map's maximum."""
-    regions, count = ndimage.label(heatmap >= 0.5 * heatmap.max())
+    """(x, y) centroid of the largest connected region above half the map's maximum."""
+    regions, count = ndimage.label(heatmap > 0.5 * heatmap.max())
     if count == 0:  # a constant map: no peak to find
         return (heatmap.shape[1] - 1) / 2, (heatmap.shape[0] - 1) / 2
     sizes = np.bincount(regions.ravel())[1:]

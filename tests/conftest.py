@@ -1,0 +1,69 @@
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+FIXTURES = ROOT / "tests" / "fixtures"
+SHARED_DATA = ROOT.parent / "shared" / "data"
+
+# A matrix small enough to run in about a second per cell on a CPU.
+TINY_MATRIX = """
+name = "{name}"
+profile = "smoke"
+image_size = 32
+seeds = {seeds}
+labels = {labels}
+output = "{output}"
+cache_dir = "{cache}"
+
+[finetune]
+epochs = {epochs}
+samples_per_epoch = 8
+early_stopping = 50
+
+[[datasets]]
+name = "synthetic"
+params = {{ n_train = 12, n_val = 4, n_test = 6, height = 100, width = 80 }}
+
+{pretrainers}
+
+[[backbones]]
+name = "smp-unet"
+params = {{ encoder = "tu-resnet10t", encoder_depth = 3, decoder_channels = [32, 16, 8] }}
+
+[[heads]]
+name = "gaussian"
+{extra}
+"""
+
+
+@pytest.fixture(autouse=True)
+def isolated_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("LMBENCH_CACHE_DIR", str(tmp_path / "cache"))
+
+
+def tiny_matrix(
+    folder: Path, name: str = "tiny", seeds=(0,), labels=(1, 2), epochs: int = 2,
+    pretrainers: str = '[[pretrainers]]\nname = "scratch"', extra: str = "",
+) -> Path:
+    path = folder / f"{name}.toml"
+    path.write_text(
+        TINY_MATRIX.format(
+            name=name, seeds=list(seeds), labels=list(labels), epochs=epochs, pretrainers=pretrainers,
+            extra=extra, output=folder / "results", cache=folder / "cache",
+        )
+    )
+    return path
+
+
+def lmbench_cli(*args: str, env_extra: dict | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    """Run the real command line in a fresh process."""
+    env = {**os.environ, "COLUMNS": "200", **(env_extra or {})}
+    return subprocess.run(
+        [sys.executable, "-m", "lmbench", *args], capture_output=True, text=True, env=env, cwd=cwd, timeout=600
+    )

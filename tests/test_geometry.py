@@ -1,0 +1,40 @@
+import numpy as np
+import torch
+
+from lmbench.augment import augment
+from lmbench.geometry import resize_image, to_input, to_original
+from lmbench.profiles import FinetuneConfig
+
+
+def test_points_round_trip_through_the_input_size():
+    points = np.random.default_rng(0).uniform(0, 1935, size=(19, 2))
+    back = to_original(to_input(points, (2400, 1935), 256), (2400, 1935), 256)
+    np.testing.assert_allclose(back, points, atol=1e-9)
+
+
+def test_point_mapping_follows_the_resized_image():
+    image = np.zeros((120, 90), np.float32)
+    image[60:63, 30:33] = 1.0  # a bright square centred on (31, 61)
+    resized = resize_image(image, 30)[0].numpy()
+    y, x = np.unravel_index(resized.argmax(), resized.shape)
+    expected = to_input(np.array([31.0, 61.0]), (120, 90), 30)
+    assert abs(x - expected[0]) <= 0.5 and abs(y - expected[1]) <= 0.5
+    assert resized.min() == 0.0 and resized.max() == 1.0
+
+
+def test_augmentation_moves_landmarks_with_the_image():
+    config = FinetuneConfig(augment_probability=1.0, max_rotation=10.0, max_shift=0.1, max_scale=0.1)
+    generator = torch.Generator().manual_seed(3)
+    for _ in range(5):
+        image = torch.zeros(1, 64, 64)
+        image[0, 40, 20] = 1.0
+        warped, points = augment(image, torch.tensor([[20.0, 40.0]]), config, generator)
+        y, x = np.unravel_index(warped[0].numpy().argmax(), (64, 64))
+        assert abs(points[0, 0] - x) <= 1.0 and abs(points[0, 1] - y) <= 1.0
+
+
+def test_augmentation_replicates_the_border():
+    config = FinetuneConfig(augment_probability=1.0, max_rotation=2.0, max_shift=0.05)
+    image = torch.ones(1, 32, 32)  # an edge-replicated warp of a constant image stays constant
+    warped, _ = augment(image, torch.zeros(1, 2), config, torch.Generator().manual_seed(0))
+    assert torch.allclose(warped, image, atol=1e-5)

@@ -1,0 +1,52 @@
+"""A matrix killed mid-way and run again ends exactly where an uninterrupted run ends."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pyarrow.parquet as pq
+
+from lmbench.matrix import load_matrix
+from lmbench.runner import run_matrix
+
+from conftest import lmbench_cli, tiny_matrix
+
+
+def metrics(results_dir):
+    return {
+        (row["run_key"], row["metric"], row["landmark"]): row["value"]
+        for path in (results_dir / "metrics").glob("*.parquet")
+        for row in pq.read_table(path).to_pylist()
+    }
+
+
+def test_sigkill_then_rerun_matches_an_uninterrupted_run(tmp_path):
+    killed_dir, clean_dir = tmp_path / "killed", tmp_path / "clean"
+    killed_dir.mkdir()
+    clean_dir.mkdir()
+    matrix = tiny_matrix(killed_dir, labels=(1, 2, 3, 4), seeds=(0, 1), epochs=3)
+    runs_dir = killed_dir / "results" / "tiny" / "runs"
+
+    process = subprocess.Popen(
+        [sys.executable, "-m", "lmbench", "run", "--matrix", str(matrix), "--quiet"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    deadline = time.time() + 300
+    while time.time() < deadline and len(list(runs_dir.glob("*.parquet"))) < 2:
+        time.sleep(0.05)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    finished = {p: p.stat().st_mtime_ns for p in runs_dir.glob("*.parquet")}
+    assert 2 <= len(finished) < 8, "the kill should land mid-matrix"
+
+    out = lmbench_cli("run", "--matrix", str(matrix), "--quiet")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert f"{len(finished)} already done" in out.stdout
+    assert all(p.stat().st_mtime_ns == t for p, t in finished.items())  # not recomputed
+    assert len(list(runs_dir.glob("*.parquet"))) == 8
+
+    clean = load_matrix(tiny_matrix(clean_dir, labels=(1, 2, 3, 4), seeds=(0, 1), epochs=3))
+    run_matrix(clean, quiet=True)
+    assert metrics(killed_dir / "results" / "tiny") == metrics(clean.results_dir)

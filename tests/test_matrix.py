@@ -1,0 +1,119 @@
+import tomllib
+
+import pytest
+
+from lmbench.errors import MatrixError
+from lmbench.matrix import load_matrix, parse_matrix
+
+from conftest import ROOT, tiny_matrix
+
+
+def parse(tmp_path, text):
+    path = tmp_path / "m.toml"
+    path.write_text(text)
+    return load_matrix(path)
+
+
+BASE = """
+name = "m"
+profile = "smoke"
+labels = [1, 5]
+seeds = [0, 1]
+[[datasets]]
+name = "synthetic"
+[[pretrainers]]
+name = "scratch"
+[[backbones]]
+name = "smp-unet"
+[[heads]]
+name = "gaussian"
+"""
+
+
+def test_expansion_and_profile_defaults(tmp_path):
+    m = parse(tmp_path, BASE)
+    assert [(r.labels, r.seed) for r in m.runs] == [(1, 0), (1, 1), (5, 0), (5, 1)]
+    run = m.runs[0]
+    assert run.image_size == 64  # the smoke profile
+    assert run.finetune["samples_per_epoch"] == 32
+    assert run.backbone.params["encoder"] == "tu-resnet10t"  # the plugin's smoke default
+    assert run.head.params["sigma"] == 2.0
+
+
+@pytest.mark.parametrize(
+    "addition, message",
+    [
+        ("colour = 'red'", r"m.toml: unknown key 'colour'"),
+        ("lables = [1]", r"unknown key 'lables'; did you mean 'labels'\?"),
+        ("selection = 'best'", r"m.toml.selection: expected one of 'first', 'random'"),
+        ("image_size = 'big'", r"m.toml.image_size: expected int \| None, got 'big'"),
+        ("[finetune]\nepochs = 2.5", r"m.toml.finetune.epochs: expected int, got float 2.5"),
+        ("[finetune]\nlearning_rate = 1", r"finetune: unknown key 'learning_rate'"),
+        ("[[heads]]\nname = 'gausian'", r"m.toml.heads\[1\].name: unknown head 'gausian'; did you mean 'gaussian'\?"),
+        ("[[heads]]\nname = 'gaussian'\nparams = { sigma = 'wide' }", r"heads\[1\].params.sigma: expected float"),
+        ("[[heads]]\nname = 'gaussian'\nparams = { sigmaa = 1 }", r"heads\[1\].params: unknown key 'sigmaa'; did you mean 'sigma'"),
+        ("[[heads]]\nname = 'gaussian'", r"heads\[1\]: 'gaussian' appears twice; give each a distinct 'label'"),
+        ("[[exclude]]\nlabel = 1", r"exclude\[0\]: unknown key 'label'; did you mean 'labels'"),
+    ],
+)
+def test_errors_name_the_file_and_key(tmp_path, addition, message):
+    text = (addition + "\n" + BASE) if not addition.startswith("[") else (BASE + "\n" + addition)
+    with pytest.raises(MatrixError, match=message):
+        parse(tmp_path, text)
+
+
+def test_malformed_toml_and_missing_file(tmp_path):
+    with pytest.raises(MatrixError, match=r"m.toml: invalid TOML"):
+        parse(tmp_path, "labels = [1,")
+    with pytest.raises(MatrixError, match=r"nothing.toml: cannot read matrix"):
+        load_matrix(tmp_path / "nothing.toml")
+
+
+def test_exclude_and_include_prune_with_reasons(tmp_path):
+    m = parse(tmp_path, BASE + "[[exclude]]\nlabels = 5\nseed = 1\n")
+    assert len(m.runs) == 3
+    assert [why for _, why in m.pruned] == ["matches exclude[0]"]
+    m = parse(tmp_path, BASE + "[[include]]\nlabels = [1]\n")
+    assert {r.labels for r in m.runs} == {1}
+    assert {why for _, why in m.pruned} == {"matches no include"}
+
+
+def test_incompatible_pairs_are_pruned_with_the_pretrainers_reason(tmp_path, monkeypatch):
+    from lmbench_plugins.scratch.pretrainer import Scratch
+
+    monkeypatch.setattr(Scratch, "incompatibility", lambda self, backbone: "needs another backbone")
+    m = parse(tmp_path, BASE)
+    assert not m.runs and {why for _, why in m.pruned} == {"needs another backbone"}
+
+
+def test_run_key_stability(tmp_path):
+    path = tiny_matrix(tmp_path)
+    data = tomllib.loads(path.read_text())
+    key = parse_matrix(data, path).runs[0].run_key
+    assert parse_matrix(data, path).runs[0].run_key == key
+
+    # paths, labels for display and the output folder change no numbers
+    moved = {**data, "output": "/elsewhere", "cache_dir": "/other/cache"}
+    moved["heads"] = [{"name": "gaussian", "label": "Gaussian heatmaps"}]
+    assert parse_matrix(moved, tmp_path / "other.toml").runs[0].run_key == key
+    # an explicit default is the same configuration as an omitted one
+    explicit = {**data, "heads": [{"name": "gaussian", "params": {"sigma": 2}}]}
+    assert parse_matrix(explicit, path).runs[0].run_key == key
+
+    # any numeric change is a new key
+    for changed in (
+        {**data, "image_size": 64},
+        {**data, "finetune": {**data["finetune"], "epochs": 3}},
+        {**data, "heads": [{"name": "gaussian", "params": {"sigma": 2.5}}]},
+        {**data, "datasets": [{"name": "synthetic", "params": {**data["datasets"][0]["params"], "seed": 1}}]},
+        {**data, "selection": "random"},
+    ):
+        assert parse_matrix(changed, path).runs[0].run_key != key
+    runs = parse_matrix(data, path).runs
+    assert runs[0].run_key != runs[1].run_key  # other label count
+    assert runs[0].pretrain_key == runs[1].pretrain_key  # ... same pre-training
+
+
+def test_the_default_matrix_validates():
+    m = load_matrix(ROOT / "benchmarks.toml")
+    assert m.runs and not [why for _, why in m.pruned if "exclude" not in why]

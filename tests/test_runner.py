@@ -1,0 +1,119 @@
+import tomllib
+
+import pyarrow.parquet as pq
+import pytest
+
+from lmbench import results
+from lmbench.errors import SkipRun
+from lmbench.leaderboard import build_boards
+from lmbench.matrix import load_matrix, parse_matrix
+from lmbench.runner import pick_device, run_matrix
+
+from conftest import ROOT, tiny_matrix
+
+
+def metric_values(results_dir):
+    return {
+        (row["run_key"], row["metric"], row["landmark"]): row["value"]
+        for path in sorted((results_dir / "metrics").glob("*.parquet"))
+        for row in pq.read_table(path).to_pylist()
+    }
+
+
+def test_a_matrix_runs_end_to_end_and_a_rerun_recomputes_nothing(tmp_path):
+    m = load_matrix(tiny_matrix(tmp_path))
+    summary = run_matrix(m, quiet=True)
+    assert (summary.ok, summary.failed, summary.already_done) == (2, 0, 0)
+
+    runs = results.read_runs([m.results_dir])
+    assert {r["status"] for r in runs} == {"ok"}
+    run = runs[0]
+    assert run["unit"] == "mm" and run["device"] == str(pick_device()) and run["n_parameters"] > 0
+    assert run["epochs"] == 2 and 1 <= run["best_epoch"] <= 2
+    predictions = results.read_table("predictions", run["_file"])
+    assert predictions.num_rows == 6 * 11  # test images x landmarks
+    metrics = results.read_table("metrics", run["_file"]).to_pylist()
+    assert {m_["metric"] for m_ in metrics} == {"mre", "mre_std", "sdr@2.5", "sdr@5", "sdr@10"}
+    errors = predictions.column("error").to_pylist()
+    mre = next(r["value"] for r in metrics if r["metric"] == "mre" and r["landmark"] == "all")
+    assert mre == pytest.approx(sum(errors) / len(errors))
+
+    before = {p: p.stat().st_mtime_ns for p in m.results_dir.rglob("*.parquet")}
+    again = run_matrix(m, quiet=True)
+    assert (again.ok, again.already_done) == (0, 2)
+    assert {p: p.stat().st_mtime_ns for p in m.results_dir.rglob("*.parquet")} == before
+
+    values = metric_values(m.results_dir)
+    forced = run_matrix(m, rerun="all", quiet=True)
+    assert forced.ok == 2
+    assert metric_values(m.results_dir) == values  # same seed, same numbers
+
+
+def test_a_failing_run_is_recorded_and_the_matrix_goes_on(tmp_path):
+    m = load_matrix(tiny_matrix(tmp_path, labels=(1, 50)))
+    summary = run_matrix(m, quiet=True)
+    assert (summary.ok, summary.failed) == (1, 1)
+    failed = [r for r in results.read_runs([m.results_dir]) if r["status"] == "failed"]
+    assert failed[0]["error"] == "labels = 50 exceeds the 12 images of the training split"
+    assert not (m.results_dir / "metrics" / f"{failed[0]['run_key']}.parquet").exists()
+    assert (m.results_dir / "logs" / f"{failed[0]['run_key']}.log").read_text().startswith("Traceback")
+
+    assert run_matrix(m, quiet=True).already_done == 2
+    retried = run_matrix(m, rerun="failed", quiet=True)
+    assert (retried.failed, retried.already_done) == (1, 1)
+
+    board = build_boards([m.results_dir])[0]
+    assert board.not_ok == {"failed": 1} and [row.labels for row in board.rows] == [1]
+
+
+def test_a_plugin_that_cannot_run_here_is_recorded_as_skipped(tmp_path, monkeypatch):
+    from lmbench_plugins.scratch.pretrainer import Scratch
+
+    def unavailable(self, context):
+        raise SkipRun("weights are not available offline; pass a file path")
+
+    monkeypatch.setattr(Scratch, "pretrain", unavailable)
+    m = load_matrix(tiny_matrix(tmp_path, labels=(1,)))
+    summary = run_matrix(m, quiet=True)
+    assert summary.skipped == 1
+    (run,) = results.read_runs([m.results_dir])
+    assert (run["status"], run["error"]) == ("skipped", "weights are not available offline; pass a file path")
+
+
+def test_partial_files_left_by_a_crash_are_never_read(tmp_path):
+    m = load_matrix(tiny_matrix(tmp_path, labels=(1,)))
+    run_matrix(m, quiet=True)
+    junk = m.results_dir / "runs" / ".abc.parquet.123.tmp"
+    junk.write_bytes(b"PAR1 truncated")
+    assert len(results.read_runs([m.results_dir])) == 1
+    assert run_matrix(m, quiet=True).already_done == 1
+
+
+def test_leaderboard_aggregates_seeds_and_marks_the_best(tmp_path):
+    m = load_matrix(tiny_matrix(tmp_path, seeds=(0, 1), labels=(1, 2)))
+    run_matrix(m, quiet=True)
+    (board,) = build_boards([m.results_dir, m.results_dir])  # the same runs twice count once
+    assert board.unit == "mm" and board.metrics == ["mre", "sdr@2.5", "sdr@5", "sdr@10"]
+    assert [(row.labels, row.seeds) for row in board.rows] == [(1, 2), (2, 2)]
+    values = metric_values(m.results_dir)
+    for row in board.rows:
+        keys = [r.run_key for r in m.runs if r.labels == row.labels]
+        mres = [values[(k, "mre", "all")] for k in keys]
+        assert row.values["mre"][0] == pytest.approx(sum(mres) / 2)
+        assert row.values["mre"][1] == pytest.approx(abs(mres[0] - mres[1]) / 2)
+        assert board.best(row.labels, "mre") == row.values["mre"][0]  # one method: it is the best
+
+
+def test_the_default_matrix_runs_end_to_end_in_small(tmp_path):
+    """benchmarks.toml itself, shrunk: fewer epochs, images and label counts."""
+    path = ROOT / "benchmarks.toml"
+    data = tomllib.loads(path.read_text())
+    data.update(output=str(tmp_path), cache_dir=str(tmp_path / "cache"), labels=[1, 5], seeds=[0])
+    data["finetune"] = {**data.get("finetune", {}), "epochs": 2, "samples_per_epoch": 8}
+    for dataset in data["datasets"]:
+        dataset["params"] = {**dataset.get("params", {}), "n_train": 10, "n_val": 4, "n_test": 6}
+    m = parse_matrix(data, path)
+    summary = run_matrix(m, quiet=True)
+    assert summary.failed == 0 and summary.ok == len(m.runs) > 0
+    boards = build_boards([tmp_path])
+    assert boards and all(row.values["mre"][0] > 0 for board in boards for row in board.rows)
