@@ -1,5 +1,6 @@
 """A third-party plugin, pip-installed into a folder of its own, seen by the real command line."""
 
+import os
 import subprocess
 import sys
 
@@ -17,7 +18,7 @@ def site(tmp_path_factory):
          "--target", str(target), str(FIXTURES / "lmbench-denoise-plugin"), str(FIXTURES / "lmbench-broken-plugin")],
         check=True, capture_output=True,
     )
-    return {"PYTHONPATH": str(target)}
+    return {"PYTHONPATH": os.pathsep.join(filter(None, [str(target), os.environ.get("PYTHONPATH")]))}
 
 
 def test_plugins_are_listed_with_package_version_and_status(site):
