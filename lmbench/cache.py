@@ -17,7 +17,8 @@ import torch
 MARKER = "COMPLETE"
 
 
-def _save(obj, path: Path) -> None:
+def save_atomic(obj, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     torch.save(obj, tmp)
     os.replace(tmp, path)
@@ -34,7 +35,7 @@ def cached(
     weights = compute()
     seconds = time.perf_counter() - start
     folder.mkdir(parents=True, exist_ok=True)
-    _save(weights, folder / "weights.pt")
+    save_atomic(weights, folder / "weights.pt")
     (folder / "identity.json").write_text(json.dumps(identity, indent=2, sort_keys=True))
     (folder / MARKER).write_text(f"{seconds:.3f} s\n")
     return weights, False, seconds

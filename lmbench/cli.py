@@ -19,6 +19,17 @@ app = typer.Typer(help="Benchmark pre-training for few-shot anatomical landmark 
 # Tables stay readable when piped: rich would otherwise wrap them at 80 columns.
 console = Console() if sys.stdout.isatty() or "COLUMNS" in os.environ else Console(width=160)
 MatrixOption = Annotated[Path, typer.Option("--matrix", "-m", help="Matrix TOML file.")]
+DataRootOption = Annotated[
+    Optional[Path], typer.Option(help="Folder holding the datasets: sets $LMBENCH_DATA for the matrix's data roots.")
+]
+
+
+def _load(matrix: Path, data_root: Path | None):
+    from lmbench.matrix import load_matrix
+
+    if data_root is not None:
+        os.environ["LMBENCH_DATA"] = str(data_root.expanduser().resolve())
+    return load_matrix(matrix)
 
 
 class RerunChoice(str, Enum):
@@ -48,11 +59,9 @@ def plugins(check: Annotated[bool, typer.Option(help="Import every component to 
 
 
 @app.command()
-def validate(matrix: MatrixOption):
+def validate(matrix: MatrixOption, data_root: DataRootOption = None):
     """Expand a matrix and show its runs and what was pruned, without running anything."""
-    from lmbench.matrix import load_matrix
-
-    m = load_matrix(matrix)
+    m = _load(matrix, data_root)
     table = Table(title=f"{m.name}: {len(m.runs)} runs ({m.profile} profile) -> {m.results_dir}")
     for column in ("run_key", "dataset", "pretrainer", "backbone", "head", "labels", "seed"):
         table.add_column(column)
@@ -73,14 +82,14 @@ def validate(matrix: MatrixOption):
 @app.command()
 def run(
     matrix: MatrixOption,
+    data_root: DataRootOption = None,
     rerun: Annotated[Optional[RerunChoice], typer.Option(help="Also rerun finished runs: failed (and skipped) or all.")] = None,
     quiet: Annotated[bool, typer.Option(help="No progress bars.")] = False,
 ):
     """Run every cell of a matrix not already in its results folder."""
-    from lmbench.matrix import load_matrix
     from lmbench.runner import run_matrix
 
-    m = load_matrix(matrix)
+    m = _load(matrix, data_root)
     summary = run_matrix(m, rerun.value if rerun else None, console=console, quiet=quiet)
     console.print(
         f"[bold]{m.name}[/bold]: {summary.ok} ok, {summary.failed} failed, {summary.skipped} skipped, "
@@ -115,6 +124,56 @@ def leaderboard(
             if run["status"] != "ok":
                 console.print(f"[red]{run['status']}[/red] {run['run_key']} {run['dataset_label']} | "
                               f"{run['pretrainer_label']} | {run['head_label']} | {run['labels']} labels: {run['error']}")
+
+
+data_app = typer.Typer(help="Inspect datasets.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+
+
+def _parse_value(text: str):
+    """A TOML value (number, bool, list, quoted string) or, failing that, the plain string."""
+    import tomllib
+
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+@data_app.command("check")
+def data_check(
+    dataset: Annotated[str, typer.Option(help="Dataset plugin name.")],
+    root: Annotated[Optional[str], typer.Option(help="Data root (params.root).")] = None,
+    param: Annotated[Optional[list[str]], typer.Option("--param", "-p", help="Other params, KEY=VALUE.")] = None,
+):
+    """Load every sample; print split counts, image sizes, landmark ranges and every problem."""
+    import dataclasses
+
+    from lmbench import params as P
+    from lmbench.datacheck import check_dataset
+
+    cls = registry().get("dataset", dataset)
+    values = dict(item.split("=", 1) for item in (param or []) if "=" in item)
+    values = {k: _parse_value(v) for k, v in values.items()}
+    if root is not None:
+        values["root"] = root
+    built = P.build(cls.Params, {**values}, f"--param for {dataset}")
+    report = check_dataset(dataset, cls(built))
+    console.print(f"[bold]{dataset}[/bold]: " + ", ".join(f"{n} {s}" for s, n in report.splits.items()))
+    if report.image_sizes:
+        (h0, w0), (h1, w1) = report.image_sizes
+        console.print(f"  image sizes (W x H): {w0}x{h0} to {w1}x{h1}")
+        lo, hi = report.landmark_range
+        console.print(f"  landmarks: x {lo[0]:.1f} to {hi[0]:.1f}, y {lo[1]:.1f} to {hi[1]:.1f} (original pixels)")
+    if report.spacing_range:
+        console.print(f"  spacing: {report.spacing_range[0]:.4g} to {report.spacing_range[1]:.4g} mm per pixel")
+    for warning in report.warnings:
+        console.print(f"  [yellow]warning[/yellow] {warning}", soft_wrap=True)
+    for error in report.errors:
+        console.print(f"  [red]error[/red] {error}", soft_wrap=True)
+    console.print("usable" if report.usable else "[red]not usable[/red]")
+    if not report.usable:
+        raise typer.Exit(1)
 
 
 def main() -> None:

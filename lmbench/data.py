@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -35,16 +37,24 @@ class Prepared:
         )
 
 
-def prepare(dataset: Dataset, ids: list[str], size: int) -> Prepared:
+def _load_resized(dataset: Dataset, sample_id: str, size: int):
+    sample = dataset.load(sample_id)
+    return sample, resize_image(sample.image, size)
+
+
+def prepare(dataset: Dataset, ids: list[str], size: int, on_progress=lambda done, total: None) -> Prepared:
+    """Load and resize ``ids``, decoding in threads (image decoders and torch release the GIL)."""
     images, landmarks, originals, shapes, spacings = [], [], [], [], []
-    for sample_id in ids:
-        sample = dataset.load(sample_id)
-        shape = sample.image.shape[:2]
-        images.append(resize_image(sample.image, size))
-        originals.append(np.asarray(sample.landmarks, dtype=np.float64))
-        landmarks.append(torch.from_numpy(to_input(originals[-1], shape, size)).float())
-        shapes.append(shape)
-        spacings.append(sample.spacing)
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+        loaded = pool.map(lambda i: _load_resized(dataset, i, size), ids)
+        for done, (sample, resized) in enumerate(loaded, start=1):
+            on_progress(done, len(ids))
+            shape = sample.image.shape[:2]
+            images.append(resized)
+            originals.append(np.asarray(sample.landmarks, dtype=np.float64))
+            landmarks.append(torch.from_numpy(to_input(originals[-1], shape, size)).float())
+            shapes.append(shape)
+            spacings.append(sample.spacing)
     n = dataset.num_landmarks
     return Prepared(
         ids=list(ids),
@@ -57,11 +67,12 @@ def prepare(dataset: Dataset, ids: list[str], size: int) -> Prepared:
 
 
 def select_labelled(train_ids: list[str], count: int, selection: str, seed: int) -> list[str]:
-    """The few-shot subset: the first ``count`` sorted ids (the paper) or a seeded random draw."""
-    ids = sorted(train_ids)
+    """The few-shot subset: the first ``count`` training ids in the dataset's sorted order (the
+    paper), or a seeded random draw."""
+    ids = list(train_ids)
     if count > len(ids):
         raise DataError(f"labels = {count} exceeds the {len(ids)} images of the training split")
     if selection == "first":
         return ids[:count]
     rng = np.random.default_rng(seed)
-    return sorted(ids[i] for i in rng.choice(len(ids), size=count, replace=False))
+    return [ids[i] for i in sorted(rng.choice(len(ids), size=count, replace=False))]

@@ -72,6 +72,11 @@ class Dataset(Component):
     def load(self, sample_id: str) -> Sample:
         """Load one sample. Raise ``lmbench.errors.DataError`` naming the file on bad data."""
 
+    def problems(self) -> list[str]:
+        """Gaps the protocol tolerates, found while indexing (labels without an image, say),
+        one line each, for ``lmbench data check``. Errors are raised instead."""
+        return []
+
     def pretrain_pool(self) -> list[str]:
         """Ids whose images (never labels) self-supervised pre-training may use: train + val."""
         return self.split("train") + self.split("val")

@@ -76,13 +76,19 @@ class RunSpec:
     image_size: int
     pretrain_seed: int
     finetune: dict[str, Any]
+    pretrain_dataset: ComponentSpec | None = None  # pre-train on another dataset's images
+
+    @property
+    def pool_dataset(self) -> ComponentSpec:
+        """The dataset whose unlabeled images pre-training sees."""
+        return self.pretrain_dataset or self.dataset
 
     def pretrain_identity(self) -> dict[str, Any]:
         """What the pre-trained weights depend on: not the head, labels or fine-tuning seed."""
         return {
             "pretrainer": self.pretrainer.identity(),
             "backbone": self.backbone.identity(),
-            "dataset": self.dataset.identity(),
+            "dataset": self.pool_dataset.identity(),
             "image_size": self.image_size,
             "seed": self.pretrain_seed,
         }
@@ -131,12 +137,13 @@ def _expand_path(value: str) -> str:
     return os.path.expanduser(os.path.expandvars(value))
 
 
-def _component(kind: str, table: Any, profile: str, reg: Registry, where: str) -> ComponentSpec:
+def _component(kind: str, table: Any, profile: str, reg: Registry, where: str, extra_keys=()) -> ComponentSpec:
     if not isinstance(table, dict):
         raise MatrixError(f"{where}: expected a table with 'name', got {table!r}")
+    allowed = ["label", "name", "params", *extra_keys]
     for key in table:
-        if key not in ("name", "label", "params"):
-            raise P.unknown_key_error(key, ["label", "name", "params"], where)
+        if key not in allowed:
+            raise P.unknown_key_error(key, sorted(allowed), where)
     name = P.coerce(table.get("name"), str, f"{where}.name")
     label = P.coerce(table.get("label", name), str, f"{where}.label")
     raw = P.coerce(table.get("params", {}), dict, f"{where}.params")
@@ -197,7 +204,10 @@ def parse_matrix(data: dict[str, Any], path: Path, reg: Registry | None = None) 
         tables = getattr(top, section)
         if not tables:
             raise MatrixError(f"{where}: [[{section}]] must list at least one {kind}")
-        specs = [_component(kind, t, top.profile, reg, f"{where}.{section}[{i}]") for i, t in enumerate(tables)]
+        extra = ("dataset",) if kind == "pretrainer" else ()
+        specs = [
+            _component(kind, t, top.profile, reg, f"{where}.{section}[{i}]", extra) for i, t in enumerate(tables)
+        ]
         labels = [s.label for s in specs]
         for i, spec in enumerate(specs):
             if spec.label in labels[:i]:
@@ -205,6 +215,11 @@ def parse_matrix(data: dict[str, Any], path: Path, reg: Registry | None = None) 
                     f"{where}.{section}[{i}]: {spec.label!r} appears twice; give each a distinct 'label'"
                 )
         sections[section] = specs
+    pools = {
+        spec.label: _component("dataset", table["dataset"], top.profile, reg, f"{where}.pretrainers[{i}].dataset")
+        for i, (spec, table) in enumerate(zip(sections["pretrainers"], top.pretrainers))
+        if "dataset" in table
+    }
     _check_patterns(top.include, f"{where}.include")
     _check_patterns(top.exclude, f"{where}.exclude")
 
@@ -219,7 +234,7 @@ def parse_matrix(data: dict[str, Any], path: Path, reg: Registry | None = None) 
             matrix=top.name, profile=top.profile, dataset=dataset, pretrainer=pretrainer,
             backbone=backbone, head=head, labels=labels, seed=seed, selection=top.selection,
             image_size=image_size, pretrain_seed=top.pretrain_seed,
-            finetune=dataclasses.asdict(finetune),
+            finetune=dataclasses.asdict(finetune), pretrain_dataset=pools.get(pretrainer.label),
         )
         pair = (pretrainer.label, backbone.label)
         if pair not in instances:

@@ -20,11 +20,11 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 import lmbench
 from lmbench import cache, engine, results
 from lmbench.data import Prepared, prepare, select_labelled
-from lmbench.errors import LmbenchError, PluginError, SkipRun
+from lmbench.errors import DataError, LmbenchError, PluginError, SkipRun
 from lmbench.geometry import to_original
 from lmbench.interfaces import Backbone, Dataset, HeadStrategy, PretrainContext, Pretrainer
 from lmbench.keys import canonical_json, content_key
-from lmbench.matrix import Matrix, RunSpec
+from lmbench.matrix import ComponentSpec, Matrix, RunSpec
 from lmbench.metrics import radial_errors, summarize
 from lmbench.plugins import registry
 from lmbench.profiles import FinetuneConfig
@@ -48,19 +48,27 @@ def git_sha() -> str | None:
 
 
 class DataCache:
-    """Each dataset decoded and resized once per process, shared by all its runs."""
+    """Each dataset decoded and resized once: kept in memory for the process and on disk,
+    keyed by its params (data root included) and the input size, for later processes."""
 
-    def __init__(self):
+    def __init__(self, cache_dir: Path):
+        self.folder = cache_dir / "data"
         self._entries: dict[str, tuple[Dataset, Prepared]] = {}
 
-    def get(self, spec: RunSpec) -> tuple[Dataset, Prepared]:
-        key = content_key({"dataset": spec.dataset.params, "size": spec.image_size})
+    def get(self, spec: ComponentSpec, size: int, on_progress=lambda done, total: None) -> tuple[Dataset, Prepared]:
+        key = content_key({"name": spec.name, "params": spec.params, "size": size})
         if key not in self._entries:
-            dataset = spec.dataset.instantiate()
-            ids = sorted(set(dataset.split("train") + dataset.split("val") + dataset.split("test")))
+            dataset = spec.instantiate()
+            path = self.folder / f"{spec.name}-{size}px-{key}.pt"
+            if path.exists():
+                prepared = Prepared(**torch.load(path, weights_only=False))
+            else:
+                ids = list(dict.fromkeys(dataset.split("train") + dataset.split("val") + dataset.split("test")))
+                prepared = prepare(dataset, ids, size, on_progress)
+                cache.save_atomic(vars(prepared), path)
             if len(self._entries) >= 2:
                 self._entries.pop(next(iter(self._entries)))
-            self._entries[key] = (dataset, prepare(dataset, ids, spec.image_size))
+            self._entries[key] = (dataset, prepared)
         return self._entries[key]
 
 
@@ -70,8 +78,10 @@ class RunContext:
 
     cache_dir: Path
     device: torch.device = field(default_factory=pick_device)
-    data: DataCache = field(default_factory=DataCache)
     git_sha: str | None = field(default_factory=git_sha)
+
+    def __post_init__(self):
+        self.data = DataCache(self.cache_dir)
 
 
 def _peak_memory_mb(device: torch.device) -> float:
@@ -102,8 +112,8 @@ def _config_row(spec: RunSpec) -> dict:
     return row
 
 
-def _pretrain(spec: RunSpec, pretrainer: Pretrainer, backbone: Backbone, dataset: Dataset,
-              prepared: Prepared, num_landmarks: int, ctx: RunContext, progress) -> tuple:
+def _pretrain(spec: RunSpec, pretrainer: Pretrainer, backbone: Backbone, num_landmarks: int,
+              ctx: RunContext, progress) -> tuple:
     def compute(images: torch.Tensor):
         context = PretrainContext(
             images=images, backbone=backbone, num_landmarks=num_landmarks,
@@ -112,28 +122,35 @@ def _pretrain(spec: RunSpec, pretrainer: Pretrainer, backbone: Backbone, dataset
         return pretrainer.pretrain(context)
 
     if not pretrainer.trains:
-        return compute(prepared.images[:0]), False, 0.0
-    pool = prepared.subset(dataset.pretrain_pool()).images
-    return cache.cached(ctx.cache_dir, spec.pretrain_key, spec.pretrain_identity(), lambda: compute(pool))
+        return compute(torch.zeros(0, 1, spec.image_size, spec.image_size)), False, 0.0
+
+    def compute_on_pool():
+        dataset, prepared = ctx.data.get(spec.pool_dataset, spec.image_size)
+        return compute(prepared.subset(dataset.pretrain_pool()).images)
+
+    return cache.cached(ctx.cache_dir, spec.pretrain_key, spec.pretrain_identity(), compute_on_pool)
 
 
 def execute(spec: RunSpec, ctx: RunContext, on_stage=lambda text, done, total: None) -> tuple[dict, list, list]:
     """Run one cell; return (run row, metric rows, prediction rows). Raises on failure."""
     start = time.perf_counter()
-    dataset, prepared = ctx.data.get(spec)
+    dataset, prepared = ctx.data.get(spec.dataset, spec.image_size, lambda done, total: on_stage("loading", done, total))
     pretrainer: Pretrainer = spec.pretrainer.instantiate()
     backbone: Backbone = spec.backbone.instantiate()
     head: HeadStrategy = spec.head.instantiate()
     config = FinetuneConfig(**spec.finetune)
     num_landmarks = dataset.num_landmarks
 
+    for split in ("train", "val", "test"):
+        if not dataset.split(split):
+            raise DataError(f"dataset {spec.dataset.label}: the {split} split is empty")
     labelled = select_labelled(dataset.split("train"), spec.labels, spec.selection, spec.seed)
     train, val, test = (prepared.subset(ids) for ids in (labelled, dataset.split("val"), dataset.split("test")))
 
     on_stage("pre-training", 0, 1)
     torch.manual_seed(spec.pretrain_seed)
     weights, cache_hit, pretrain_seconds = _pretrain(
-        spec, pretrainer, backbone, dataset, prepared, num_landmarks, ctx,
+        spec, pretrainer, backbone, num_landmarks, ctx,
         lambda done, total: on_stage("pre-training", done, total),
     )
 

@@ -117,3 +117,43 @@ def test_the_default_matrix_runs_end_to_end_in_small(tmp_path):
     assert summary.failed == 0 and summary.ok == len(m.runs) > 0
     boards = build_boards([tmp_path])
     assert boards and all(row.values["mre"][0] > 0 for board in boards for row in board.rows)
+
+
+def test_pretraining_on_another_datasets_images(tmp_path, monkeypatch):
+    from dataclasses import dataclass
+
+    from lmbench.interfaces import Pretrainer
+    from lmbench.plugins import Registration, registry
+
+    pools = []  # how many unlabeled images each pre-training saw
+
+    class Recording(Pretrainer):
+        @dataclass
+        class Params:
+            pass
+
+        def pretrain(self, context):
+            pools.append(context.images.shape[0])
+            return context.backbone.build(context.num_landmarks, context.images.shape[-1]).state_dict()
+
+    reg = registry()
+    monkeypatch.setitem(reg.components, ("pretrainer", "recording"), Registration("pretrainer", "recording", Recording, reg.plugins[0]))
+    pool = '{ name = "synthetic", params = { seed = 7, n_train = 9, n_val = 3, n_test = 2, height = 100, width = 80 } }'
+    m = load_matrix(tiny_matrix(
+        tmp_path, labels=(1, 2),
+        pretrainers=f'[[pretrainers]]\nname = "recording"\nlabel = "own"\n\n'
+                    f'[[pretrainers]]\nname = "recording"\nlabel = "other"\ndataset = {pool}',
+    ))
+    own, other = (next(r for r in m.runs if r.pretrainer.label == lab) for lab in ("own", "other"))
+    assert own.pretrain_key != other.pretrain_key
+    assert other.pretrain_identity()["dataset"]["params"]["seed"] == 7
+    assert run_matrix(m, quiet=True).ok == 4
+    assert sorted(pools) == [9 + 3, 12 + 4]  # one pre-training each: train + val images
+
+
+def test_an_empty_split_fails_the_run_with_its_name(tmp_path):
+    m = load_matrix(tiny_matrix(tmp_path, labels=(1,), extra=""))
+    data = tomllib.loads(m.path.read_text())
+    data["datasets"][0]["params"]["n_test"] = 0
+    summary = run_matrix(parse_matrix(data, m.path), quiet=True)
+    assert summary.failures[0][1] == "dataset synthetic: the test split is empty"

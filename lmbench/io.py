@@ -1,0 +1,88 @@
+"""Reading images and annotation files, with one-line errors that name the file."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+from PIL import Image
+
+from lmbench.errors import DataError
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
+
+
+def find_image(folders: Iterable[Path], stem: str) -> Path | None:
+    """The first ``<folder>/<stem><suffix>`` that exists, for any image suffix."""
+    for folder in folders:
+        for suffix in IMAGE_SUFFIXES:
+            path = folder / f"{stem}{suffix}"
+            if path.is_file():
+                return path
+    return None
+
+
+def read_image(path: Path) -> np.ndarray:
+    """A grayscale (H, W) float32 image in [0, 1], whatever the file's mode and bit depth."""
+    try:
+        with Image.open(path) as image:
+            image.load()
+            pixels = np.asarray(image)
+    except FileNotFoundError:
+        raise DataError(f"{path}: image file is missing") from None
+    except (OSError, ValueError, SyntaxError) as exc:  # PIL's errors for unreadable or truncated files
+        raise DataError(f"{path}: unreadable image ({exc})") from None
+    if pixels.ndim == 3:
+        pixels = pixels[..., :3].mean(axis=-1)
+    if pixels.dtype in (np.uint8, np.uint16):
+        pixels = pixels / np.iinfo(pixels.dtype).max
+    pixels = pixels.astype(np.float32)  # other depths are min-max scaled below
+    if pixels.size == 0 or not np.isfinite(pixels).all():
+        raise DataError(f"{path}: image is empty or holds non-finite values")
+    low, high = float(pixels.min()), float(pixels.max())
+    if low < 0 or high > 1:
+        pixels = (pixels - low) / (high - low) if high > low else np.zeros_like(pixels)
+    return pixels
+
+
+def parse_number(text: str, path: Path, where: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise DataError(f"{path}: {where}: {text.strip()!r} is not a number") from None
+    if not math.isfinite(value):
+        raise DataError(f"{path}: {where}: coordinate is {text.strip()}")
+    return value
+
+
+def read_point_lines(path: Path, count: int, separator: str | None = ",", skip: int = 0) -> np.ndarray:
+    """(count, 2) points from the first ``count`` lines after ``skip`` of a text file of
+    ``x<sep>y`` lines. Lines after them (such as class labels) are ignored."""
+    try:
+        lines = [line for line in path.read_text().splitlines()[skip:] if line.strip()]
+    except FileNotFoundError:
+        raise DataError(f"{path}: annotation file is missing") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DataError(f"{path}: unreadable annotation file ({exc})") from None
+    if len(lines) < count:
+        raise DataError(f"{path}: expected {count} points, found {len(lines)} lines")
+    points = np.zeros((count, 2))
+    for i, line in enumerate(lines[:count]):
+        parts = line.split(separator)
+        if len(parts) < 2:
+            raise DataError(f"{path}: line {i + 1 + skip}: expected 'x{separator or ' '}y', got {line.strip()!r}")
+        points[i] = [parse_number(p, path, f"line {i + 1 + skip}") for p in parts[:2]]
+    return points
+
+
+def check_inside(points: np.ndarray, shape: tuple[int, int], path: Path) -> None:
+    """Raise if any point lies outside an image of ``shape`` (H, W), by more than half a pixel."""
+    height, width = shape
+    outside = (points[:, 0] < -0.5) | (points[:, 0] > width - 0.5) | (points[:, 1] < -0.5) | (points[:, 1] > height - 0.5)
+    if outside.any():
+        i = int(np.argmax(outside))
+        raise DataError(
+            f"{path}: landmark {i} at ({points[i, 0]:g}, {points[i, 1]:g}) lies outside the {width}x{height} image"
+        )

@@ -1,0 +1,99 @@
+"""Digital Hand Atlas (Gertych et al., CMIG 2007) with Payer et al.'s 37 landmarks.
+
+Layout: ``jpg/<id>.jpg`` and ``labels/all.csv``, rows ``id,x1,y1,...,x37,y37`` in original
+pixels, no header. The atlas has no pixel spacing: millimetres come from the known 50 mm
+between two wrist landmarks, measured on each image's ground truth (the paper uses
+landmarks 0 and 4, Payer et al. 1 and 5).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from lmbench.errors import DataError
+from lmbench.interfaces import Dataset, Sample
+from lmbench.io import check_inside, find_image, parse_number, read_image
+from lmbench_plugins.xray.common import data_root, natural_sorted, summarize_ids
+
+NUM_LANDMARKS = 37
+
+
+class DigitalHandAtlas(Dataset):
+    @dataclass
+    class Params:
+        root: str = "$LMBENCH_DATA/hand"
+        train_size: int = 550
+        val_size: int = 59
+        scale_pair: list[int] = field(default_factory=lambda: [0, 4])  # landmarks 50 mm apart
+        scale_mm: float = 50.0
+        exclude: list[str] = field(default_factory=lambda: ["3142"])  # fails to load in the release
+
+    unkeyed_params = frozenset({"root"})
+    landmark_names = tuple(f"L{i}" for i in range(NUM_LANDMARKS))
+    unit = "mm"
+    thresholds = (2.0, 4.0, 10.0)
+
+    def __init__(self, params=None):
+        super().__init__(params)
+        p = self.params
+        if len(p.scale_pair) != 2 or not all(0 <= i < NUM_LANDMARKS for i in p.scale_pair):
+            raise DataError(f"hand: scale_pair must name two landmarks in 0..{NUM_LANDMARKS - 1}, got {p.scale_pair}")
+        self.root = data_root(p.root, "hand")
+        self.labels = read_label_table(self.root / "labels" / "all.csv")
+        self._images = {i: find_image([self.root / "jpg"], i) for i in self.labels}
+        usable = [i for i in self.labels if self._images[i] is not None and i not in p.exclude]
+        ids = natural_sorted(usable)
+        train_end = p.train_size
+        self._splits = {
+            "train": ids[:train_end],
+            "val": ids[train_end:train_end + p.val_size],
+            "test": ids[train_end + p.val_size:],
+        }
+
+    def split(self, name):
+        return list(self._splits[name])
+
+    def load(self, sample_id):
+        image = read_image(self._images[sample_id])
+        landmarks = self.labels[sample_id]
+        check_inside(landmarks, image.shape, self.root / "labels" / "all.csv")
+        a, b = self.params.scale_pair
+        distance = float(np.linalg.norm(landmarks[a] - landmarks[b]))
+        if distance == 0:
+            raise DataError(f"{self.root / 'labels' / 'all.csv'}: id {sample_id}: landmarks {a} and {b} coincide")
+        return Sample(sample_id, image, landmarks, self.params.scale_mm / distance)
+
+    def problems(self):
+        found = []
+        missing = natural_sorted(i for i, path in self._images.items() if path is None)
+        if missing:
+            found.append(f"{len(missing)} of {len(self.labels)} labelled ids have no image: {summarize_ids(missing)}")
+        zeros = [f"{i} (landmark {j})" for i, pts in self.labels.items() for j in np.nonzero((pts == 0).any(axis=1))[0]]
+        if zeros:
+            found.append(f"{len(zeros)} landmarks with a 0.0 coordinate: {summarize_ids(natural_sorted(zeros))}")
+        return found
+
+
+def read_label_table(path) -> dict[str, np.ndarray]:
+    """id -> (37, 2) points from Payer et al.'s all.csv."""
+    try:
+        lines = path.read_text().splitlines()
+    except FileNotFoundError:
+        raise DataError(f"{path}: label file is missing") from None
+    labels = {}
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        fields = line.strip().split(",")
+        if len(fields) != 1 + 2 * NUM_LANDMARKS:
+            raise DataError(f"{path}: line {number}: expected an id and {2 * NUM_LANDMARKS} coordinates, got {len(fields) - 1}")
+        sample_id = fields[0].strip()
+        if sample_id in labels:
+            raise DataError(f"{path}: line {number}: id {sample_id} appears twice")
+        values = [parse_number(v, path, f"line {number}") for v in fields[1:]]
+        labels[sample_id] = np.array(values).reshape(NUM_LANDMARKS, 2)
+    if not labels:
+        raise DataError(f"{path}: no labels")
+    return labels
