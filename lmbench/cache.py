@@ -25,17 +25,32 @@ def save_atomic(obj, path: Path) -> None:
 
 
 def cached(
-    cache_dir: Path, key: str, identity: dict, compute: Callable[[], dict[str, torch.Tensor] | None]
+    cache_dir: Path,
+    key: str,
+    identity: dict,
+    train: Callable[[Callable[[int, dict], None]], dict[str, torch.Tensor] | None],
+    checkpoint: int | None = None,
 ) -> tuple[dict[str, torch.Tensor] | None, bool, float]:
-    """(weights, cache hit, seconds spent computing) for ``key``, computing them on a miss."""
+    """(weights, cache hit, seconds spent training) for ``key``, training on a miss.
+
+    ``train(save)`` returns the final weights, or passes each checkpoint of a run that keeps
+    several to ``save(step, weights)``; ``checkpoint`` picks the one returned.
+    """
     folder = cache_dir / "pretrain" / key
+    name = "weights.pt" if checkpoint is None else f"checkpoint-{checkpoint}.pt"
     if (folder / MARKER).exists():
-        return torch.load(folder / "weights.pt", map_location="cpu", weights_only=True), True, 0.0
+        return torch.load(folder / name, map_location="cpu", weights_only=True), True, 0.0
+
+    def save(step: int, weights: dict) -> None:
+        save_atomic({k: v.detach().cpu() for k, v in weights.items()}, folder / f"checkpoint-{step}.pt")
+
     start = time.perf_counter()
-    weights = compute()
+    weights = train(save)
     seconds = time.perf_counter() - start
-    folder.mkdir(parents=True, exist_ok=True)
-    save_atomic(weights, folder / "weights.pt")
+    if checkpoint is None:
+        save_atomic(weights, folder / name)
+    elif not (folder / name).exists():
+        raise RuntimeError(f"pre-training finished without writing checkpoint {checkpoint}")
     (folder / "identity.json").write_text(json.dumps(identity, indent=2, sort_keys=True))
     (folder / MARKER).write_text(f"{seconds:.3f} s\n")
-    return weights, False, seconds
+    return torch.load(folder / name, map_location="cpu", weights_only=True), False, seconds

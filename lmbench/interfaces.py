@@ -96,6 +96,8 @@ class PretrainContext:
     seed: int
     device: "torch.device"
     progress: Callable[[int, int], None]  # (done, total) in optimiser steps
+    #: store the weights of one checkpoint of the run (see ``Pretrainer.checkpoints``)
+    save_checkpoint: Callable[[int, dict[str, "torch.Tensor"]], None] = lambda step, weights: None
 
 
 class Pretrainer(Component):
@@ -109,6 +111,13 @@ class Pretrainer(Component):
     #: False for pretrainers that learn nothing from the images (random initialisation):
     #: they are called directly instead of through the cache
     trains: ClassVar[bool] = True
+    #: the param that picks one checkpoint of a training run that keeps several (an iteration
+    #: count, say); entries differing only in it share one run and its cache entry
+    checkpoint_param: ClassVar[str | None] = None
+
+    def checkpoints(self) -> list[int]:
+        """Every checkpoint this entry's training run writes (with ``checkpoint_param``)."""
+        return []
 
     def incompatibility(self, backbone: Backbone) -> str | None:
         """Why this pretrainer cannot initialise ``backbone``, or None when it can."""
@@ -116,7 +125,9 @@ class Pretrainer(Component):
 
     @abstractmethod
     def pretrain(self, context: PretrainContext) -> dict[str, "torch.Tensor"] | None:
-        """Return a state dict for ``context.backbone.load_pretrained``, or None for none."""
+        """Return a state dict for ``context.backbone.load_pretrained``, or None for none.
+        A pretrainer with ``checkpoint_param`` passes each checkpoint to
+        ``context.save_checkpoint`` instead, and may return None."""
 
 
 @dataclass

@@ -10,9 +10,11 @@ from pathlib import Path
 from typing import Iterable
 
 import numpy as np
+from rich.markup import escape
 from rich.table import Table
 
 from lmbench import results
+from lmbench.keys import content_key
 from lmbench.metrics import sdr_name
 
 
@@ -61,13 +63,16 @@ def build_boards(roots: Iterable[Path], eval_mode: str = "native") -> list[Board
             not_ok=Counter(r["status"] for r in dataset_runs if r["status"] != "ok"),
         )
         samples: dict[tuple, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+        configs = defaultdict(set)  # method -> configurations run under that name
+        for run in ok:
+            configs[_method(run, multiple_backbones)].add(_config(run))
         for run in ok:
             table = results.read_table("metrics", run["_file"])
             if table is None:
                 continue
-            method = (run["pretrainer_label"], run["head_label"]) + (
-                (run["backbone_label"],) if multiple_backbones else ()
-            )
+            method = _method(run, multiple_backbones)
+            if len(configs[method]) > 1:  # same labels, other settings: never pooled
+                method = (f"{method[0]} [{_config(run)}]", *method[1:])
             for m in table.to_pylist():
                 if m["eval_mode"] == eval_mode and m["split"] == "test" and m["landmark"] == "all":
                     samples[(run["labels"], method)][m["metric"]].append(m["value"])
@@ -77,6 +82,19 @@ def build_boards(roots: Iterable[Path], eval_mode: str = "native") -> list[Board
             board.rows.append(Row(labels, method, seeds, stats))
         boards.append(board)
     return boards
+
+
+CONFIG_FIELDS = ("dataset_params", "pretrainer_params", "backbone_params", "head_params", "finetune",
+                 "selection", "image_size")
+
+
+def _method(run: dict, with_backbone: bool) -> tuple[str, ...]:
+    return (run["pretrainer_label"], run["head_label"]) + ((run["backbone_label"],) if with_backbone else ())
+
+
+def _config(run: dict) -> str:
+    """A short id of everything but the seed and label count that the run's numbers depend on."""
+    return content_key({k: run[k] for k in CONFIG_FIELDS}, length=6)
 
 
 def _header(metric: str, unit: str) -> str:
@@ -100,7 +118,7 @@ def render_rich(board: Board) -> Table:
     for row in board.rows:
         if previous is not None and row.labels != previous:
             table.add_section()
-        cells = [str(row.labels) if row.labels != previous else "", *row.method, str(row.seeds)]
+        cells = [str(row.labels) if row.labels != previous else "", *map(escape, row.method), str(row.seeds)]
         for metric in board.metrics:
             if metric not in row.values:
                 cells.append("-")

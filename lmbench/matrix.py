@@ -51,8 +51,11 @@ class ComponentSpec:
     label: str
     params: dict[str, Any]  # all params, as given to the plugin
     keyed: dict[str, Any]  # the params that change the numbers
+    checkpoint: int | None = None  # for pretrainers whose runs keep several checkpoints
 
     def identity(self) -> dict[str, Any]:
+        """What identifies the component's work: for a checkpointing pretrainer, the shared
+        training run (its checkpoint param left out)."""
         return {"name": self.name, "params": self.keyed}
 
     def instantiate(self, reg: Registry | None = None):
@@ -102,6 +105,7 @@ class RunSpec:
         return content_key(
             {
                 "pretrain": self.pretrain_identity(),
+                "checkpoint": self.pretrainer.checkpoint,
                 "head": self.head.identity(),
                 "labels": self.labels,
                 "seed": self.seed,
@@ -158,7 +162,14 @@ def _component(kind: str, table: Any, profile: str, reg: Registry, where: str, e
         if isinstance(params.get(key), str):
             params[key] = _expand_path(params[key])
     keyed = {k: v for k, v in params.items() if k not in cls.unkeyed_params}
-    return ComponentSpec(kind, name, label, params, keyed)
+    checkpoint = None
+    if kind == "pretrainer" and cls.checkpoint_param:
+        checkpoint = keyed.pop(cls.checkpoint_param)
+        try:
+            keyed["checkpoints"] = cls(built).checkpoints()
+        except LmbenchError as exc:
+            raise MatrixError(f"{where}.params: {exc}") from None
+    return ComponentSpec(kind, name, label, params, keyed, checkpoint)
 
 
 def _matches(pattern: dict[str, Any], run: RunSpec) -> bool:

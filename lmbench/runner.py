@@ -114,21 +114,23 @@ def _config_row(spec: RunSpec) -> dict:
 
 def _pretrain(spec: RunSpec, pretrainer: Pretrainer, backbone: Backbone, num_landmarks: int,
               ctx: RunContext, progress) -> tuple:
-    def compute(images: torch.Tensor):
+    def compute(images: torch.Tensor, save=lambda step, weights: None):
         context = PretrainContext(
             images=images, backbone=backbone, num_landmarks=num_landmarks,
-            seed=spec.pretrain_seed, device=ctx.device, progress=progress,
+            seed=spec.pretrain_seed, device=ctx.device, progress=progress, save_checkpoint=save,
         )
         return pretrainer.pretrain(context)
 
     if not pretrainer.trains:
         return compute(torch.zeros(0, 1, spec.image_size, spec.image_size)), False, 0.0
 
-    def compute_on_pool():
+    def train_on_pool(save):
         dataset, prepared = ctx.data.get(spec.pool_dataset, spec.image_size)
-        return compute(prepared.subset(dataset.pretrain_pool()).images)
+        return compute(prepared.subset(dataset.pretrain_pool()).images, save)
 
-    return cache.cached(ctx.cache_dir, spec.pretrain_key, spec.pretrain_identity(), compute_on_pool)
+    return cache.cached(
+        ctx.cache_dir, spec.pretrain_key, spec.pretrain_identity(), train_on_pool, spec.pretrainer.checkpoint
+    )
 
 
 def execute(spec: RunSpec, ctx: RunContext, on_stage=lambda text, done, total: None) -> tuple[dict, list, list]:

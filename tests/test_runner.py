@@ -157,3 +157,12 @@ def test_an_empty_split_fails_the_run_with_its_name(tmp_path):
     data["datasets"][0]["params"]["n_test"] = 0
     summary = run_matrix(parse_matrix(data, m.path), quiet=True)
     assert summary.failures[0][1] == "dataset synthetic: the test split is empty"
+
+
+def test_runs_under_one_name_with_other_settings_are_never_pooled(tmp_path):
+    for epochs in (1, 2):
+        run_matrix(load_matrix(tiny_matrix(tmp_path, labels=(1,), epochs=epochs)), quiet=True)
+    (board,) = build_boards([tmp_path / "results"])
+    names = sorted(row.method[0] for row in board.rows)
+    assert len(names) == 2 and all(n.startswith("scratch [") for n in names) and names[0] != names[1]
+    assert all(row.seeds == 1 for row in board.rows)

@@ -1,0 +1,159 @@
+"""Training throughput (images/s) and peak memory of the networks lmbench trains.
+
+    python benchmarks/throughput.py                  # CPU: the smoke and quick presets
+    python benchmarks/throughput.py --device cuda    # adds the paper preset and the published-size U-Net
+
+Rows: DDPM pre-training steps (noise prediction, AdamW, EMA) and fine-tuning steps (Gaussian
+head) of the DDPM U-Net per preset, and fine-tuning steps of the smp U-Net per profile. On
+CUDA the published-size U-Net is also run as the authors' code runs it (fp32, gradient
+checkpointing, batch 4), so the fast path's speed-up is a ratio measured in one run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from rich.console import Console
+from rich.table import Table
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+from lmbench.engine import autocast
+from lmbench_plugins.ddpm.backbone import DdpmUNet
+from lmbench_plugins.gaussian.head import GaussianHead
+from lmbench_plugins.smp_unet.backbone import SmpUnet
+
+
+@dataclass
+class Case:
+    name: str
+    size: int
+    batch: int
+    fast: bool  # bf16 autocast + TF32 on CUDA; fp32 otherwise
+    make: Callable[[], tuple[torch.nn.Module, Callable]]  # -> (model, step(images, device))
+    accumulation: int = 1  # batches per optimiser step
+    reference: bool = False
+
+
+def ddpm_pretrain(preset: str, size: int, checkpointing: bool = False, accumulation: int = 1):
+    def make():
+        unet = DdpmUNet(DdpmUNet.Params(preset=preset)).build_unet(size)
+        if checkpointing:
+            unet.enable_gradient_checkpointing()
+        ema = AveragedModel(unet, multi_avg_fn=get_ema_multi_avg_fn(0.995))
+        optimiser = torch.optim.AdamW(unet.parameters(), lr=1e-4)
+        channels = unet.config.in_channels
+
+        def step(images, device):
+            for _ in range(accumulation):
+                noise = torch.randn_like(images)
+                t = torch.randint(0, 500, (len(images),), device=device)
+                inputs = torch.cat([images + noise] + [torch.zeros_like(images)] * (channels - 1), dim=1)
+                with autocast(device):
+                    loss = F.mse_loss(unet(inputs, t).sample.float(), noise)
+                loss.backward()
+            torch.nn.utils.clip_grad_value_(unet.parameters(), 1.0)
+            optimiser.step()
+            optimiser.zero_grad(set_to_none=True)
+            ema.update_parameters(unet)
+
+        return unet, step
+
+    return make
+
+
+def finetune(backbone, size: int, landmarks: int = 19):
+    def make():
+        model = backbone.build(landmarks, size)
+        head = GaussianHead(GaussianHead.Params(sigma=5.0 * size / 256))
+        optimiser = torch.optim.AdamW(model.parameters(), lr=1e-4)
+
+        def step(images, device):
+            points = torch.rand(len(images), landmarks, 2, device=device) * (size - 1)
+            with autocast(device):
+                logits = model(images)
+            loss = head.loss(logits.float(), head.targets(points, (size, size)))
+            loss.backward()
+            optimiser.step()
+            optimiser.zero_grad(set_to_none=True)
+
+        return model, step
+
+    return make
+
+
+def cases(heavy: bool) -> list[Case]:
+    rows = []
+    if heavy:  # the same images seen per optimiser step (32) in each of these three
+        rows.append(Case("ddpm pre-train, published size, as published (fp32, checkpointing)", 256, 4, False,
+                         ddpm_pretrain("published", 256, checkpointing=True, accumulation=8), 8, reference=True))
+        rows.append(Case("ddpm pre-train, published size, fast path", 256, 32, True, ddpm_pretrain("published", 256)))
+        rows.append(Case("ddpm pre-train, paper preset, fast path", 256, 32, True, ddpm_pretrain("paper", 256)))
+    for preset, size in [("smoke", 64), ("quick", 128)] + ([("paper", 256)] if heavy else []):
+        rows.append(Case(f"ddpm pre-train, {preset} preset", size, 8, True, ddpm_pretrain(preset, size)))
+        backbone = DdpmUNet(DdpmUNet.Params(preset=preset))
+        rows.append(Case(f"ddpm-unet fine-tune, {preset} preset", size, 4, True, finetune(backbone, size)))
+    for profile, size in [("smoke", 64), ("quick", 128)] + ([("paper", 256)] if heavy else []):
+        params = SmpUnet.Params(**SmpUnet.profile_defaults.get(profile, {}))
+        rows.append(Case(f"smp-unet fine-tune, {profile} ({params.encoder})", size, 4, True, finetune(SmpUnet(params), size)))
+    return rows
+
+
+def measure(case: Case, device: torch.device, steps: int, warmup: int) -> tuple[float, float, int]:
+    """(images/s, peak memory in MiB, parameters) over ``steps`` timed steps."""
+    torch.manual_seed(0)
+    model, step = case.make()
+    model.to(device).train()
+    parameters = sum(p.numel() for p in model.parameters())
+    images = torch.rand(case.batch, 1, case.size, case.size, device=device)
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = case.fast
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(device)
+    for _ in range(warmup):
+        step(images, device)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    start = time.perf_counter()
+    for _ in range(steps):
+        step(images, device)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        peak = torch.cuda.max_memory_allocated(device) / 2**20
+    else:
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # the process's peak so far
+    return case.batch * case.accumulation * steps / (time.perf_counter() - start), peak, parameters
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--steps", type=int, default=None, help="timed steps per row (default: 20 on CUDA, 3 on CPU)")
+    parser.add_argument("--heavy", action="store_true", help="256 px rows on a CPU too (minutes per step)")
+    args = parser.parse_args()
+    device = torch.device(args.device)
+    steps = args.steps or (20 if device.type == "cuda" else 3)
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
+    table = Table(title=f"lmbench training throughput on {name} (torch {torch.__version__})")
+    for column in ("step", "px", "batch", "precision", "params (M)", "images/s", "peak MiB", "vs published"):
+        table.add_column(column, justify="left" if column == "step" else "right")
+    reference = None
+    for case in cases(heavy=args.heavy or device.type == "cuda"):
+        rate, peak, parameters = measure(case, device, steps, warmup=3 if device.type == "cuda" else 1)
+        reference = rate if case.reference else reference
+        precision = "bf16" if case.fast and device.type == "cuda" else "fp32"
+        ratio = f"{rate / reference:.1f}x" if reference and "ddpm pre-train" in case.name else ""
+        batch = f"{case.batch}x{case.accumulation}" if case.accumulation > 1 else str(case.batch)
+        table.add_row(case.name, str(case.size), batch, precision, f"{parameters / 1e6:.1f}",
+                      f"{rate:.1f}", f"{peak:.0f}", ratio)
+        Console().print(f"{case.name}: {rate:.1f} images/s", highlight=False)
+    Console(width=200).print(table)
+
+
+if __name__ == "__main__":
+    main()
