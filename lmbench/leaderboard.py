@@ -64,6 +64,10 @@ def build_boards(roots: Iterable[Path], eval_mode: str = "native") -> list[Board
         )
         samples: dict[tuple, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
         configs = defaultdict(set)  # method -> configurations run under that name
+        latest = {}  # one run per configuration, label count and seed: the latest finished
+        for run in sorted(ok, key=lambda r: r["finished_at"] or ""):
+            latest[(_config(run), _method(run, True), run["labels"], run["seed"])] = run
+        ok = list(latest.values())
         for run in ok:
             configs[_method(run, multiple_backbones)].add(_config(run))
         for run in ok:

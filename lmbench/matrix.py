@@ -102,17 +102,17 @@ class RunSpec:
 
     @property
     def run_key(self) -> str:
-        return content_key(
-            {
-                "pretrain": self.pretrain_identity(),
-                "checkpoint": self.pretrainer.checkpoint,
-                "head": self.head.identity(),
-                "labels": self.labels,
-                "seed": self.seed,
-                "selection": self.selection,
-                "finetune": self.finetune,
-            }
-        )
+        identity = {
+            "pretrain": self.pretrain_identity(),
+            "head": self.head.identity(),
+            "labels": self.labels,
+            "seed": self.seed,
+            "selection": self.selection,
+            "finetune": self.finetune,
+        }
+        if self.pretrainer.checkpoint is not None:
+            identity["checkpoint"] = self.pretrainer.checkpoint
+        return content_key(identity)
 
     @property
     def title(self) -> str:

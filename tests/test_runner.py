@@ -1,5 +1,6 @@
 import tomllib
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
@@ -105,13 +106,16 @@ def test_leaderboard_aggregates_seeds_and_marks_the_best(tmp_path):
 
 
 def test_the_default_matrix_runs_end_to_end_in_small(tmp_path):
-    """benchmarks.toml itself, shrunk: fewer epochs, images and label counts."""
+    """benchmarks.toml itself, shrunk: fewer epochs, images, label counts and pre-training steps."""
     path = ROOT / "benchmarks.toml"
     data = tomllib.loads(path.read_text())
     data.update(output=str(tmp_path), cache_dir=str(tmp_path / "cache"), labels=[1, 5], seeds=[0])
     data["finetune"] = {**data.get("finetune", {}), "epochs": 2, "samples_per_epoch": 8}
     for dataset in data["datasets"]:
         dataset["params"] = {**dataset.get("params", {}), "n_train": 10, "n_val": 4, "n_test": 6}
+    for pretrainer in data["pretrainers"]:
+        if pretrainer["name"] == "ddpm":
+            pretrainer["params"] = {**pretrainer.get("params", {}), "iterations": 5}
     m = parse_matrix(data, path)
     summary = run_matrix(m, quiet=True)
     assert summary.failed == 0 and summary.ok == len(m.runs) > 0
@@ -166,3 +170,17 @@ def test_runs_under_one_name_with_other_settings_are_never_pooled(tmp_path):
     names = sorted(row.method[0] for row in board.rows)
     assert len(names) == 2 and all(n.startswith("scratch [") for n in names) and names[0] != names[1]
     assert all(row.seeds == 1 for row in board.rows)
+
+
+def test_the_same_configuration_and_seed_counts_once(tmp_path):
+    m = load_matrix(tiny_matrix(tmp_path, labels=(1,)))
+    run_matrix(m, quiet=True)
+    (path,) = (m.results_dir / "runs").glob("*.parquet")
+    copy = tmp_path / "copy" / "runs" / "other.parquet"  # the same run under another key
+    copy.parent.mkdir(parents=True)
+    table = pq.read_table(path)
+    pq.write_table(table.set_column(1, "run_key", pa.array(["other"])), copy)
+    (copy.parent.parent / "metrics").mkdir()
+    pq.write_table(pq.read_table(m.results_dir / "metrics" / path.name), copy.parent.parent / "metrics" / "other.parquet")
+    (board,) = build_boards([m.results_dir, tmp_path / "copy"])
+    assert [row.seeds for row in board.rows] == [1]

@@ -16,7 +16,7 @@ import numpy as np
 from lmbench.errors import DataError
 from lmbench.interfaces import Dataset, Sample
 from lmbench.io import check_inside, find_image, read_image, read_point_lines
-from lmbench_plugins.xray.common import data_root, natural_sorted, summarize_ids
+from lmbench_plugins.xray.common import data_root, natural_sorted, sized_split, summarize_ids
 
 NUM_LANDMARKS = 6
 PAPER_EXCLUSIONS = ["0059", "0178", "0228", "0267", "0295", "0310", "0285", "0276", "0303"]
@@ -44,11 +44,7 @@ class ShenzhenChest(Dataset):
             raise DataError(f"{self.root / 'labels'}: chest label folder does not exist")
         labelled = [m.group(1) for f in (self.root / "labels").iterdir() if (m := LABEL_NAME.fullmatch(f.name))]
         ids = natural_sorted(i for i in labelled if i not in p.exclude)
-        protocol = {
-            "train": ids[:p.train_size],
-            "val": ids[p.train_size:p.train_size + p.val_size],
-            "test": ids[p.train_size + p.val_size:],
-        }
+        protocol = sized_split(ids, p.train_size, p.val_size)
         self._images = {i: find_image([self.root / "pngs"], f"CHNCXR_{i}_0") for i in ids}
         self._splits = {name: [i for i in members if self._images[i]] for name, members in protocol.items()}
         self._missing = {name: [i for i in members if not self._images[i]] for name, members in protocol.items()}

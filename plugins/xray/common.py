@@ -24,3 +24,13 @@ def natural_sorted(ids) -> list[str]:
 def summarize_ids(ids: list[str], limit: int = 8) -> str:
     shown = ", ".join(ids[:limit])
     return f"{shown}, ... ({len(ids)} in all)" if len(ids) > limit else shown
+
+
+def sized_split(ids: list[str], train_size: int, val_size: int) -> dict[str, list[str]]:
+    """The protocol's split of sorted ids: the first ``train_size`` train, the next
+    ``val_size`` validation, the rest test."""
+    return {
+        "train": ids[:train_size],
+        "val": ids[train_size:train_size + val_size],
+        "test": ids[train_size + val_size:],
+    }

@@ -15,7 +15,7 @@ import numpy as np
 from lmbench.errors import DataError
 from lmbench.interfaces import Dataset, Sample
 from lmbench.io import check_inside, find_image, parse_number, read_image
-from lmbench_plugins.xray.common import data_root, natural_sorted, summarize_ids
+from lmbench_plugins.xray.common import data_root, natural_sorted, sized_split, summarize_ids
 
 NUM_LANDMARKS = 37
 
@@ -43,14 +43,8 @@ class DigitalHandAtlas(Dataset):
         self.root = data_root(p.root, "hand")
         self.labels = read_label_table(self.root / "labels" / "all.csv")
         self._images = {i: find_image([self.root / "jpg"], i) for i in self.labels}
-        usable = [i for i in self.labels if self._images[i] is not None and i not in p.exclude]
-        ids = natural_sorted(usable)
-        train_end = p.train_size
-        self._splits = {
-            "train": ids[:train_end],
-            "val": ids[train_end:train_end + p.val_size],
-            "test": ids[train_end + p.val_size:],
-        }
+        usable = natural_sorted(i for i in self.labels if self._images[i] is not None and i not in p.exclude)
+        self._splits = sized_split(usable, p.train_size, p.val_size)
 
     def split(self, name):
         return list(self._splits[name])
