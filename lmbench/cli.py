@@ -153,11 +153,15 @@ def data_check(
     from lmbench.datacheck import check_dataset
 
     cls = registry().get("dataset", dataset)
-    values = dict(item.split("=", 1) for item in (param or []) if "=" in item)
-    values = {k: _parse_value(v) for k, v in values.items()}
+    values = {}
+    for item in param or []:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise LmbenchError(f"--param {item!r}: expected KEY=VALUE")
+        values[key] = _parse_value(value)
     if root is not None:
         values["root"] = root
-    built = P.build(cls.Params, {**values}, f"--param for {dataset}")
+    built = P.build(cls.Params, values, f"--param for {dataset}")
     report = check_dataset(dataset, cls(built))
     console.print(f"[bold]{dataset}[/bold]: " + ", ".join(f"{n} {s}" for s, n in report.splits.items()))
     if report.image_sizes:
