@@ -21,13 +21,14 @@ from dataclasses import dataclass
 from typing import Callable
 
 import torch
-import torch.nn.functional as F
+from diffusers import DDPMScheduler
 from rich.console import Console
 from rich.table import Table
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from lmbench.engine import autocast
 from lmbench_plugins.ddpm.backbone import DdpmUNet
+from lmbench_plugins.ddpm.pretrainer import noise_prediction_loss
 from lmbench_plugins.gaussian.head import GaussianHead
 from lmbench_plugins.smp_unet.backbone import SmpUnet
 
@@ -53,16 +54,14 @@ def ddpm_pretrain(preset: str, size: int, checkpointing: bool = False, accumulat
         network = torch.compile(unet) if compile else unet
         ema = AveragedModel(unet, multi_avg_fn=get_ema_multi_avg_fn(0.995))
         optimiser = torch.optim.AdamW(unet.parameters(), lr=1e-4)
-        channels = unet.config.in_channels
+        scheduler = DDPMScheduler(num_train_timesteps=500, beta_schedule="linear")
+        extra_channels = unet.config.in_channels - 1  # the zero self-conditioning channel
 
         def step(images, device):
+            scheduler.alphas_cumprod = scheduler.alphas_cumprod.to(device)
+            inputs = torch.cat([images] + [torch.zeros_like(images)] * extra_channels, dim=1)
             for _ in range(accumulation):
-                noise = torch.randn_like(images)
-                t = torch.randint(0, 500, (len(images),), device=device)
-                inputs = torch.cat([images + noise] + [torch.zeros_like(images)] * (channels - 1), dim=1)
-                with autocast(device):
-                    loss = F.mse_loss(network(inputs, t).sample.float(), noise)
-                loss.backward()
+                noise_prediction_loss(network, inputs, scheduler, min_timestep=0).backward()
             torch.nn.utils.clip_grad_value_(unet.parameters(), 1.0)
             optimiser.step()
             optimiser.zero_grad(set_to_none=True)

@@ -30,6 +30,23 @@ from lmbench.interfaces import PretrainContext, Pretrainer
 from lmbench_plugins.ddpm.backbone import DdpmUNet
 
 
+def noise_prediction_loss(model, clean: torch.Tensor, scheduler: DDPMScheduler, min_timestep: int,
+                          generator: torch.Generator | None = None) -> torch.Tensor:
+    """MSE of the noise ``model`` predicts for ``clean`` images noised at random timesteps.
+
+    ``clean`` is the U-Net's input: the image channel, then an all-zero self-conditioning
+    channel where the U-Net has one, which stays zero.
+    """
+    device = clean.device
+    timesteps = scheduler.config.num_train_timesteps
+    noise = torch.randn(clean[:, :1].shape, generator=generator, device=device)
+    t = torch.randint(min_timestep, timesteps, (len(clean),), generator=generator, device=device)
+    noisy = torch.cat([scheduler.add_noise(clean[:, :1], noise, t), clean[:, 1:]], dim=1)
+    with autocast(device):
+        predicted = model(noisy, t).sample
+    return F.mse_loss(predicted.float(), noise)
+
+
 class DdpmPretrainer(Pretrainer):
     @dataclass
     class Params:
@@ -101,14 +118,7 @@ class DdpmPretrainer(Pretrainer):
             step_loss = 0.0
             for _ in range(p.accumulation):
                 index = torch.randint(len(images), (batch,), generator=generator, device=device)
-                clean = images[index]
-                noise = torch.randn(clean.shape, generator=generator, device=device)
-                t = torch.randint(p.min_timestep, p.timesteps, (batch,), generator=generator, device=device)
-                noisy = scheduler.add_noise(clean[:, :1], noise[:, :1], t)
-                noisy = torch.cat([noisy, clean[:, 1:]], dim=1)  # the self-conditioning channel stays zero
-                with autocast(device):
-                    predicted = model(noisy, t).sample
-                loss = F.mse_loss(predicted.float(), noise[:, :1])
+                loss = noise_prediction_loss(model, images[index], scheduler, p.min_timestep, generator)
                 if not torch.isfinite(loss):
                     raise LmbenchError(f"ddpm: loss became {loss.item()} at iteration {step * k}")
                 (loss / p.accumulation if p.accumulate == "mean" else loss).backward()

@@ -55,10 +55,10 @@ class ShenzhenChest(Dataset):
     def load(self, sample_id):
         image = read_image(self._images[sample_id])
         label_file = self.root / "labels" / f"CHNCXR_{sample_id}_0.txt"
+        fractions = read_point_lines(label_file, NUM_LANDMARKS, separator=None, skip=1)  # raises if unreadable
         header = label_file.read_text().split("\n", 1)[0].strip()
         if header != str(NUM_LANDMARKS):
             raise DataError(f"{label_file}: first line should be the count {NUM_LANDMARKS}, got {header!r}")
-        fractions = read_point_lines(label_file, NUM_LANDMARKS, separator=None, skip=1)
         if (fractions < 0).any() or (fractions > 1).any():
             raise DataError(f"{label_file}: coordinates must be fractions of the image size in [0, 1]")
         height, width = image.shape
