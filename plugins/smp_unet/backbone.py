@@ -7,14 +7,14 @@ from dataclasses import dataclass, field
 import segmentation_models_pytorch as smp
 
 from lmbench.errors import PluginError
-from lmbench.interfaces import Backbone
+from lmbench.interfaces import Backbone, LoadReport
 
 
 class SmpUnet(Backbone):
     """U-Net whose encoder receives a pretrainer's weights; the decoder always starts fresh.
 
     ``encoder`` is an smp encoder name (``densenet161``, as the paper) or ``tu-<timm name>``.
-    Weights never download here: pretrainers provide them.
+    Weights never download here: pretrainers provide them, for the encoder.
     """
 
     @dataclass
@@ -44,3 +44,14 @@ class SmpUnet(Backbone):
             in_channels=1,
             classes=num_landmarks,
         )
+
+    def load_pretrained(self, model, weights) -> LoadReport:
+        """Every encoder tensor must come from ``weights`` and every weight must land."""
+        report = super().load_pretrained(model, weights)
+        wrong = [n for n in report.missing if n.startswith("encoder.")] + report.mismatched + report.unexpected
+        if wrong:
+            raise PluginError(
+                f"smp-unet: {len(wrong)} pre-trained tensors do not match encoder {self.params.encoder} "
+                f"(missing, other shape or unknown): {', '.join(wrong[:5])}"
+            )
+        return report

