@@ -32,6 +32,11 @@ def _load(matrix: Path, data_root: Path | None):
     return load_matrix(matrix)
 
 
+class EvalMode(str, Enum):
+    native = "native"
+    paper = "paper"
+
+
 class RerunChoice(str, Enum):
     failed = "failed"
     all = "all"
@@ -105,6 +110,7 @@ def run(
 def leaderboard(
     results_dirs: Annotated[Optional[list[Path]], typer.Argument(help="Results folders (default: results).")] = None,
     failures: Annotated[bool, typer.Option(help="Also list failed and skipped runs with their reasons.")] = False,
+    eval_mode: Annotated[EvalMode, typer.Option(help="native: original resolution and true spacing; paper: the published metric code's rules.")] = EvalMode.native,
 ):
     """Tables of mean ± std over seeds, one per dataset, shaped like the paper's."""
     from lmbench import results
@@ -114,7 +120,7 @@ def leaderboard(
     for root in roots:
         if not root.exists():
             raise LmbenchError(f"{root}: no such results folder")
-    boards = build_boards(roots)
+    boards = build_boards(roots, eval_mode.value)
     if not boards:
         raise LmbenchError(f"no runs found under {', '.join(map(str, roots))}")
     for board in boards:

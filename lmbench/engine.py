@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import itertools
 import math
 from dataclasses import dataclass, field
 from typing import Callable
@@ -63,19 +64,37 @@ def validation_loss(model: nn.Module, head: HeadStrategy, data: Prepared, batch_
     return total / len(data.ids)
 
 
+class DomainView(nn.Module):
+    """One dataset's view of a network trained on several: ``forward(x)`` is ``model(x, domain)``."""
+
+    def __init__(self, model: nn.Module, domain: int):
+        super().__init__()
+        self.model, self.domain = model, domain
+
+    def forward(self, x):
+        return self.model(x, domain=self.domain)
+
+
 def finetune(
     model: nn.Module,
     head: HeadStrategy,
-    train: Prepared,
-    val: Prepared,
+    train: Prepared | list[Prepared],
+    val: Prepared | list[Prepared],
     config: FinetuneConfig,
     lr: float,
     device: torch.device,
     seed: int,
     on_epoch: EpochCallback | None = None,
 ) -> FinetuneResult:
-    """Train ``model`` in place; on return it holds the best validation epoch's weights."""
-    if not train.ids or not val.ids:
+    """Train ``model`` in place; on return it holds the best validation epoch's weights.
+
+    Lists of splits train one network on several datasets at once (``model(x, domain)``): each
+    batch comes from one dataset, in turn, and the validation loss is their image-weighted mean.
+    """
+    joint = isinstance(train, list)
+    trains, vals = (train, val) if joint else ([train], [val])
+    views = [DomainView(model, d) for d in range(len(trains))] if joint else [model]
+    if not all(t.ids for t in trains) or not all(v.ids for v in vals):
         raise LmbenchError("fine-tuning needs at least one training and one validation image")
     generator = torch.Generator().manual_seed(seed)
     model.to(device)
@@ -83,23 +102,26 @@ def finetune(
     plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(
         optimiser, factor=config.plateau_factor, patience=config.plateau_patience
     )
-    per_epoch = config.samples_per_epoch or len(train.ids)
+    per_epoch = [config.samples_per_epoch or len(t.ids) for t in trains]
     result = FinetuneResult(epochs=0, best_epoch=0, best_val_loss=math.inf)
     best_state = copy.deepcopy(model.state_dict())
     stale = 0
     for epoch in range(1, config.epochs + 1):
         model.train()
-        order = _epoch_order(len(train.ids), per_epoch, generator)
-        batches = order.split(config.batch_size)
+        per_domain = [
+            [(d, index) for index in _epoch_order(len(t.ids), n, generator).split(config.batch_size)]
+            for d, (t, n) in enumerate(zip(trains, per_epoch))
+        ]
+        batches = [b for turn in itertools.zip_longest(*per_domain) for b in turn if b is not None]
         train_loss = 0.0
         optimiser.zero_grad(set_to_none=True)
-        for step, index in enumerate(batches, start=1):
-            images, landmarks = train.images[index], train.landmarks[index]
+        for step, (d, index) in enumerate(batches, start=1):
+            images, landmarks = trains[d].images[index], trains[d].landmarks[index]
             if config.augment:
                 pairs = [augment(im, pts, config, generator) for im, pts in zip(images, landmarks)]
                 images = torch.stack([im for im, _ in pairs])
                 landmarks = torch.stack([pts for _, pts in pairs])
-            loss = _batch_loss(model, head, images, landmarks, device)
+            loss = _batch_loss(views[d], head, images, landmarks, device)
             if not torch.isfinite(loss):
                 raise LmbenchError(f"training loss became {float(loss)} at epoch {epoch}, step {step}")
             (loss / config.accumulation).backward()
@@ -107,19 +129,21 @@ def finetune(
                 optimiser.step()
                 optimiser.zero_grad(set_to_none=True)
             train_loss += loss.item() * len(index)
-        val_loss = validation_loss(model, head, val, config.batch_size, device)
+        train_loss /= sum(per_epoch)
+        val_loss = sum(validation_loss(v, head, data, config.batch_size, device) * len(data.ids)
+                       for v, data in zip(views, vals)) / sum(len(data.ids) for data in vals)
         if not math.isfinite(val_loss):
             raise LmbenchError(f"validation loss became {val_loss} at epoch {epoch}")
         plateau.step(val_loss)
         result.epochs = epoch
-        result.history.append((train_loss / per_epoch, val_loss))
+        result.history.append((train_loss, val_loss))
         if val_loss < result.best_val_loss:
             result.best_val_loss, result.best_epoch, stale = val_loss, epoch, 0
             best_state = copy.deepcopy(model.state_dict())
         else:
             stale += 1
         if on_epoch:
-            on_epoch(epoch, config.epochs, train_loss / per_epoch, val_loss)
+            on_epoch(epoch, config.epochs, train_loss, val_loss)
         if stale >= config.early_stopping:
             break
     model.load_state_dict(best_state)
@@ -127,12 +151,14 @@ def finetune(
 
 
 @torch.no_grad()
-def predict(model: nn.Module, head: HeadStrategy, images: torch.Tensor, batch_size: int, device) -> torch.Tensor:
-    """(M, 1, S, S) images -> (M, N, 2) landmarks in input pixels."""
+def logits(model: nn.Module, images: torch.Tensor, batch_size: int, device):
+    """(M, 1, S, S) images -> (M, N, S, S) float32 logits, batch by batch (on the device)."""
     model.eval().to(device)
-    out = []
     for batch in images.split(batch_size):
         with autocast(device):
-            logits = model(batch.to(device))
-        out.append(head.decode(logits.float()).cpu())
-    return torch.cat(out)
+            yield model(batch.to(device)).float()
+
+
+def predict(model: nn.Module, head: HeadStrategy, images: torch.Tensor, batch_size: int, device) -> torch.Tensor:
+    """(M, 1, S, S) images -> (M, N, 2) landmarks in input pixels."""
+    return torch.cat([head.decode(out).cpu() for out in logits(model, images, batch_size, device)])

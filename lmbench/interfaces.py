@@ -85,6 +85,14 @@ class Dataset(Component):
     def num_landmarks(self) -> int:
         return len(self.landmark_names)
 
+    def paper_axis_scale(self, truth: np.ndarray, shape: tuple[int, int], spacing: float | None) -> tuple[float, float]:
+        """The unit per pixel of a 256 x 256 resize along x and y, as the paper's metric code
+        computes it (``truth``: this image's landmarks there). Default: the true spacing
+        stretched to 256 px for mm, and plain 256-space pixels for px."""
+        if self.unit == "px" or spacing is None:
+            return 1.0, 1.0
+        return shape[1] / 256 * spacing, shape[0] / 256 * spacing
+
 
 @dataclass
 class PretrainContext:
@@ -143,6 +151,10 @@ class LoadReport:
 class Backbone(Component):
     """Builds the network mapping (B, 1, H, W) images to (B, N, H, W) logits."""
 
+    #: True for backbones that train on several datasets at once: ``build`` then receives a
+    #: list of landmark counts and the network's forward a ``domain`` index
+    joint_training: ClassVar[bool] = False
+
     @abstractmethod
     def build(self, num_landmarks: int, image_size: int) -> "nn.Module":
         """A freshly initialised network with ``num_landmarks`` output channels."""
@@ -183,6 +195,13 @@ class HeadStrategy(Component):
     @abstractmethod
     def decode(self, logits: "torch.Tensor") -> "torch.Tensor":
         """(B, N, H, W) logits -> (B, N, 2) landmarks."""
+
+    #: whether ``calibrate`` wants the validation split's logits once fine-tuning is done
+    calibrates: ClassVar[bool] = False
+
+    def calibrate(self, logits: "torch.Tensor", landmarks: "torch.Tensor") -> None:
+        """Fit decoding settings (a temperature, say) on the validation split's (M, N, H, W)
+        logits and (M, N, 2) landmarks, before the test set is decoded."""
 
 
 KINDS: dict[str, type[Component]] = {

@@ -93,7 +93,8 @@ CONFIG_FIELDS = ("dataset_params", "pretrainer_params", "backbone_params", "head
 
 
 def _method(run: dict, with_backbone: bool) -> tuple[str, ...]:
-    return (run["pretrainer_label"], run["head_label"]) + ((run["backbone_label"],) if with_backbone else ())
+    pretraining = run["pretrainer_label"] + (f" (trained on {run['joint']})" if run.get("joint") else "")
+    return (pretraining, run["head_label"]) + ((run["backbone_label"],) if with_backbone else ())
 
 
 def _config(run: dict) -> str:

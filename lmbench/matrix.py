@@ -21,6 +21,14 @@ PATTERN_KEYS = {"dataset", "pretrainer", "backbone", "head", "labels", "seed"}
 
 
 @dataclass
+class JointGroup:
+    """Datasets (labels of [[datasets]] entries) that one network trains on at once."""
+
+    datasets: list[str]
+    label: str = ""
+
+
+@dataclass
 class MatrixFile:
     """The top-level keys of a matrix, with their types and defaults."""
 
@@ -38,6 +46,7 @@ class MatrixFile:
     pretrainers: list[dict] = field(default_factory=list)
     backbones: list[dict] = field(default_factory=list)
     heads: list[dict] = field(default_factory=list)
+    joint: list[JointGroup] = field(default_factory=list)  # datasets trained on together
     include: list[dict] = field(default_factory=list)
     exclude: list[dict] = field(default_factory=list)
 
@@ -80,6 +89,10 @@ class RunSpec:
     pretrain_seed: int
     finetune: dict[str, Any]
     pretrain_dataset: ComponentSpec | None = None  # pre-train on another dataset's images
+    #: for mixed-dataset training: every dataset the network trains on (``dataset`` among them,
+    #: the one this run scores), and the group's label
+    joint: tuple[ComponentSpec, ...] = ()
+    joint_label: str | None = None
 
     @property
     def pool_dataset(self) -> ComponentSpec:
@@ -112,12 +125,25 @@ class RunSpec:
         }
         if self.pretrainer.checkpoint is not None:
             identity["checkpoint"] = self.pretrainer.checkpoint
+        if self.joint:
+            identity["joint"] = [d.identity() for d in self.joint]
         return content_key(identity)
 
     @property
+    def training_key(self) -> str:
+        """Runs with the same training_key share one fine-tuned network: the members of a joint group."""
+        if not self.joint:
+            return self.run_key
+        return content_key({"joint": self.joint_label, "run": self.replace_dataset(self.joint[0]).run_key})
+
+    def replace_dataset(self, dataset: ComponentSpec) -> "RunSpec":
+        return dataclasses.replace(self, dataset=dataset)
+
+    @property
     def title(self) -> str:
+        joint = f" (joint {self.joint_label})" if self.joint else ""
         return (
-            f"{self.dataset.label} | {self.pretrainer.label} | {self.backbone.label} | "
+            f"{self.dataset.label}{joint} | {self.pretrainer.label} | {self.backbone.label} | "
             f"{self.head.label} | {self.labels} labels | seed {self.seed}"
         )
 
@@ -234,36 +260,60 @@ def parse_matrix(data: dict[str, Any], path: Path, reg: Registry | None = None) 
     _check_patterns(top.include, f"{where}.include")
     _check_patterns(top.exclude, f"{where}.exclude")
 
+    by_label = {d.label: d for d in sections["datasets"]}
+    groups: list[tuple[tuple[ComponentSpec, ...], str | None]] = [((d,), None) for d in sections["datasets"]]
+    for i, group in enumerate(top.joint):
+        where_group = f"{where}.joint[{i}]"
+        if len(group.datasets) < 2 or len(set(group.datasets)) < len(group.datasets):
+            raise MatrixError(f"{where_group}.datasets: name two or more distinct [[datasets]] labels")
+        for label in group.datasets:
+            if label not in by_label:
+                raise MatrixError(f"{where_group}.datasets: no [[datasets]] entry is labelled {label!r}; "
+                                  f"known: {', '.join(sorted(by_label))}")
+        groups.append((tuple(by_label[label] for label in group.datasets), group.label or "+".join(group.datasets)))
+
     runs: list[RunSpec] = []
     pruned: list[tuple[RunSpec, str]] = []
     instances = {}
-    for dataset, pretrainer, backbone, head, labels, seed in itertools.product(
-        sections["datasets"], sections["pretrainers"], sections["backbones"], sections["heads"],
-        top.labels, top.seeds,
+    for (members, joint_label), pretrainer, backbone, head, labels, seed in itertools.product(
+        groups, sections["pretrainers"], sections["backbones"], sections["heads"], top.labels, top.seeds,
     ):
-        run = RunSpec(
-            matrix=top.name, profile=top.profile, dataset=dataset, pretrainer=pretrainer,
-            backbone=backbone, head=head, labels=labels, seed=seed, selection=top.selection,
-            image_size=image_size, pretrain_seed=top.pretrain_seed,
-            finetune=dataclasses.asdict(finetune), pretrain_dataset=pools.get(pretrainer.label),
-        )
-        pair = (pretrainer.label, backbone.label)
-        if pair not in instances:
-            instances[pair] = pretrainer.instantiate(reg).incompatibility(backbone.instantiate(reg))
-        reason = instances[pair]
-        if reason is None:
-            excluded = [i for i, p in enumerate(top.exclude) if _matches(p, run)]
-            if excluded:
-                reason = f"matches exclude[{excluded[0]}]"
-            elif top.include and not any(_matches(p, run) for p in top.include):
-                reason = "matches no include"
-        if reason is None:
-            runs.append(run)
-        else:
-            pruned.append((run, reason))
+        for dataset in members:
+            run = RunSpec(
+                matrix=top.name, profile=top.profile, dataset=dataset, pretrainer=pretrainer,
+                backbone=backbone, head=head, labels=labels, seed=seed, selection=top.selection,
+                image_size=image_size, pretrain_seed=top.pretrain_seed,
+                finetune=dataclasses.asdict(finetune), pretrain_dataset=pools.get(pretrainer.label),
+                joint=members if joint_label else (), joint_label=joint_label,
+            )
+            reason = _incompatibility(run, instances, reg)
+            if reason is None:
+                excluded = [i for i, p in enumerate(top.exclude) if _matches(p, run)]
+                if excluded:
+                    reason = f"matches exclude[{excluded[0]}]"
+                elif top.include and not any(_matches(p, run) for p in top.include):
+                    reason = "matches no include"
+            if reason is None:
+                runs.append(run)
+            else:
+                pruned.append((run, reason))
 
     cache_dir = Path(_expand_path(top.cache_dir)) if top.cache_dir else default_cache_dir()
     return Matrix(path, top.name, top.profile, Path(_expand_path(top.output)), cache_dir, runs, pruned)
+
+
+def _incompatibility(run: RunSpec, instances: dict, reg: Registry) -> str | None:
+    """Why a run cannot be done, or None; plugins are instantiated once per label."""
+    for spec in (run.pretrainer, run.backbone):
+        if spec.label not in instances:
+            instances[spec.label] = spec.instantiate(reg)
+    pretrainer, backbone = instances[run.pretrainer.label], instances[run.backbone.label]
+    if run.joint and not backbone.joint_training:
+        return f"{run.backbone.label} trains on one dataset at a time"
+    if run.joint and pretrainer.trains:
+        return "mixed-dataset runs start from no pre-training or fixed weights"
+    return pretrainer.incompatibility(backbone)
+
 
 
 def default_cache_dir() -> Path:

@@ -53,8 +53,8 @@ PROFILES: dict[str, Profile] = {
         "quick",
         image_size=128,
         finetune=dict(
-            epochs=60, batch_size=4, accumulation=2, lr=3e-4, lr_scratch=1e-3,
-            plateau_patience=6, early_stopping=12, samples_per_epoch=64,
+            epochs=40, batch_size=4, accumulation=2, lr=3e-4, lr_scratch=1e-3,
+            plateau_patience=5, early_stopping=10, samples_per_epoch=64,
         ),
     ),
     "paper": Profile("paper", image_size=256, finetune={}),

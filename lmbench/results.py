@@ -31,7 +31,7 @@ RUN_SCHEMA = pa.schema(
         ("backbone", _s), ("backbone_label", _s), ("backbone_params", _s),
         ("head", _s), ("head_label", _s), ("head_params", _s),
         ("labels", _i), ("seed", _i), ("selection", _s), ("image_size", _i), ("finetune", _s),
-        ("pretrain_key", _s), ("labelled_ids", _s), ("unit", _s), ("thresholds", _s),
+        ("pretrain_key", _s), ("joint", _s), ("labelled_ids", _s), ("unit", _s), ("thresholds", _s),
         ("lmbench_version", _s), ("plugin_versions", _s), ("torch_version", _s), ("device", _s),
         ("git_sha", _s),
         ("wall_time_s", _f), ("pretrain_time_s", _f), ("pretrain_cache_hit", _b), ("peak_memory_mb", _f),

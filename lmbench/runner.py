@@ -26,6 +26,7 @@ from lmbench.interfaces import Backbone, Dataset, HeadStrategy, PretrainContext,
 from lmbench.keys import canonical_json, content_key
 from lmbench.matrix import ComponentSpec, Matrix, RunSpec
 from lmbench.metrics import radial_errors, summarize
+from lmbench.paper_eval import paper_errors
 from lmbench.plugins import registry
 from lmbench.profiles import FinetuneConfig
 
@@ -95,7 +96,7 @@ def _config_row(spec: RunSpec) -> dict:
         "run_key": spec.run_key, "matrix": spec.matrix, "profile": spec.profile,
         "labels": spec.labels, "seed": spec.seed, "selection": spec.selection,
         "image_size": spec.image_size, "finetune": canonical_json(spec.finetune),
-        "pretrain_key": spec.pretrain_key, "torch_version": torch.__version__,
+        "pretrain_key": spec.pretrain_key, "joint": spec.joint_label, "torch_version": torch.__version__,
         "lmbench_version": lmbench.__version__,
     }
     versions = {}
@@ -133,52 +134,42 @@ def _pretrain(spec: RunSpec, pretrainer: Pretrainer, backbone: Backbone, num_lan
     )
 
 
-def execute(spec: RunSpec, ctx: RunContext, on_stage=lambda text, done, total: None) -> tuple[dict, list, list]:
-    """Run one cell; return (run row, metric rows, prediction rows). Raises on failure."""
-    start = time.perf_counter()
-    dataset, prepared = ctx.data.get(spec.dataset, spec.image_size, lambda done, total: on_stage("loading", done, total))
-    pretrainer: Pretrainer = spec.pretrainer.instantiate()
-    backbone: Backbone = spec.backbone.instantiate()
-    head: HeadStrategy = spec.head.instantiate()
-    config = FinetuneConfig(**spec.finetune)
-    num_landmarks = dataset.num_landmarks
+@dataclass
+class Splits:
+    """One dataset of a run: its labelled training subset, validation and test images."""
 
+    dataset: Dataset
+    labelled: list[str]
+    train: Prepared
+    val: Prepared
+    test: Prepared
+
+
+def _splits(spec: RunSpec, dataset_spec: ComponentSpec, ctx: RunContext, on_stage) -> Splits:
+    dataset, prepared = ctx.data.get(dataset_spec, spec.image_size, lambda done, total: on_stage("loading", done, total))
     for split in ("train", "val", "test"):
         if not dataset.split(split):
-            raise DataError(f"dataset {spec.dataset.label}: the {split} split is empty")
+            raise DataError(f"dataset {dataset_spec.label}: the {split} split is empty")
     labelled = select_labelled(dataset.split("train"), spec.labels, spec.selection, spec.seed)
     train, val, test = (prepared.subset(ids) for ids in (labelled, dataset.split("val"), dataset.split("test")))
+    return Splits(dataset, labelled, train, val, test)
 
-    on_stage("pre-training", 0, 1)
-    torch.manual_seed(spec.pretrain_seed)
-    weights, cache_hit, pretrain_seconds = _pretrain(
-        spec, pretrainer, backbone, num_landmarks, ctx,
-        lambda done, total: on_stage("pre-training", done, total),
-    )
 
-    torch.manual_seed(spec.seed)
-    model = backbone.build(num_landmarks, spec.image_size)
-    if weights is not None:
-        report = backbone.load_pretrained(model, weights)
-        if not report.loaded:
-            raise PluginError(
-                f"none of the {len(weights)} pre-trained tensors of {spec.pretrainer.name!r} "
-                f"fit backbone {spec.backbone.name!r}"
-            )
-    lr = config.lr if weights is not None else config.lr_scratch
-    fit = engine.finetune(
-        model, head, train, val, config, lr, ctx.device, spec.seed,
-        on_epoch=lambda epoch, total, tl, vl: on_stage(f"fine-tuning (val loss {vl:.4f})", epoch, total),
-    )
-
-    on_stage("testing", 0, 1)
+def _score(spec: RunSpec, data: Splits, model, head: HeadStrategy, config: FinetuneConfig, ctx: RunContext):
+    """Metric rows (native and paper evaluation) and prediction rows on the test split."""
+    dataset, test = data.dataset, data.test
+    if head.calibrates:
+        logits = torch.cat([out.cpu() for out in engine.logits(model, data.val.images, config.batch_size, ctx.device)])
+        head.calibrate(logits, data.val.landmarks)
     predicted_input = engine.predict(model, head, test.images, config.batch_size, ctx.device).numpy()
     predicted = np.stack([to_original(p, shape, spec.image_size) for p, shape in zip(predicted_input, test.shapes)])
     errors = radial_errors(predicted, test.original_landmarks, test.spacings, dataset.unit)
+    paper = paper_errors(dataset, predicted_input, test.original_landmarks, test.shapes, test.spacings, spec.image_size)
     metrics = [
-        {"split": "test", "eval_mode": "native", "metric": metric, "landmark": landmark,
+        {"split": "test", "eval_mode": mode, "metric": metric, "landmark": landmark,
          "value": value, "unit": "%" if metric.startswith("sdr") else dataset.unit}
-        for metric, landmark, value in summarize(errors, dataset.thresholds, dataset.landmark_names)
+        for mode, values in (("native", errors), ("paper", paper))
+        for metric, landmark, value in summarize(values, dataset.thresholds, dataset.landmark_names)
     ]
     predictions = [
         {"split": "test", "image_id": image_id, "landmark_index": j, "landmark": name,
@@ -188,17 +179,63 @@ def execute(spec: RunSpec, ctx: RunContext, on_stage=lambda text, done, total: N
         for i, image_id in enumerate(test.ids)
         for j, name in enumerate(dataset.landmark_names)
     ]
-    row = {
-        **_config_row(spec), "status": "ok", "labelled_ids": json.dumps(labelled),
-        "unit": dataset.unit, "thresholds": json.dumps(list(dataset.thresholds)),
-        "device": str(ctx.device), "git_sha": ctx.git_sha,
-        "wall_time_s": time.perf_counter() - start, "pretrain_time_s": pretrain_seconds,
-        "pretrain_cache_hit": cache_hit, "peak_memory_mb": _peak_memory_mb(ctx.device),
-        "n_parameters": sum(p.numel() for p in model.parameters()),
-        "epochs": fit.epochs, "best_epoch": fit.best_epoch,
-        "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-    }
-    return row, metrics, predictions
+    return metrics, predictions
+
+
+def execute(specs: list[RunSpec], ctx: RunContext, on_stage=lambda text, done, total: None) -> list[tuple[dict, list, list]]:
+    """Train once for runs sharing a ``training_key`` (one run, or members of a joint group) and
+    return (run row, metric rows, prediction rows) for each. Raises on failure."""
+    start = time.perf_counter()
+    lead = specs[0]
+    members = lead.joint or (lead.dataset,)
+    parts = [_splits(lead, member, ctx, on_stage) for member in members]
+    pretrainer: Pretrainer = lead.pretrainer.instantiate()
+    backbone: Backbone = lead.backbone.instantiate()
+    head: HeadStrategy = lead.head.instantiate()
+    config = FinetuneConfig(**lead.finetune)
+    counts = [part.dataset.num_landmarks for part in parts]
+
+    on_stage("pre-training", 0, 1)
+    torch.manual_seed(lead.pretrain_seed)
+    weights, cache_hit, pretrain_seconds = _pretrain(
+        lead, pretrainer, backbone, counts[0], ctx, lambda done, total: on_stage("pre-training", done, total),
+    )
+
+    torch.manual_seed(lead.seed)
+    model = backbone.build(counts if lead.joint else counts[0], lead.image_size)
+    if weights is not None:
+        report = backbone.load_pretrained(model, weights)
+        if not report.loaded:
+            raise PluginError(
+                f"none of the {len(weights)} pre-trained tensors of {lead.pretrainer.name!r} "
+                f"fit backbone {lead.backbone.name!r}"
+            )
+    lr = config.lr if weights is not None else config.lr_scratch
+    trains, vals = [part.train for part in parts], [part.val for part in parts]
+    fit = engine.finetune(
+        model, head, trains if lead.joint else trains[0], vals if lead.joint else vals[0], config, lr, ctx.device,
+        lead.seed, on_epoch=lambda epoch, total, tl, vl: on_stage(f"fine-tuning (val loss {vl:.4f})", epoch, total),
+    )
+
+    on_stage("testing", 0, 1)
+    outcomes = []
+    for spec in specs:
+        domain = members.index(spec.dataset)
+        view = engine.DomainView(model, domain) if lead.joint else model
+        data = parts[domain]
+        metrics, predictions = _score(spec, data, view, head, config, ctx)
+        row = {
+            **_config_row(spec), "status": "ok", "labelled_ids": json.dumps(data.labelled),
+            "unit": data.dataset.unit, "thresholds": json.dumps(list(data.dataset.thresholds)),
+            "device": str(ctx.device), "git_sha": ctx.git_sha,
+            "wall_time_s": time.perf_counter() - start, "pretrain_time_s": pretrain_seconds,
+            "pretrain_cache_hit": cache_hit, "peak_memory_mb": _peak_memory_mb(ctx.device),
+            "n_parameters": sum(p.numel() for p in model.parameters()),
+            "epochs": fit.epochs, "best_epoch": fit.best_epoch,
+            "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        }
+        outcomes.append((row, metrics, predictions))
+    return outcomes
 
 
 @dataclass
@@ -228,36 +265,42 @@ def run_matrix(matrix: Matrix, rerun: Rerun = None, console: Console | None = No
     ctx = RunContext(cache_dir=matrix.cache_dir)
     start = time.perf_counter()
     columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()]
+    groups: dict[str, list[RunSpec]] = {}  # members of a joint group train together
+    for spec in todo:
+        groups.setdefault(spec.training_key, []).append(spec)
     with Progress(*columns, console=console, disable=quiet, transient=False) as progress:
         overall = progress.add_task(f"matrix {matrix.name}", total=len(todo))
-        for spec in todo:
-            current = progress.add_task(f"  {spec.title}", total=1)
+        for specs in groups.values():
+            title = specs[0].title
+            current = progress.add_task(f"  {title}", total=1)
 
-            def on_stage(text: str, completed: int, total: int, task=current, spec=spec) -> None:
-                progress.update(task, description=f"  {spec.title}: {text}", completed=completed, total=total)
+            def on_stage(text: str, completed: int, total: int, task=current, title=title) -> None:
+                progress.update(task, description=f"  {title}: {text}", completed=completed, total=total)
 
-            metrics: list = []
-            predictions: list = []
             try:
-                row, metrics, predictions = execute(spec, ctx, on_stage)
-                summary.ok += 1
+                outcomes = execute(specs, ctx, on_stage)
+                summary.ok += len(specs)
             except Exception as exc:  # any failure is recorded and the matrix goes on
                 status = "skipped" if isinstance(exc, SkipRun) else "failed"
-                row = {**_config_row(spec), "status": status, "error": one_line(exc),
-                       "device": str(ctx.device), "git_sha": ctx.git_sha,
-                       "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+                error = one_line(exc)
+                outcomes = [({**_config_row(spec), "status": status, "error": error,
+                              "device": str(ctx.device), "git_sha": ctx.git_sha,
+                              "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}, [], [])
+                            for spec in specs]
                 if status == "failed":
-                    summary.failed += 1
-                    summary.failures.append((spec.title, row["error"]))
-                    log = out / "logs" / f"{spec.run_key}.log"
-                    log.parent.mkdir(parents=True, exist_ok=True)
-                    log.write_text(traceback.format_exc())
+                    summary.failed += len(specs)
+                    summary.failures.extend((spec.title, error) for spec in specs)
+                    for spec in specs:
+                        log = out / "logs" / f"{spec.run_key}.log"
+                        log.parent.mkdir(parents=True, exist_ok=True)
+                        log.write_text(traceback.format_exc())
                 else:
-                    summary.skipped += 1
+                    summary.skipped += len(specs)
                 if not quiet:
-                    console.print(f"[red]{status}[/red] {spec.title}: {row['error']}")
-            results.write_run(out, row, metrics, predictions)
+                    console.print(f"[red]{status}[/red] {title}: {error}")
+            for row, metrics, predictions in outcomes:
+                results.write_run(out, row, metrics, predictions)
             progress.remove_task(current)
-            progress.advance(overall)
+            progress.advance(overall, len(specs))
     summary.seconds = time.perf_counter() - start
     return summary

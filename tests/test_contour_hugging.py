@@ -42,6 +42,22 @@ def test_subpixel_refinement_moves_towards_the_mass():
     assert head().decode(logits)[0].tolist() == [[4.0, 4.0]]
 
 
+def test_the_fitted_temperature_recovers_the_one_that_drew_the_targets():
+    generator = torch.Generator().manual_seed(0)
+    logits = 3 * torch.randn(400, 2, 6, 6, generator=generator)
+    true = torch.tensor([0.5, 2.0])  # over-confident, under-confident
+    drawn = torch.multinomial((logits / true[None, :, None, None]).reshape(800, 36).softmax(-1), 1, generator=generator)
+    index = drawn.reshape(400, 2)
+    landmarks = torch.stack([index % 6, index // 6], dim=-1).float()
+    h = ContourHuggingHead(ContourHuggingHead.Params(subpixel=True, temperature=True))
+    assert h.calibrates
+    h.calibrate(logits, landmarks)
+    torch.testing.assert_close(h.temperatures, true, rtol=0.15, atol=0)
+    # the sub-pixel refinement follows the calibrated probabilities, around the same argmax
+    shift = h.decode(logits) - ContourHuggingHead(ContourHuggingHead.Params(subpixel=True)).decode(logits)
+    assert 0 < shift.abs().max() < 2
+
+
 def test_targets_outside_the_image_are_clamped_to_its_edge():
     t = head().targets(torch.tensor([[[-3.0, 2.0], [30.0, 40.0]]]), (10, 12))
     assert t.tolist() == [[2 * 12 + 0, 9 * 12 + 11]]

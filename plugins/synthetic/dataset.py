@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.ndimage import gaussian_filter
 
+from lmbench.errors import DataError
 from lmbench.interfaces import Dataset, Sample
 
 LANDMARKS = (
@@ -133,8 +134,14 @@ class SyntheticHands(Dataset):
         width: int = 160
         spacing: float = 0.8  # mm per pixel
         noise: float = 0.03
+        n_landmarks: int = len(LANDMARKS)  # the first n, for datasets of other landmark counts
 
-    landmark_names = LANDMARKS
+    def __init__(self, params=None):
+        super().__init__(params)
+        if not 1 <= self.params.n_landmarks <= len(LANDMARKS):
+            raise DataError(f"synthetic: n_landmarks must be 1 to {len(LANDMARKS)}, got {self.params.n_landmarks}")
+        self.landmark_names = LANDMARKS[:self.params.n_landmarks]
+
     unit = "mm"
     thresholds = (2.5, 5.0, 10.0)
 
@@ -149,4 +156,4 @@ class SyntheticHands(Dataset):
         p = self.params
         rng = np.random.default_rng([p.seed, int(sample_id)])
         image, landmarks = render(rng, p.height, p.width, p.noise)
-        return Sample(sample_id, image, landmarks, p.spacing)
+        return Sample(sample_id, image, landmarks[:p.n_landmarks], p.spacing)

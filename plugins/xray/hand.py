@@ -59,6 +59,14 @@ class DigitalHandAtlas(Dataset):
             raise DataError(f"{self.root / 'labels' / 'all.csv'}: id {sample_id}: landmarks {a} and {b} coincide")
         return Sample(sample_id, image, landmarks, self.params.scale_mm / distance)
 
+    def paper_axis_scale(self, truth, shape, spacing):
+        """The published code measures the 50 mm between the pair in the 256 x 256 resize,
+        where the aspect ratio is lost."""
+        a, b = self.params.scale_pair
+        distance = float(np.linalg.norm(truth[a] - truth[b]))
+        scale = self.params.scale_mm / distance if distance else float("nan")
+        return scale, scale
+
     def problems(self):
         found = []
         missing = natural_sorted(i for i, path in self._images.items() if path is None)

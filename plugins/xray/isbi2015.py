@@ -67,6 +67,11 @@ class Isbi2015(Dataset):
         check_inside(landmarks, image.shape, self.root / "400_senior" / f"{sample_id}.txt")
         return Sample(sample_id, image, landmarks, self.spacing)
 
+    def paper_axis_scale(self, truth, shape, spacing):
+        """The published code scales x by the image height and y by its width (2400 and 1935
+        px), the axes swapped."""
+        return shape[0] / 256 * spacing, shape[1] / 256 * spacing
+
     def problems(self):
         ids = [f"{i:03d}" for i in range(1, 401)]
         missing = [i for i in ids if find_image(self._image_folders, i) is None]
