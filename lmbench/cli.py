@@ -106,30 +106,77 @@ def run(
         raise typer.Exit(1)
 
 
+class OutputFormat(str, Enum):
+    rich = "rich"
+    markdown = "markdown"
+    latex = "latex"
+    csv = "csv"
+    json = "json"
+
+
 @app.command()
 def leaderboard(
     results_dirs: Annotated[Optional[list[Path]], typer.Argument(help="Results folders (default: results).")] = None,
+    dataset: Annotated[Optional[list[str]], typer.Option(help="Only these datasets (label or name); repeatable.")] = None,
+    pretrainer: Annotated[Optional[list[str]], typer.Option(help="Only these pretrainers; repeatable.")] = None,
+    backbone: Annotated[Optional[list[str]], typer.Option(help="Only these backbones; repeatable.")] = None,
+    head: Annotated[Optional[list[str]], typer.Option(help="Only these heads; repeatable.")] = None,
+    labels: Annotated[Optional[list[int]], typer.Option(help="Only these label counts; repeatable.")] = None,
+    matrix: Annotated[Optional[list[str]], typer.Option(help="Only runs of these matrices; repeatable.")] = None,
+    metrics: Annotated[Optional[str], typer.Option(help="Metric columns, comma-separated, e.g. mre,sdr@2.")] = None,
+    eval_mode: Annotated[Optional[EvalMode], typer.Option(help="native: original resolution and true spacing; paper: the published metric code's rules (the default with --reference).")] = None,
+    reference: Annotated[Optional[str], typer.Option(help="Published numbers to show beside ours, e.g. 'paper' (results/reference/paper.parquet).")] = None,
+    format: Annotated[OutputFormat, typer.Option("--format", help="rich, markdown, latex, csv or json.")] = OutputFormat.rich,
     failures: Annotated[bool, typer.Option(help="Also list failed and skipped runs with their reasons.")] = False,
-    eval_mode: Annotated[EvalMode, typer.Option(help="native: original resolution and true spacing; paper: the published metric code's rules.")] = EvalMode.native,
 ):
     """Tables of mean ± std over seeds, one per dataset, shaped like the paper's."""
     from lmbench import results
+    from lmbench.formats import RENDERERS
     from lmbench.leaderboard import build_boards, render_rich
+    from lmbench.reference import load_reference
 
     roots = results_dirs or [Path("results")]
     for root in roots:
         if not root.exists():
             raise LmbenchError(f"{root}: no such results folder")
-    boards = build_boards(roots, eval_mode.value)
+    filters = {"dataset": dataset, "pretrainer": pretrainer, "backbone": backbone, "head": head,
+               "labels": labels, "matrix": matrix}
+    mode = (eval_mode or (EvalMode.paper if reference else EvalMode.native)).value
+    chosen = [m.strip() for m in metrics.split(",")] if metrics else None
+    boards = build_boards(roots, mode, filters, chosen, load_reference(reference) if reference else None)
     if not boards:
-        raise LmbenchError(f"no runs found under {', '.join(map(str, roots))}")
-    for board in boards:
-        console.print(render_rich(board))
+        raise LmbenchError(f"no runs found under {', '.join(map(str, roots))}" + (" matching the filters" if any(filters.values()) else ""))
+    if format is OutputFormat.rich:
+        for board in boards:
+            console.print(render_rich(board))
+    else:
+        sys.stdout.write(RENDERERS[format.value](boards))
     if failures:
         for run in results.read_runs(roots):
             if run["status"] != "ok":
                 console.print(f"[red]{run['status']}[/red] {run['run_key']} {run['dataset_label']} | "
                               f"{run['pretrainer_label']} | {run['head_label']} | {run['labels']} labels: {run['error']}")
+
+
+@app.command()
+def report(
+    results_dirs: Annotated[list[Path], typer.Argument(help="Results folders.")],
+    out: Annotated[Path, typer.Option(help="Folder for the PNG figures and index.md.")] = Path("report"),
+    dataset: Annotated[Optional[list[str]], typer.Option(help="Only these datasets; repeatable.")] = None,
+    pretrainer: Annotated[Optional[list[str]], typer.Option(help="Only these pretrainers; repeatable.")] = None,
+    head: Annotated[Optional[list[str]], typer.Option(help="Only these heads; repeatable.")] = None,
+    eval_mode: Annotated[EvalMode, typer.Option(help="native or paper evaluation.")] = EvalMode.native,
+    overlay_labels: Annotated[Optional[int], typer.Option(help="Label count of the prediction overlays (default 10, else the fewest).")] = None,
+):
+    """Figures for a paper (MRE and SDR by labels, the pre-training sweep, prediction overlays) and an index.md."""
+    from lmbench.report import write_report
+
+    for root in results_dirs:
+        if not root.exists():
+            raise LmbenchError(f"{root}: no such results folder")
+    filters = {"dataset": dataset, "pretrainer": pretrainer, "head": head}
+    figures = write_report(results_dirs, out, eval_mode.value, filters, overlay_labels)
+    console.print(f"{len(figures)} figures and {out / 'index.md'}")
 
 
 data_app = typer.Typer(help="Inspect datasets.", no_args_is_help=True)

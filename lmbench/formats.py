@@ -1,0 +1,97 @@
+"""Leaderboards as text for papers and tools: Markdown, LaTeX (booktabs), CSV and JSON."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+
+from lmbench.leaderboard import Board, cells, columns, footnote
+
+FORMATS = ("rich", "markdown", "latex", "csv", "json")
+
+
+def to_markdown(boards: list[Board]) -> str:
+    parts = []
+    for board in boards:
+        names = columns(board)
+        lines = [f"**{board.title()}**", "", "| " + " | ".join(names) + " |",
+                 "|" + "|".join("---:" if i == 0 or "↓" in n or "↑" in n else "---" for i, n in enumerate(names)) + "|"]
+        for row in board.rows:
+            texts = [f"**{text}**" if bold else text for text, bold in cells(board, row)]
+            lines.append("| " + " | ".join(t.replace("|", "\\|") for t in texts) + " |")
+        if footnote(board):
+            lines += ["", footnote(board)]
+        parts.append("\n".join(lines))
+    return "\n\n".join(parts) + "\n"
+
+
+_LATEX_ESCAPES = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
+                  "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
+                  "±": r"$\pm$", "↓": r"$\downarrow$", "↑": r"$\uparrow$"}
+
+
+def latex_escape(text: str) -> str:
+    return "".join(_LATEX_ESCAPES.get(ch, ch) for ch in text)
+
+
+def to_latex(boards: list[Board]) -> str:
+    """One booktabs table per board; the best value of each label count in bold."""
+    parts = []
+    for board in boards:
+        names = columns(board)
+        align = "".join("r" if i == 0 or "↓" in n or "↑" in n or n in ("Seeds", "Avg rank") else "l"
+                        for i, n in enumerate(names))
+        lines = [r"\begin{table}[t]", r"\centering", f"\\caption{{{latex_escape(board.title())}}}",
+                 f"\\begin{{tabular}}{{{align}}}", r"\toprule",
+                 " & ".join(latex_escape(n) for n in names) + r" \\", r"\midrule"]
+        previous = None
+        for row in board.rows:
+            if previous is not None and row.labels != previous:
+                lines.append(r"\midrule")
+            texts = [f"\\textbf{{{latex_escape(t)}}}" if bold else latex_escape(t) for t, bold in cells(board, row)]
+            lines.append(" & ".join(texts) + r" \\")
+            previous = row.labels
+        lines += [r"\bottomrule", r"\end{tabular}"]
+        if footnote(board):
+            lines.append(f"\\par\\footnotesize {latex_escape(footnote(board))}")
+        lines.append(r"\end{table}")
+        parts.append("\n".join(lines))
+    return "\n\n".join(parts) + "\n"
+
+
+def records(boards: list[Board]) -> list[dict]:
+    """One flat record per row: dataset, eval mode, method, seeds, rank, mean and std per metric."""
+    out = []
+    for board in boards:
+        for row in board.rows:
+            record = {"dataset": board.dataset, "eval_mode": board.eval_mode, "unit": board.unit,
+                      "labels": row.labels, "source": row.source, "seeds": row.seeds, "avg_rank": row.rank}
+            record.update({name.lower().replace(" ", "_").replace("-", "_"): value
+                           for name, value in zip(board.method_columns, row.method)})
+            for metric in board.metrics:
+                mean, std = row.values.get(metric, (None, None))
+                record[metric], record[f"{metric}_std"] = mean, std
+            out.append(record)
+    return out
+
+
+def to_csv(boards: list[Board]) -> str:
+    rows = records(boards)
+    fields = list(dict.fromkeys(key for row in rows for key in row))
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=fields, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return buffer.getvalue()
+
+
+def to_json(boards: list[Board]) -> str:
+    return json.dumps(
+        [{"dataset": b.dataset, "eval_mode": b.eval_mode, "unit": b.unit, "metrics": b.metrics,
+          "not_shown": dict(b.not_ok), "rows": [r for r in records([b])]} for b in boards],
+        indent=2,
+    ) + "\n"
+
+
+RENDERERS = {"markdown": to_markdown, "latex": to_latex, "csv": to_csv, "json": to_json}

@@ -1,0 +1,216 @@
+"""``lmbench report``: the figures a paper needs, and an index.md tying them to the tables.
+
+Per dataset: MRE against the number of labels per method (bars with the spread over seeds,
+as the paper's supplementary charts), SDR at each threshold, the pre-training-iterations
+sweep (the paper's Figure 2) when the results hold one, and prediction overlays on a few
+test images at one label count (the paper's Figure 3). Figures come from the results files
+alone, except the overlays, which reload the test images through the dataset plugin and are
+left out, with the reason in the index, where the data is not at hand.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from pathlib import Path
+
+import matplotlib
+import matplotlib.ticker
+
+matplotlib.use("Agg")  # files only, never a window
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from lmbench import results  # noqa: E402
+from lmbench.formats import to_markdown  # noqa: E402
+from lmbench.leaderboard import Board, build_boards, header, matches  # noqa: E402
+
+DPI = 100
+OVERLAY_IMAGES = 3
+
+
+def _slug(text: str) -> str:
+    return "".join(ch if ch.isalnum() else "-" for ch in text).strip("-").lower()
+
+
+def _methods(board: Board) -> list[tuple[str, ...]]:
+    return sorted({row.method for row in board.rows if row.source == "lmbench"})
+
+
+def _label(method: tuple[str, ...]) -> str:
+    return " / ".join(method)
+
+
+def plot_mre(board: Board, path: Path) -> None:
+    """Grouped bars: one group per label count, one bar per method, error bars = std over seeds."""
+    methods, labels = _methods(board), sorted({r.labels for r in board.rows})
+    fig, ax = plt.subplots(figsize=(max(7, 1.2 * len(labels) * max(1, len(methods)) / 3), 5), dpi=DPI)
+    width = 0.8 / max(1, len(methods))
+    for i, method in enumerate(methods):
+        rows = {r.labels: r for r in board.rows if r.method == method and r.source == "lmbench" and "mre" in r.values}
+        x = [j + (i - (len(methods) - 1) / 2) * width for j, n in enumerate(labels) if n in rows]
+        means = [rows[n].values["mre"][0] for n in labels if n in rows]
+        stds = [rows[n].values["mre"][1] if rows[n].seeds > 1 else 0.0 for n in labels if n in rows]
+        ax.bar(x, means, width, yerr=stds, capsize=2, label=_label(method))
+    ax.set_xticks(range(len(labels)), [str(n) for n in labels])
+    ax.set_xlabel("labelled training images")
+    ax.set_ylabel(header("mre", board.unit))
+    ax.set_yscale("log")
+    ax.yaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
+    ax.yaxis.set_minor_formatter(matplotlib.ticker.ScalarFormatter())
+    ax.tick_params(axis="y", which="minor", labelsize=7)
+    ax.set_title(f"{board.dataset}: MRE by number of labels ({board.eval_mode} evaluation)")
+    fig.legend(fontsize=7, ncol=3, loc="lower center")
+    fig.tight_layout(rect=(0, 0.03 + 0.04 * -(-len(methods) // 3), 1, 1))
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def plot_sdr(board: Board, path: Path) -> None:
+    """One panel per SDR threshold: SDR against the number of labels, a line per method."""
+    thresholds = [m for m in board.metrics if m.startswith("sdr@")]
+    methods, labels = _methods(board), sorted({r.labels for r in board.rows})
+    fig, axes = plt.subplots(1, max(1, len(thresholds)), figsize=(max(7, 3.2 * len(thresholds)), 4.4),
+                             dpi=DPI, sharey=True, squeeze=False)
+    for ax, metric in zip(axes[0], thresholds):
+        for method in methods:
+            rows = {r.labels: r for r in board.rows if r.method == method and r.source == "lmbench" and metric in r.values}
+            xs = [j for j, n in enumerate(labels) if n in rows]
+            ax.errorbar(xs, [rows[labels[j]].values[metric][0] for j in xs],
+                        yerr=[rows[labels[j]].values[metric][1] if rows[labels[j]].seeds > 1 else 0.0 for j in xs],
+                        marker="o", capsize=2, label=_label(method))
+        ax.set_xticks(range(len(labels)), [str(n) for n in labels])
+        ax.set_title(header(metric, board.unit), fontsize=9)
+        ax.set_xlabel("labels")
+        ax.set_ylim(0, 100)
+    axes[0][0].set_ylabel("SDR (%)")
+    handles, names = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, names, fontsize=7, ncol=3, loc="lower center")
+    fig.suptitle(f"{board.dataset}: success detection rate ({board.eval_mode} evaluation)", fontsize=10)
+    fig.tight_layout(rect=(0, 0.03 + 0.045 * -(-len(methods) // 3), 1, 1))
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def sweep_points(runs: list[dict], eval_mode: str) -> dict[tuple[str, int], list[tuple[int, float]]]:
+    """(pretrainer, labels) -> [(iterations, mean MRE over seeds)] for pretrainers whose runs
+    differ only in their ``iterations`` param: a checkpoint sweep."""
+    groups = defaultdict(lambda: defaultdict(list))
+    for run in runs:
+        params = json.loads(run["pretrainer_params"])
+        if "iterations" not in params:
+            continue
+        rest = json.dumps({k: v for k, v in params.items() if k != "iterations"}, sort_keys=True)
+        table = results.read_table("metrics", run["_file"])
+        mre = [m["value"] for m in (table.to_pylist() if table is not None else [])
+               if m["eval_mode"] == eval_mode and m["metric"] == "mre" and m["landmark"] == "all"]
+        if mre:
+            key = (run["pretrainer"], rest, run["head_label"], run["labels"])
+            groups[key][params["iterations"]].append(mre[0])
+    return {(f"{pretrainer} / {head}", labels): sorted((it, float(np.mean(v))) for it, v in by_it.items())
+            for (pretrainer, _, head, labels), by_it in groups.items() if len(by_it) > 1}
+
+
+def plot_sweep(points: dict, dataset: str, path: Path) -> None:
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=DPI)
+    for (method, labels), series in sorted(points.items(), key=lambda kv: (kv[0][0], kv[0][1])):
+        ax.plot([it for it, _ in series], [v for _, v in series], marker="o", label=f"{method}, {labels} labels")
+    ax.set_xlabel("pre-training iterations (optimiser steps)")
+    ax.set_ylabel("MRE")
+    ax.set_title(f"{dataset}: MRE by pre-training checkpoint")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def plot_overlays(runs: list[dict], labels: int, path: Path) -> str | None:
+    """Image, ground truth (green) and prediction (red) for the first test images, one column per
+    method at ``labels`` labels. Returns why it could not be drawn, or None."""
+    from lmbench.matrix import ComponentSpec  # the dataset plugin reloads the images
+
+    chosen = {}
+    for run in sorted(runs, key=lambda r: (r["seed"], r["finished_at"] or "")):
+        if run["labels"] == labels:
+            chosen.setdefault(f"{run['pretrainer_label']} / {run['head_label']} / {run['backbone_label']}", run)
+    if not chosen:
+        return f"no runs with {labels} labels"
+    first = next(iter(chosen.values()))
+    try:
+        spec = ComponentSpec("dataset", first["dataset"], first["dataset_label"], json.loads(first["dataset_params"]), {})
+        dataset = spec.instantiate()
+    except Exception as exc:  # data not at hand here: the index says so
+        return f"the {first['dataset_label']} images could not be loaded ({exc})"
+    predictions = {name: results.read_table("predictions", run["_file"]) for name, run in chosen.items()}
+    ids = sorted({row["image_id"] for table in predictions.values() if table is not None
+                  for row in table.to_pylist()})[:OVERLAY_IMAGES]
+    if not ids:
+        return "the runs have no stored predictions"
+    fig, axes = plt.subplots(len(ids), len(chosen), figsize=(2.4 * len(chosen), 2.6 * len(ids)), dpi=DPI, squeeze=False)
+    for i, image_id in enumerate(ids):
+        sample = dataset.load(image_id)
+        for j, (name, table) in enumerate(predictions.items()):
+            ax = axes[i][j]
+            ax.imshow(sample.image, cmap="gray")
+            rows = [r for r in (table.to_pylist() if table is not None else []) if r["image_id"] == image_id]
+            ax.scatter([r["x_true"] for r in rows], [r["y_true"] for r in rows], s=6, c="lime", label="ground truth")
+            ax.scatter([r["x"] for r in rows], [r["y"] for r in rows], s=6, c="red", marker="x", label="prediction")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if i == 0:
+                ax.set_title(name, fontsize=7)
+            if j == 0:
+                ax.set_ylabel(image_id, fontsize=7)
+    axes[0][0].legend(fontsize=6, loc="lower left")
+    fig.suptitle(f"{first['dataset_label']}: predictions with {labels} labels", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return None
+
+
+def write_report(roots: list[Path], out: Path, eval_mode: str = "native", filters: dict | None = None,
+                 overlay_labels: int | None = None) -> list[Path]:
+    """Write the figures and index.md under ``out``; return the figure paths."""
+    out.mkdir(parents=True, exist_ok=True)
+    filters = filters or {}
+    boards = build_boards(roots, eval_mode, filters)
+    runs = [r for r in results.read_runs(roots) if r["status"] == "ok" and matches(r, filters)]
+    figures: list[Path] = []
+    index = [f"# lmbench report: {', '.join(map(str, roots))}", "",
+             f"{len(runs)} finished runs, {eval_mode} evaluation.", ""]
+    for board in boards:
+        slug = _slug(board.dataset)
+        board_runs = [r for r in runs if r["dataset_label"] == board.dataset]
+        index += [f"## {board.dataset}", "", to_markdown([board]).strip(), ""]
+        if not board.rows:
+            continue
+        mre, sdr = out / f"{slug}-mre.png", out / f"{slug}-sdr.png"
+        plot_mre(board, mre)
+        plot_sdr(board, sdr)
+        figures += [mre, sdr]
+        index += [f"![MRE by number of labels]({mre.name})", "",
+                  "Mean radial error (log scale) per method and number of labelled images; error bars: "
+                  "standard deviation over seeds.", "",
+                  f"![SDR by number of labels]({sdr.name})", "",
+                  "Success detection rate at each threshold against the number of labelled images.", ""]
+        points = sweep_points(board_runs, eval_mode)
+        if points:
+            sweep = out / f"{slug}-sweep.png"
+            plot_sweep(points, board.dataset, sweep)
+            figures.append(sweep)
+            index += [f"![pre-training sweep]({sweep.name})", "",
+                      "MRE against the pre-training checkpoint the detector started from (the paper's Figure 2).", ""]
+        counts = sorted({r["labels"] for r in board_runs})
+        labels = overlay_labels if overlay_labels in counts else (10 if 10 in counts else counts[0])
+        overlay = out / f"{slug}-overlays-{labels}.png"
+        why_not = plot_overlays(board_runs, labels, overlay)
+        if why_not is None:
+            figures.append(overlay)
+            index += [f"![predictions with {labels} labels]({overlay.name})", "",
+                      f"Ground truth (green) and predictions (red) on the first test images, one column per "
+                      f"method, with {labels} labelled images (the paper's Figure 3).", ""]
+        else:
+            index += [f"Prediction overlays left out: {why_not}.", ""]
+    (out / "index.md").write_text("\n".join(index))
+    return figures
