@@ -90,20 +90,48 @@ def run(
     data_root: DataRootOption = None,
     rerun: Annotated[Optional[RerunChoice], typer.Option(help="Also rerun finished runs: failed (and skipped) or all.")] = None,
     quiet: Annotated[bool, typer.Option(help="No progress bars.")] = False,
+    executor: Annotated[Optional[str], typer.Option(help="Where to run: local, pool, submitit or a plugin's (default: the matrix's [executor], else local).")] = None,
 ):
     """Run every cell of a matrix not already in its results folder."""
     from lmbench.runner import run_matrix
 
     m = _load(matrix, data_root)
-    summary = run_matrix(m, rerun.value if rerun else None, console=console, quiet=quiet)
+    summary = run_matrix(m, rerun.value if rerun else None, console=console, quiet=quiet, executor=executor)
+    busy = f", {summary.busy} running elsewhere" if summary.busy else ""
     console.print(
         f"[bold]{m.name}[/bold]: {summary.ok} ok, {summary.failed} failed, {summary.skipped} skipped, "
-        f"{summary.already_done} already done, in {summary.seconds:.1f} s. Results: {m.results_dir}"
+        f"{summary.already_done} already done{busy}, in {summary.seconds:.1f} s. Results: {m.results_dir}"
     )
     for title, error in summary.failures:
         console.print(f"  [red]failed[/red] {title}: {error}")
     if summary.failed:
         raise typer.Exit(1)
+
+
+@app.command()
+def status(matrix: MatrixOption, data_root: DataRootOption = None):
+    """How far a matrix is: finished, failed, skipped, running (here or on other machines), pending."""
+    from lmbench import results
+    from lmbench.locks import is_locked
+
+    m = _load(matrix, data_root)
+    recorded = {row["run_key"]: row for row in results.read_runs([m.results_dir])} if m.results_dir.exists() else {}
+    counts = {"ok": 0, "failed": 0, "skipped": 0, "running": 0, "pending": 0}
+    reasons = []
+    for spec in m.runs:
+        row = recorded.get(spec.run_key)
+        if is_locked(m.results_dir / "claims" / f"{spec.training_key}.lock"):
+            counts["running"] += 1
+        elif row is None:
+            counts["pending"] += 1
+        else:
+            counts[row["status"]] += 1
+            if row["status"] != "ok":
+                reasons.append((row["status"], spec.title, row["error"]))
+    console.print(f"[bold]{m.name}[/bold]: {len(m.runs)} runs: " + ", ".join(
+        f"{n} {'finished' if k == 'ok' else k}" for k, n in counts.items()))
+    for state, title, error in reasons:
+        console.print(f"  [red]{state}[/red] {title}: {error}")
 
 
 class OutputFormat(str, Enum):

@@ -33,5 +33,10 @@ def lmbench_register_heads(register):
 
 
 @hookspec
+def lmbench_register_executors(register):
+    """Register Executor classes (where a matrix's runs are computed)."""
+
+
+@hookspec
 def lmbench_register_commands(app):
     """Add commands to the ``lmbench`` typer app."""

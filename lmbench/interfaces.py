@@ -204,9 +204,26 @@ class HeadStrategy(Component):
         logits and (M, N, 2) landmarks, before the test set is decoded."""
 
 
+class Executor(Component):
+    """Runs a matrix's pending work somewhere: in this process, in worker processes, or as
+    cluster jobs.
+
+    ``groups`` are lists of runs that train together (one run, or a joint group's members).
+    ``job(group)`` is picklable, runs one group wherever it is called, writes its result files
+    itself and returns a ``lmbench.runner.Summary``; locks make it safe to call twice. Report
+    each finished group to ``tracker.finished(group, summary)``; ``tracker.started(group)``
+    returns an ``on_stage`` callback for progress bars when the group runs in this process.
+    """
+
+    @abstractmethod
+    def run(self, job: Callable, groups: list[list[Any]], tracker: Any) -> Any:
+        """Run every group; return the summed Summary."""
+
+
 KINDS: dict[str, type[Component]] = {
     "dataset": Dataset,
     "pretrainer": Pretrainer,
     "backbone": Backbone,
     "head": HeadStrategy,
+    "executor": Executor,
 }

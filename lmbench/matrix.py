@@ -47,6 +47,7 @@ class MatrixFile:
     backbones: list[dict] = field(default_factory=list)
     heads: list[dict] = field(default_factory=list)
     joint: list[JointGroup] = field(default_factory=list)  # datasets trained on together
+    executor: dict = field(default_factory=dict)  # kind = "local" | "pool" | "submitit" | ..., and its params
     include: list[dict] = field(default_factory=list)
     exclude: list[dict] = field(default_factory=list)
 
@@ -157,6 +158,7 @@ class Matrix:
     cache_dir: Path
     runs: list[RunSpec]
     pruned: list[tuple[RunSpec, str]]
+    executor: ComponentSpec
 
     @property
     def results_dir(self) -> Path:
@@ -298,8 +300,11 @@ def parse_matrix(data: dict[str, Any], path: Path, reg: Registry | None = None) 
             else:
                 pruned.append((run, reason))
 
+    settings = dict(top.executor)
+    kind = P.coerce(settings.pop("kind", "local"), str, f"{where}.executor.kind")
+    executor = _component("executor", {"name": kind, "params": settings}, top.profile, reg, f"{where}.executor")
     cache_dir = Path(_expand_path(top.cache_dir)) if top.cache_dir else default_cache_dir()
-    return Matrix(path, top.name, top.profile, Path(_expand_path(top.output)), cache_dir, runs, pruned)
+    return Matrix(path, top.name, top.profile, Path(_expand_path(top.output)), cache_dir, runs, pruned, executor)
 
 
 def _incompatibility(run: RunSpec, instances: dict, reg: Registry) -> str | None:

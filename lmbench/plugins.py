@@ -27,6 +27,7 @@ HOOKS = {
     "pretrainer": "lmbench_register_pretrainers",
     "backbone": "lmbench_register_backbones",
     "head": "lmbench_register_heads",
+    "executor": "lmbench_register_executors",
 }
 
 

@@ -33,7 +33,7 @@ RUN_SCHEMA = pa.schema(
         ("labels", _i), ("seed", _i), ("selection", _s), ("image_size", _i), ("finetune", _s),
         ("pretrain_key", _s), ("joint", _s), ("labelled_ids", _s), ("unit", _s), ("thresholds", _s),
         ("lmbench_version", _s), ("plugin_versions", _s), ("torch_version", _s), ("device", _s),
-        ("git_sha", _s),
+        ("device_name", _s), ("cuda_version", _s), ("deterministic", _b), ("git_sha", _s),
         ("wall_time_s", _f), ("pretrain_time_s", _f), ("pretrain_cache_hit", _b), ("peak_memory_mb", _f),
         ("n_parameters", _i), ("epochs", _i), ("best_epoch", _i), ("finished_at", _s),
     ]

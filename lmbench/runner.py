@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import platform
 import resource
 import subprocess
 import time
@@ -24,6 +26,7 @@ from lmbench.errors import DataError, LmbenchError, PluginError, SkipRun
 from lmbench.geometry import to_original
 from lmbench.interfaces import Backbone, Dataset, HeadStrategy, PretrainContext, Pretrainer
 from lmbench.keys import canonical_json, content_key
+from lmbench.locks import file_lock
 from lmbench.matrix import ComponentSpec, Matrix, RunSpec
 from lmbench.metrics import radial_errors, summarize
 from lmbench.paper_eval import paper_errors
@@ -89,6 +92,17 @@ def _peak_memory_mb(device: torch.device) -> float:
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kB on Linux
+
+
+def _provenance(ctx: RunContext) -> dict:
+    """Where and how a run was computed; none of it changes its key."""
+    cuda = ctx.device.type == "cuda"
+    return {
+        "device": str(ctx.device), "git_sha": ctx.git_sha,
+        "device_name": torch.cuda.get_device_name(ctx.device) if cuda else platform.processor() or platform.machine(),
+        "cuda_version": torch.version.cuda if cuda else None,
+        "deterministic": torch.are_deterministic_algorithms_enabled(),
+    }
 
 
 def _config_row(spec: RunSpec) -> dict:
@@ -227,8 +241,7 @@ def execute(specs: list[RunSpec], ctx: RunContext, on_stage=lambda text, done, t
         row = {
             **_config_row(spec), "status": "ok", "labelled_ids": json.dumps(data.labelled),
             "unit": data.dataset.unit, "thresholds": json.dumps(list(data.dataset.thresholds)),
-            "device": str(ctx.device), "git_sha": ctx.git_sha,
-            "wall_time_s": time.perf_counter() - start, "pretrain_time_s": pretrain_seconds,
+            **_provenance(ctx), "wall_time_s": time.perf_counter() - start, "pretrain_time_s": pretrain_seconds,
             "pretrain_cache_hit": cache_hit, "peak_memory_mb": _peak_memory_mb(ctx.device),
             "n_parameters": sum(p.numel() for p in model.parameters()),
             "epochs": fit.epochs, "best_epoch": fit.best_epoch,
@@ -244,8 +257,18 @@ class Summary:
     failed: int = 0
     skipped: int = 0
     already_done: int = 0
+    busy: int = 0  # being run by another process at the same time
     seconds: float = 0.0
-    failures: list[tuple[str, str]] = field(default_factory=list)  # (title, error)
+    notes: list[tuple[str, str, str]] = field(default_factory=list)  # (status, title, error)
+
+    @property
+    def failures(self) -> list[tuple[str, str]]:
+        return [(title, error) for status, title, error in self.notes if status == "failed"]
+
+    def add(self, other: "Summary") -> None:
+        for name in ("ok", "failed", "skipped", "already_done", "busy"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        self.notes += other.notes
 
 
 def one_line(exc: BaseException) -> str:
@@ -253,54 +276,136 @@ def one_line(exc: BaseException) -> str:
     return text if isinstance(exc, LmbenchError) else f"{type(exc).__name__}: {text}"
 
 
-def run_matrix(matrix: Matrix, rerun: Rerun = None, console: Console | None = None, quiet: bool = False) -> Summary:
-    """Run every cell not already recorded (or as ``rerun`` says); a failing cell is recorded
-    with its error and the matrix goes on."""
-    console = console or Console()
-    out = matrix.results_dir
-    done = results.statuses(out) if out.exists() else {}
-    redo = {"all": {"ok", "failed", "skipped"}, "failed": {"failed", "skipped"}}.get(rerun, set())
-    todo = [r for r in matrix.runs if r.run_key not in done or done[r.run_key] in redo]
-    summary = Summary(already_done=len(matrix.runs) - len(todo))
-    ctx = RunContext(cache_dir=matrix.cache_dir)
-    start = time.perf_counter()
-    columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()]
-    groups: dict[str, list[RunSpec]] = {}  # members of a joint group train together
-    for spec in todo:
-        groups.setdefault(spec.training_key, []).append(spec)
-    with Progress(*columns, console=console, disable=quiet, transient=False) as progress:
-        overall = progress.add_task(f"matrix {matrix.name}", total=len(todo))
-        for specs in groups.values():
-            title = specs[0].title
-            current = progress.add_task(f"  {title}", total=1)
+@dataclass
+class GroupJob:
+    """Runs one group of runs (a single run, or a joint group's members) wherever an executor
+    puts it: in this process, a worker process or a cluster job. Picklable.
 
-            def on_stage(text: str, completed: int, total: int, task=current, title=title) -> None:
-                progress.update(task, description=f"  {title}: {text}", completed=completed, total=total)
+    Each group is claimed by a lock in the results folder first, so that processes sharing
+    a matrix never do the same work twice; results already written meanwhile are skipped.
+    """
 
+    results_dir: Path
+    cache_dir: Path
+    redo: frozenset[str] = frozenset()  # statuses to run again
+    device: str | None = None
+
+    def __call__(self, specs: list[RunSpec], on_stage=lambda text, done, total: None) -> Summary:
+        summary = Summary()
+        claim = self.results_dir / "claims" / f"{specs[0].training_key}.lock"
+        with file_lock(claim, wait=False) as mine:
+            if not mine:
+                summary.busy = len(specs)
+                return summary
+            done = results.statuses(self.results_dir) if self.results_dir.exists() else {}
+            todo = [s for s in specs if s.run_key not in done or done[s.run_key] in self.redo]
+            summary.already_done = len(specs) - len(todo)
+            if todo:
+                summary.add(self._execute(todo, on_stage))
+        return summary
+
+    def context(self) -> RunContext:
+        if getattr(self, "_context", None) is None:  # one per process: it holds the decoded datasets
+            device = torch.device(self.device) if self.device else pick_device()
+            self._context = RunContext(cache_dir=self.cache_dir, device=device)
+        return self._context
+
+    def __getstate__(self):
+        return {k: v for k, v in vars(self).items() if k != "_context"}
+
+    def _execute(self, specs: list[RunSpec], on_stage) -> Summary:
+        ctx, summary, title = self.context(), Summary(), specs[0].title
+        try:
             try:
                 outcomes = execute(specs, ctx, on_stage)
-                summary.ok += len(specs)
-            except Exception as exc:  # any failure is recorded and the matrix goes on
-                status = "skipped" if isinstance(exc, SkipRun) else "failed"
-                error = one_line(exc)
-                outcomes = [({**_config_row(spec), "status": status, "error": error,
-                              "device": str(ctx.device), "git_sha": ctx.git_sha,
-                              "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}, [], [])
-                            for spec in specs]
-                if status == "failed":
-                    summary.failed += len(specs)
-                    summary.failures.extend((spec.title, error) for spec in specs)
-                    for spec in specs:
-                        log = out / "logs" / f"{spec.run_key}.log"
-                        log.parent.mkdir(parents=True, exist_ok=True)
-                        log.write_text(traceback.format_exc())
-                else:
-                    summary.skipped += len(specs)
-                if not quiet:
-                    console.print(f"[red]{status}[/red] {title}: {error}")
-            for row, metrics, predictions in outcomes:
-                results.write_run(out, row, metrics, predictions)
-            progress.remove_task(current)
-            progress.advance(overall, len(specs))
+            except torch.cuda.OutOfMemoryError as exc:
+                raise LmbenchError(out_of_memory(specs[0])) from exc
+            summary.ok = len(specs)
+        except Exception as exc:  # any failure is recorded and the matrix goes on
+            status = "skipped" if isinstance(exc, SkipRun) else "failed"
+            error = one_line(exc)
+            outcomes = [({**_config_row(spec), **_provenance(ctx), "status": status, "error": error,
+                          "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}, [], [])
+                        for spec in specs]
+            setattr(summary, status, len(specs))
+            summary.notes = [(status, spec.title, error) for spec in specs]
+            if status == "failed":
+                for spec in specs:
+                    log = self.results_dir / "logs" / f"{spec.run_key}.log"
+                    log.parent.mkdir(parents=True, exist_ok=True)
+                    log.write_text(traceback.format_exc())
+        for row, metrics, predictions in outcomes:
+            results.write_run(self.results_dir, row, metrics, predictions)
+        return summary
+
+
+def out_of_memory(spec: RunSpec) -> str:
+    batch = spec.finetune["batch_size"]
+    pretrainer_batch = spec.pretrainer.params.get("batch_size")
+    also = f" or the pretrainer's batch_size ({pretrainer_batch})" if pretrainer_batch else ""
+    return (f"out of GPU memory in profile {spec.profile!r} at {spec.image_size} px: lower the fine-tuning "
+            f"batch_size ({batch}; raise accumulation to keep the effective batch){also}, or use a smaller profile")
+
+
+def pending_groups(matrix: Matrix, rerun: Rerun = None) -> tuple[list[list[RunSpec]], int]:
+    """The runs still to do, grouped by what trains together, and how many are done already."""
+    out = matrix.results_dir
+    done = results.statuses(out) if out.exists() else {}
+    redo = REDO.get(rerun, set())
+    todo = [r for r in matrix.runs if r.run_key not in done or done[r.run_key] in redo]
+    groups: dict[str, list[RunSpec]] = {}
+    for spec in todo:
+        groups.setdefault(spec.training_key, []).append(spec)
+    return list(groups.values()), len(matrix.runs) - len(todo)
+
+
+REDO = {"all": {"ok", "failed", "skipped"}, "failed": {"failed", "skipped"}}
+
+
+class Tracker:
+    """What executors report to: rich progress bars, and the failures as they come."""
+
+    def __init__(self, progress: Progress, console: Console, quiet: bool, total: int, name: str):
+        self.progress, self.console, self.quiet = progress, console, quiet
+        self.overall = progress.add_task(f"matrix {name}", total=total)
+        self._tasks: dict[str, object] = {}
+
+    def started(self, specs: list[RunSpec]):
+        """A group begins here; returns its on_stage callback."""
+        title = specs[0].title
+        task = self.progress.add_task(f"  {title}", total=1)
+        self._tasks[specs[0].training_key] = task
+
+        def on_stage(text: str, completed: int, total: int) -> None:
+            self.progress.update(task, description=f"  {title}: {text}", completed=completed, total=total)
+
+        return on_stage
+
+    def finished(self, specs: list[RunSpec], summary: Summary) -> None:
+        task = self._tasks.pop(specs[0].training_key, None)
+        if task is not None:
+            self.progress.remove_task(task)
+        self.progress.advance(self.overall, len(specs))
+        if not self.quiet:
+            for status, title, error in summary.notes:
+                self.console.print(f"[red]{status}[/red] {title}: {error}")
+
+
+def run_matrix(matrix: Matrix, rerun: Rerun = None, console: Console | None = None, quiet: bool = False,
+               executor: str | None = None) -> Summary:
+    """Run every cell not already recorded (or as ``rerun`` says) through the matrix's executor
+    (or ``executor``); a failing cell is recorded with its error and the matrix goes on."""
+    console = console or Console()
+    groups, already_done = pending_groups(matrix, rerun)
+    spec = matrix.executor
+    if executor not in (None, spec.name):  # another kind than the matrix's: its defaults
+        spec = dataclasses.replace(spec, name=executor, label=executor, params={})
+    runner = spec.instantiate()
+    job = GroupJob(matrix.results_dir, matrix.cache_dir, frozenset(REDO.get(rerun, set())))
+    start = time.perf_counter()
+    columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()]
+    with Progress(*columns, console=console, disable=quiet, transient=False) as progress:
+        summary = runner.run(job, groups, Tracker(progress, console, quiet, sum(map(len, groups)), matrix.name))
+    summary.already_done += already_done
     summary.seconds = time.perf_counter() - start
     return summary

@@ -125,6 +125,8 @@ def read_labelme_folder(folder: Path, names: list[str]) -> dict[str, np.ndarray]
     for path in files:
         try:
             shapes = json.loads(path.read_text())["shapes"]
+            if not isinstance(shapes, list) or not all(isinstance(s, dict) for s in shapes):
+                raise TypeError("'shapes' is not a list of objects")
         except (json.JSONDecodeError, KeyError, TypeError) as exc:
             raise DataError(f"{path}: not a labelme file ({type(exc).__name__}: {exc})") from None
         points: dict[str, list[float]] = {}
@@ -132,6 +134,8 @@ def read_labelme_folder(folder: Path, names: list[str]) -> dict[str, np.ndarray]
             if shape.get("shape_type", "point") != "point":
                 continue
             label = shape.get("label")
+            if not isinstance(label, str):
+                raise DataError(f"{path}: a point has no text label")
             if label in points:
                 raise DataError(f"{path}: landmark {label!r} appears twice")
             try:

@@ -1,0 +1,14 @@
+"""The default executor: one group after another, in this process, with live progress."""
+
+from lmbench.interfaces import Executor
+from lmbench.runner import Summary
+
+
+class Local(Executor):
+    def run(self, job, groups, tracker):
+        summary = Summary()
+        for group in groups:
+            done = job(group, tracker.started(group))
+            tracker.finished(group, done)
+            summary.add(done)
+        return summary

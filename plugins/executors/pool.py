@@ -1,0 +1,52 @@
+"""Worker processes on one machine: one per GPU (each sees only its own, through
+CUDA_VISIBLE_DEVICES), or ``workers`` CPU slots splitting the cores between them."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass
+
+from lmbench.interfaces import Executor
+from lmbench.runner import Summary, one_line
+
+
+def _pin(slots, gpus: int, threads: int) -> None:
+    """Worker start-up: take a slot; a GPU of its own, or a share of the cores."""
+    slot = slots.get()
+    if gpus:
+        os.environ["CUDA_VISIBLE_DEVICES"] = str(slot % gpus)
+    import torch
+
+    torch.set_num_threads(threads)
+
+
+class Pool(Executor):
+    @dataclass
+    class Params:
+        workers: int = 0  # 0: one per visible GPU, or 2 on a machine without
+        threads: int = 0  # torch threads per worker; 0: the cores shared evenly
+
+    def run(self, job, groups, tracker):
+        import torch
+
+        gpus = torch.cuda.device_count()
+        workers = self.params.workers or gpus or 2
+        threads = self.params.threads or max(1, (os.cpu_count() or 1) // workers)
+        context = multiprocessing.get_context("spawn")  # no inherited CUDA or thread state
+        slots = context.Queue()
+        for slot in range(workers):
+            slots.put(slot)
+        summary = Summary()
+        with ProcessPoolExecutor(workers, mp_context=context, initializer=_pin, initargs=(slots, gpus, threads)) as pool:
+            futures = {pool.submit(job, group): group for group in groups}
+            for future in as_completed(futures):
+                group = futures[future]
+                try:
+                    done = future.result()
+                except Exception as exc:  # a worker died: nothing was written, a rerun redoes it
+                    done = Summary(failed=len(group), notes=[("failed", s.title, f"worker lost: {one_line(exc)}") for s in group])
+                tracker.finished(group, done)
+                summary.add(done)
+        return summary
