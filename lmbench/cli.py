@@ -228,8 +228,6 @@ def data_check(
     param: Annotated[Optional[list[str]], typer.Option("--param", "-p", help="Other params, KEY=VALUE.")] = None,
 ):
     """Load every sample; print split counts, image sizes, landmark ranges and every problem."""
-    import dataclasses
-
     from lmbench import params as P
     from lmbench.datacheck import check_dataset
 

@@ -11,11 +11,13 @@ the numbers).
 from __future__ import annotations
 
 import dataclasses
-from abc import ABC, abstractmethod
+from abc import abstractmethod
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, ClassVar, Literal, Sequence
 
 import numpy as np
+
+from lmbench.errors import LmbenchError
 
 if TYPE_CHECKING:  # torch stays out of plugin listing and matrix parsing
     import torch
@@ -126,6 +128,14 @@ class Pretrainer(Component):
     def checkpoints(self) -> list[int]:
         """Every checkpoint this entry's training run writes (with ``checkpoint_param``)."""
         return []
+
+    @staticmethod
+    def sweep_steps(who: str, iterations: int, sweep: Sequence[int]) -> list[int]:
+        """The sorted checkpoints of a run that keeps ``sweep`` besides ``iterations``."""
+        steps = sorted(set(sweep) | {iterations})
+        if steps[0] < 1:
+            raise LmbenchError(f"{who}: iterations must be positive, got {steps}")
+        return steps
 
     def incompatibility(self, backbone: Backbone) -> str | None:
         """Why this pretrainer cannot initialise ``backbone``, or None when it can."""

@@ -265,6 +265,11 @@ class Summary:
     def failures(self) -> list[tuple[str, str]]:
         return [(title, error) for status, title, error in self.notes if status == "failed"]
 
+    @classmethod
+    def lost(cls, group: list[RunSpec], why: str) -> "Summary":
+        """A group whose worker or job died before writing anything: a rerun redoes it."""
+        return cls(failed=len(group), notes=[("failed", spec.title, why) for spec in group])
+
     def add(self, other: "Summary") -> None:
         for name in ("ok", "failed", "skipped", "already_done", "busy"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
@@ -314,7 +319,7 @@ class GroupJob:
         return {k: v for k, v in vars(self).items() if k != "_context"}
 
     def _execute(self, specs: list[RunSpec], on_stage) -> Summary:
-        ctx, summary, title = self.context(), Summary(), specs[0].title
+        ctx, summary = self.context(), Summary()
         try:
             try:
                 outcomes = execute(specs, ctx, on_stage)

@@ -61,6 +61,19 @@ def tiny_matrix(
     return path
 
 
+def pretrain_context(images, backbone, saved: dict | None = None, num_landmarks: int = 19):
+    """A CPU PretrainContext that keeps each saved checkpoint in ``saved``."""
+    import torch
+
+    from lmbench.interfaces import PretrainContext
+
+    return PretrainContext(
+        images=images, backbone=backbone, num_landmarks=num_landmarks, seed=0, device=torch.device("cpu"),
+        progress=lambda done, total: None,
+        save_checkpoint=lambda step, weights: saved.__setitem__(step, weights) if saved is not None else None,
+    )
+
+
 def lmbench_cli(*args: str, env_extra: dict | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess:
     """Run the real command line in a fresh process."""
     env = {**os.environ, "COLUMNS": "200", **(env_extra or {})}

@@ -7,7 +7,6 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from lmbench import results
 from lmbench.errors import DataError, LmbenchError, MatrixError
 from lmbench.io import parse_number, read_point_lines
 from lmbench.matrix import load_matrix, parse_matrix

@@ -6,7 +6,6 @@ import torch
 
 from lmbench import results
 from lmbench.data import prepare
-from lmbench.interfaces import PretrainContext
 from lmbench.matrix import load_matrix
 from lmbench.runner import run_matrix
 from lmbench_plugins.ddpm.backbone import DdpmUNet
@@ -14,17 +13,13 @@ from lmbench_plugins.ddpm.pretrainer import DdpmPretrainer
 from lmbench_plugins.ddpm.sample import sample_images, save_grid
 from lmbench_plugins.xray.isbi2015 import Isbi2015
 
-from conftest import SHARED_DATA, tiny_matrix
+from conftest import SHARED_DATA, pretrain_context, tiny_matrix
 
 SMOKE = DdpmUNet(DdpmUNet.Params(preset="smoke"))
 
 
 def context(images, saved=None, backbone=SMOKE):
-    return PretrainContext(
-        images=images, backbone=backbone, num_landmarks=19, seed=0, device=torch.device("cpu"),
-        progress=lambda done, total: None,
-        save_checkpoint=lambda step, weights: saved.__setitem__(step, weights) if saved is not None else None,
-    )
+    return pretrain_context(images, backbone, saved)
 
 
 @pytest.mark.skipif(not SHARED_DATA.is_dir(), reason=f"shared x-ray data not found at {SHARED_DATA}")

@@ -8,7 +8,6 @@ import sys
 import time
 
 import pyarrow.parquet as pq
-import pytest
 import torch
 
 from lmbench import engine, results

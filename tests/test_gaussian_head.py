@@ -3,7 +3,6 @@ import math
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 
 from lmbench_plugins.gaussian.head import GaussianHead, largest_region_centroid
 

@@ -10,7 +10,6 @@ import torch
 from lmbench import results
 from lmbench.data import prepare
 from lmbench.errors import PluginError
-from lmbench.interfaces import PretrainContext
 from lmbench.matrix import load_matrix
 from lmbench.runner import run_matrix
 from lmbench_plugins.imagenet import efficientnet_lite
@@ -22,17 +21,13 @@ from lmbench_plugins.ssl.mocov3 import MoCoV3
 from lmbench_plugins.ssl.simclrv2 import SimCLRv2
 from lmbench_plugins.xray.isbi2015 import Isbi2015
 
-from conftest import SHARED_DATA, tiny_matrix
+from conftest import SHARED_DATA, pretrain_context, tiny_matrix
 
 SMALL = SmpUnet(SmpUnet.Params(encoder="tu-resnet10t", encoder_depth=3, decoder_channels=[32, 16, 8]))
 
 
 def context(images, backbone=SMALL, saved=None):
-    return PretrainContext(
-        images=images, backbone=backbone, num_landmarks=5, seed=0, device=torch.device("cpu"),
-        progress=lambda done, total: None,
-        save_checkpoint=lambda step, weights: saved.__setitem__(step, weights) if saved is not None else None,
-    )
+    return pretrain_context(images, backbone, saved, num_landmarks=5)
 
 
 @pytest.mark.skipif(not SHARED_DATA.is_dir(), reason=f"shared x-ray data not found at {SHARED_DATA}")

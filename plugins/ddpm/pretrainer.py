@@ -76,9 +76,7 @@ class DdpmPretrainer(Pretrainer):
 
     def checkpoints(self):
         p = self.params
-        steps = sorted(set(p.sweep) | {p.iterations})
-        if steps[0] < 1:
-            raise LmbenchError(f"ddpm: iterations must be positive, got {steps}")
+        steps = self.sweep_steps("ddpm", p.iterations, p.sweep)
         if any(s % p.batch_multiplier for s in steps):
             raise LmbenchError(f"ddpm: checkpoints {steps} must be multiples of batch_multiplier {p.batch_multiplier}")
         return steps

@@ -45,8 +45,8 @@ class Pool(Executor):
                 group = futures[future]
                 try:
                     done = future.result()
-                except Exception as exc:  # a worker died: nothing was written, a rerun redoes it
-                    done = Summary(failed=len(group), notes=[("failed", s.title, f"worker lost: {one_line(exc)}") for s in group])
+                except Exception as exc:
+                    done = Summary.lost(group, f"worker lost: {one_line(exc)}")
                 tracker.finished(group, done)
                 summary.add(done)
         return summary

@@ -55,8 +55,8 @@ class Submitit(Executor):
         for submitted, group in zip(jobs, groups):
             try:
                 done = submitted.result()
-            except Exception as exc:  # the job died: nothing was written, a rerun redoes it
-                done = Summary(failed=len(group), notes=[("failed", s.title, f"job {submitted.job_id} lost: {one_line(exc)}") for s in group])
+            except Exception as exc:
+                done = Summary.lost(group, f"job {submitted.job_id} lost: {one_line(exc)}")
             tracker.finished(group, done)
             summary.add(done)
         return summary

@@ -95,10 +95,7 @@ class SslPretrainer(Pretrainer):
         return type(self).__name__.lower()
 
     def checkpoints(self):
-        steps = sorted(set(self.params.sweep) | {self.params.iterations})
-        if steps[0] < 1:
-            raise LmbenchError(f"{self.name}: iterations must be positive, got {steps}")
-        return steps
+        return self.sweep_steps(self.name, self.params.iterations, self.params.sweep)
 
     def incompatibility(self, backbone):
         return None if isinstance(backbone, SmpUnet) else f"{self.name} pre-trains the encoder of smp-unet only"

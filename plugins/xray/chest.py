@@ -11,7 +11,6 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-import numpy as np
 
 from lmbench.errors import DataError
 from lmbench.interfaces import Dataset, Sample
