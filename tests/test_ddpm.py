@@ -96,6 +96,7 @@ def test_ddpm_pretraining_beats_scratch_with_one_label_in_the_default_matrix(tmp
     data = tomllib.loads(path.read_text())
     data.update(output=str(tmp_path), cache_dir=str(tmp_path / "cache"), labels=[1], seeds=[0])
     data["backbones"] = [b for b in data["backbones"] if b["name"] == "ddpm-unet"]
+    data["heads"] = [h for h in data["heads"] if h["name"] == "gaussian"]
     m = parse_matrix(data, path)
     assert {r.pretrainer.name for r in m.runs} == {"ddpm", "scratch"}
     assert run_matrix(m, quiet=True).ok == 2

@@ -46,9 +46,12 @@ class SmpUnet(Backbone):
         )
 
     def load_pretrained(self, model, weights) -> LoadReport:
-        """Every encoder tensor must come from ``weights`` and every weight must land."""
+        """Every encoder tensor must come from ``weights`` with its shape, and every weight must
+        name a tensor of the network; decoder and head tensors of another shape (a pretext
+        task's output channels) are left fresh."""
         report = super().load_pretrained(model, weights)
-        wrong = [n for n in report.missing if n.startswith("encoder.")] + report.mismatched + report.unexpected
+        encoder = [n for n in report.missing + report.mismatched if n.startswith("encoder.")]
+        wrong = encoder + report.unexpected
         if wrong:
             raise PluginError(
                 f"smp-unet: {len(wrong)} pre-trained tensors do not match encoder {self.params.encoder} "

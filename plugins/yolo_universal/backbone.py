@@ -19,9 +19,11 @@ class YoloUniversal(Backbone):
         global_channels: int = 128
         dilations: list[int] = field(default_factory=lambda: [1, 2, 5, 2, 1])
 
+    # GU2Net keeps full resolution in its first level, so it costs far more per image than
+    # the smp U-Net: the CPU profiles halve its widths
     profile_defaults = {
-        "smoke": {"widths": [16, 32, 64], "global_channels": 32},
-        "quick": {"widths": [32, 64, 128, 256], "global_channels": 64},
+        "smoke": {"widths": [8, 16, 32], "global_channels": 16},
+        "quick": {"widths": [16, 32, 64, 128], "global_channels": 32},
     }
     joint_training = True
 
