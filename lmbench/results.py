@@ -103,6 +103,12 @@ def read_runs(roots: Iterable[Path]) -> list[dict]:
     return list(seen.values())
 
 
+def status_of(results_dir: Path, run_key: str) -> str | None:
+    """The recorded status of one run, or None when it has no run row yet."""
+    path = results_dir / "runs" / f"{run_key}.parquet"
+    return pq.read_table(path, columns=["status"]).column("status")[0].as_py() if path.exists() else None
+
+
 def statuses(results_dir: Path) -> dict[str, str]:
     """run_key -> status of every run already recorded in one results folder."""
     return {row["run_key"]: row["status"] for row in read_runs([results_dir])}

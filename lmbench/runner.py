@@ -302,8 +302,8 @@ class GroupJob:
             if not mine:
                 summary.busy = len(specs)
                 return summary
-            done = results.statuses(self.results_dir) if self.results_dir.exists() else {}
-            todo = [s for s in specs if s.run_key not in done or done[s.run_key] in self.redo]
+            status = {s.run_key: results.status_of(self.results_dir, s.run_key) for s in specs}
+            todo = [s for s in specs if status[s.run_key] is None or status[s.run_key] in self.redo]
             summary.already_done = len(specs) - len(todo)
             if todo:
                 summary.add(self._execute(todo, on_stage))
