@@ -157,8 +157,9 @@ def _reference_rows(reference: list[dict], board: Board, multiple_backbones: boo
             grouped[(r["labels"], method, r["source"], r["seeds"])][r["metric"]] = (r["value"], r["std"])
     rows, seen = [], set()
     for (labels, method, source, seeds), values in sorted(grouped.items()):
-        if (labels, method, tuple(sorted(values.items()))) not in seen:  # a table repeating another's row
-            seen.add((labels, method, tuple(sorted(values.items()))))
+        means = (labels, method, tuple(sorted((k, v[0]) for k, v in values.items())))
+        if means not in seen:  # a table repeating another's row
+            seen.add(means)
             rows.append(Row(labels, method, seeds, values, source=f"paper {source}"))
     return rows
 
