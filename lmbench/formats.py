@@ -6,7 +6,7 @@ import csv
 import io
 import json
 
-from lmbench.leaderboard import Board, cells, columns, footnote
+from lmbench.leaderboard import Board, cells, columns, footnote, right_aligned
 
 FORMATS = ("rich", "markdown", "latex", "csv", "json")
 
@@ -16,7 +16,7 @@ def to_markdown(boards: list[Board]) -> str:
     for board in boards:
         names = columns(board)
         lines = [f"**{board.title()}**", "", "| " + " | ".join(names) + " |",
-                 "|" + "|".join("---:" if i == 0 or "↓" in n or "↑" in n else "---" for i, n in enumerate(names)) + "|"]
+                 "|" + "|".join("---:" if right_aligned(i, n) else "---" for i, n in enumerate(names)) + "|"]
         for row in board.rows:
             texts = [f"**{text}**" if bold else text for text, bold in cells(board, row)]
             lines.append("| " + " | ".join(t.replace("|", "\\|") for t in texts) + " |")
@@ -40,8 +40,7 @@ def to_latex(boards: list[Board]) -> str:
     parts = []
     for board in boards:
         names = columns(board)
-        align = "".join("r" if i == 0 or "↓" in n or "↑" in n or n in ("Seeds", "Avg rank") else "l"
-                        for i, n in enumerate(names))
+        align = "".join("r" if right_aligned(i, n) else "l" for i, n in enumerate(names))
         lines = [r"\begin{table}[t]", r"\centering", f"\\caption{{{latex_escape(board.title())}}}",
                  f"\\begin{{tabular}}{{{align}}}", r"\toprule",
                  " & ".join(latex_escape(n) for n in names) + r" \\", r"\midrule"]

@@ -192,6 +192,11 @@ def cell_text(row: Row, metric: str) -> str:
     return f"{mean:.2f}" if std is None or row.seeds < 2 else f"{mean:.2f} ± {std:.2f}"
 
 
+def right_aligned(index: int, name: str) -> bool:
+    """Numbers align right in every format: the label count, metrics, seeds and rank."""
+    return index == 0 or "↓" in name or "↑" in name or name in ("Seeds", "Avg rank")
+
+
 def columns(board: Board) -> list[str]:
     """The column headers every format shares."""
     source = ["Source"] if board.has_reference else []
@@ -219,7 +224,7 @@ def footnote(board: Board) -> str | None:
 def render_rich(board: Board) -> Table:
     table = Table(title=board.title(), caption=footnote(board))
     for i, name in enumerate(columns(board)):
-        table.add_column(name, justify="right" if i == 0 or "↓" in name or "↑" in name or name in ("Seeds", "Avg rank") else "left")
+        table.add_column(name, justify="right" if right_aligned(i, name) else "left")
     previous = None
     for row in board.rows:
         if previous is not None and row.labels != previous:

@@ -41,17 +41,25 @@ def _label(method: tuple[str, ...]) -> str:
     return " / ".join(method)
 
 
+def _series(board: Board, method: tuple[str, ...], metric: str, labels: list[int]) -> tuple[list[int], list[float], list[float]]:
+    """Positions of ``labels`` where ``method`` has ``metric``, its means, and its spread over
+    seeds (0 for a single seed)."""
+    rows = {r.labels: r for r in board.rows if r.method == method and r.source == "lmbench" and metric in r.values}
+    present = [j for j, n in enumerate(labels) if n in rows]
+    means = [rows[labels[j]].values[metric][0] for j in present]
+    spreads = [rows[labels[j]].values[metric][1] if rows[labels[j]].seeds > 1 else 0.0 for j in present]
+    return present, means, spreads
+
+
 def plot_mre(board: Board, path: Path) -> None:
     """Grouped bars: one group per label count, one bar per method, error bars = std over seeds."""
     methods, labels = _methods(board), sorted({r.labels for r in board.rows})
     fig, ax = plt.subplots(figsize=(max(7, 1.2 * len(labels) * max(1, len(methods)) / 3), 5), dpi=DPI)
     width = 0.8 / max(1, len(methods))
     for i, method in enumerate(methods):
-        rows = {r.labels: r for r in board.rows if r.method == method and r.source == "lmbench" and "mre" in r.values}
-        x = [j + (i - (len(methods) - 1) / 2) * width for j, n in enumerate(labels) if n in rows]
-        means = [rows[n].values["mre"][0] for n in labels if n in rows]
-        stds = [rows[n].values["mre"][1] if rows[n].seeds > 1 else 0.0 for n in labels if n in rows]
-        ax.bar(x, means, width, yerr=stds, capsize=2, label=_label(method))
+        present, means, spreads = _series(board, method, "mre", labels)
+        x = [j + (i - (len(methods) - 1) / 2) * width for j in present]
+        ax.bar(x, means, width, yerr=spreads, capsize=2, label=_label(method))
     ax.set_xticks(range(len(labels)), [str(n) for n in labels])
     ax.set_xlabel("labelled training images")
     ax.set_ylabel(header("mre", board.unit))
@@ -74,11 +82,8 @@ def plot_sdr(board: Board, path: Path) -> None:
                              dpi=DPI, sharey=True, squeeze=False)
     for ax, metric in zip(axes[0], thresholds):
         for method in methods:
-            rows = {r.labels: r for r in board.rows if r.method == method and r.source == "lmbench" and metric in r.values}
-            xs = [j for j, n in enumerate(labels) if n in rows]
-            ax.errorbar(xs, [rows[labels[j]].values[metric][0] for j in xs],
-                        yerr=[rows[labels[j]].values[metric][1] if rows[labels[j]].seeds > 1 else 0.0 for j in xs],
-                        marker="o", capsize=2, label=_label(method))
+            present, means, spreads = _series(board, method, metric, labels)
+            ax.errorbar(present, means, yerr=spreads, marker="o", capsize=2, label=_label(method))
         ax.set_xticks(range(len(labels)), [str(n) for n in labels])
         ax.set_title(header(metric, board.unit), fontsize=9)
         ax.set_xlabel("labels")
