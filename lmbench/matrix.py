@@ -135,10 +135,7 @@ class RunSpec:
         """Runs with the same training_key share one fine-tuned network: the members of a joint group."""
         if not self.joint:
             return self.run_key
-        return content_key({"joint": self.joint_label, "run": self.replace_dataset(self.joint[0]).run_key})
-
-    def replace_dataset(self, dataset: ComponentSpec) -> "RunSpec":
-        return dataclasses.replace(self, dataset=dataset)
+        return content_key({"joint": self.joint_label, "run": dataclasses.replace(self, dataset=self.joint[0]).run_key})
 
     @property
     def title(self) -> str:
