@@ -34,3 +34,26 @@ def augment(image: torch.Tensor, landmarks: torch.Tensor, config: FinetuneConfig
     pts = F.affine(pts, **warp)
     img, pts = F.center_crop(img, [size, size]), F.center_crop(pts, [size, size])
     return img.as_subclass(torch.Tensor), pts.as_subclass(torch.Tensor)
+
+
+def augment_images(images: torch.Tensor, generator: torch.Generator, probability: float, max_shift: float,
+                   max_rotation: float) -> torch.Tensor:
+    """Randomly shift and rotate each image of a (B, C, S, S) batch with probability p, on its
+    device, border replicated; each warped image is min-max normalised again, as the published
+    pre-training pipeline normalises after augmenting. For images without landmarks."""
+    b, device = len(images), images.device
+    u = torch.rand(b, 3, generator=generator, device=device) * 2 - 1
+    apply = (torch.rand(b, generator=generator, device=device) < probability).float()
+    angle = torch.deg2rad(u[:, 0] * max_rotation) * apply
+    shift = u[:, 1:] * (2 * max_shift) * apply[:, None]  # a fraction of the size, in [-1, 1] coordinates
+    cos, sin = angle.cos(), angle.sin()
+    # affine_grid maps output to input coordinates: the inverse of rotate-then-shift
+    theta = torch.stack([
+        torch.stack([cos, sin, -(cos * shift[:, 0] + sin * shift[:, 1])], dim=1),
+        torch.stack([-sin, cos, sin * shift[:, 0] - cos * shift[:, 1]], dim=1),
+    ], dim=1)
+    grid = torch.nn.functional.affine_grid(theta, list(images.shape), align_corners=False)
+    warped = torch.nn.functional.grid_sample(images, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    low = warped.amin(dim=(1, 2, 3), keepdim=True)
+    high = warped.amax(dim=(1, 2, 3), keepdim=True)
+    return torch.where(apply[:, None, None, None] > 0, (warped - low) / (high - low).clamp_min(1e-12), images)

@@ -37,6 +37,11 @@ class EvalMode(str, Enum):
     paper = "paper"
 
 
+class Split(str, Enum):
+    test = "test"
+    val = "val"
+
+
 class RerunChoice(str, Enum):
     failed = "failed"
     all = "all"
@@ -154,6 +159,7 @@ def leaderboard(
     metrics: Annotated[Optional[str], typer.Option(help="Metric columns, comma-separated, e.g. mre,sdr@2.")] = None,
     eval_mode: Annotated[Optional[EvalMode], typer.Option(help="native: original resolution and true spacing; paper: the published metric code's rules (the default with --reference).")] = None,
     reference: Annotated[Optional[str], typer.Option(help="Published numbers to show beside ours, e.g. 'paper' (results/reference/paper.parquet).")] = None,
+    split: Annotated[Split, typer.Option(help="test, or val to choose settings (a checkpoint, say) without reading the test set.")] = Split.test,
     format: Annotated[OutputFormat, typer.Option("--format", help="rich, markdown, latex, csv or json.")] = OutputFormat.rich,
     failures: Annotated[bool, typer.Option(help="Also list failed and skipped runs with their reasons.")] = False,
 ):
@@ -169,9 +175,12 @@ def leaderboard(
             raise LmbenchError(f"{root}: no such results folder")
     filters = {"dataset": dataset, "pretrainer": pretrainer, "backbone": backbone, "head": head,
                "labels": labels, "matrix": matrix}
+    if reference and split is Split.val:
+        raise LmbenchError("--reference: the published numbers are test-set numbers; drop --split val")
     mode = (eval_mode or (EvalMode.paper if reference else EvalMode.native)).value
     chosen = [m.strip() for m in metrics.split(",")] if metrics else None
-    boards = build_boards(roots, mode, filters, chosen, load_reference(reference) if reference else None)
+    boards = build_boards(roots, mode, filters, chosen, load_reference(reference) if reference else None,
+                          split.value)
     if not boards:
         raise LmbenchError(f"no runs found under {', '.join(map(str, roots))}" + (" matching the filters" if any(filters.values()) else ""))
     if format is OutputFormat.rich:

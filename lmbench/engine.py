@@ -34,8 +34,9 @@ class FinetuneResult:
     history: list[tuple[float, float]] = field(default_factory=list)  # (train, val) per epoch
 
 
-def autocast(device: torch.device):
-    if device.type == "cuda":
+def autocast(device: torch.device, precision: str = "bf16"):
+    """bf16 autocast on CUDA unless ``precision`` is "fp32"; CPUs always compute in fp32."""
+    if device.type == "cuda" and precision == "bf16":
         return torch.autocast("cuda", dtype=torch.bfloat16)
     return contextlib.nullcontext()
 
@@ -46,22 +47,26 @@ def _epoch_order(n: int, count: int, generator: torch.Generator) -> torch.Tensor
     return torch.cat(passes)[:count]
 
 
-def _batch_loss(model: nn.Module, head: HeadStrategy, images, landmarks, device) -> torch.Tensor:
+def _batch_loss(model: nn.Module, head: HeadStrategy, images, landmarks, device, precision="bf16") -> torch.Tensor:
     images, landmarks = images.to(device), landmarks.to(device)
     targets = head.targets(landmarks, tuple(images.shape[-2:]))
-    with autocast(device):
+    with autocast(device, precision):
         logits = model(images)
     return head.loss(logits.float(), targets)
 
 
 @torch.no_grad()
-def validation_loss(model: nn.Module, head: HeadStrategy, data: Prepared, batch_size: int, device) -> float:
+def validation_loss(model: nn.Module, head: HeadStrategy, data: Prepared, config: FinetuneConfig, device) -> float:
+    """The mean loss per validation image, or per batch (``validation_average = "batch"``, the
+    published code's: a short last batch then weighs as much as a full one)."""
     model.eval()
-    total = 0.0
-    for start in range(0, len(data.ids), batch_size):
-        sl = slice(start, start + batch_size)
-        total += float(_batch_loss(model, head, data.images[sl], data.landmarks[sl], device)) * len(data.ids[sl])
-    return total / len(data.ids)
+    losses, sizes = [], []
+    for start in range(0, len(data.ids), config.batch_size):
+        sl = slice(start, start + config.batch_size)
+        losses.append(float(_batch_loss(model, head, data.images[sl], data.landmarks[sl], device, config.precision)))
+        sizes.append(len(data.ids[sl]))
+    weights = sizes if config.validation_average == "image" else [1] * len(sizes)
+    return sum(w * loss for w, loss in zip(weights, losses)) / sum(weights)
 
 
 class DomainView(nn.Module):
@@ -121,7 +126,7 @@ def finetune(
                 pairs = [augment(im, pts, config, generator) for im, pts in zip(images, landmarks)]
                 images = torch.stack([im for im, _ in pairs])
                 landmarks = torch.stack([pts for _, pts in pairs])
-            loss = _batch_loss(views[d], head, images, landmarks, device)
+            loss = _batch_loss(views[d], head, images, landmarks, device, config.precision)
             if not torch.isfinite(loss):
                 raise LmbenchError(f"training loss became {float(loss)} at epoch {epoch}, step {step}")
             (loss / config.accumulation).backward()
@@ -130,7 +135,7 @@ def finetune(
                 optimiser.zero_grad(set_to_none=True)
             train_loss += loss.item() * len(index)
         train_loss /= sum(per_epoch)
-        val_loss = sum(validation_loss(v, head, data, config.batch_size, device) * len(data.ids)
+        val_loss = sum(validation_loss(v, head, data, config, device) * len(data.ids)
                        for v, data in zip(views, vals)) / sum(len(data.ids) for data in vals)
         if not math.isfinite(val_loss):
             raise LmbenchError(f"validation loss became {val_loss} at epoch {epoch}")
@@ -151,14 +156,15 @@ def finetune(
 
 
 @torch.no_grad()
-def logits(model: nn.Module, images: torch.Tensor, batch_size: int, device):
+def logits(model: nn.Module, images: torch.Tensor, batch_size: int, device, precision: str = "bf16"):
     """(M, 1, S, S) images -> (M, N, S, S) float32 logits, batch by batch (on the device)."""
     model.eval().to(device)
     for batch in images.split(batch_size):
-        with autocast(device):
+        with autocast(device, precision):
             yield model(batch.to(device)).float()
 
 
-def predict(model: nn.Module, head: HeadStrategy, images: torch.Tensor, batch_size: int, device) -> torch.Tensor:
+def predict(model: nn.Module, head: HeadStrategy, images: torch.Tensor, batch_size: int, device,
+            precision: str = "bf16") -> torch.Tensor:
     """(M, 1, S, S) images -> (M, N, 2) landmarks in input pixels."""
-    return torch.cat([head.decode(out).cpu() for out in logits(model, images, batch_size, device)])
+    return torch.cat([head.decode(out).cpu() for out in logits(model, images, batch_size, device, precision)])

@@ -45,6 +45,7 @@ class Board:
     method_columns: list[str]
     rows: list[Row] = field(default_factory=list)
     not_ok: Counter = field(default_factory=Counter)  # status -> count of failed / skipped runs
+    split: str = "test"  # or "val": for choosing settings without reading the test set
 
     def best(self, labels: int, metric: str) -> float | None:
         """The best mean of ``metric`` among lmbench's rows with ``labels`` labels."""
@@ -59,7 +60,8 @@ class Board:
         return any(r.source != "lmbench" for r in self.rows)
 
     def title(self) -> str:
-        return f"{self.dataset}: test set, {self.eval_mode} evaluation (mean ± std over seeds)"
+        split = "validation" if self.split == "val" else self.split
+        return f"{self.dataset}: {split} set, {self.eval_mode} evaluation (mean ± std over seeds)"
 
 
 def matches(run: dict, filters: dict[str, list]) -> bool:
@@ -74,11 +76,12 @@ def matches(run: dict, filters: dict[str, list]) -> bool:
 
 
 def build_boards(roots: Iterable[Path], eval_mode: str = "native", filters: dict[str, list] | None = None,
-                 metrics: list[str] | None = None, reference: list[dict] | None = None) -> list[Board]:
+                 metrics: list[str] | None = None, reference: list[dict] | None = None,
+                 split: str = "test") -> list[Board]:
     """Aggregate the runs under ``roots`` (deduplicated on run_key) into one board per dataset.
 
-    ``metrics`` picks columns ("mre", "sdr@2", ...); ``reference`` rows (published numbers)
-    join the boards of their dataset, marked with their source.
+    ``metrics`` picks columns ("mre", "sdr@2", ...); ``reference`` rows (published numbers,
+    test-set numbers) join the boards of their dataset, marked with their source.
     """
     filters = filters or {}
     runs = [r for r in results.read_runs(roots) if matches(r, filters)]
@@ -98,8 +101,9 @@ def build_boards(roots: Iterable[Path], eval_mode: str = "native", filters: dict
             metrics=[m for m in available if metrics is None or m in metrics],
             method_columns=["Pre-training", "Head"] + (["Backbone"] if multiple_backbones else []),
             not_ok=Counter(r["status"] for r in dataset_runs if r["status"] != "ok"),
+            split=split,
         )
-        board.rows = _rows(ok, eval_mode, board.metrics, multiple_backbones)
+        board.rows = _rows(ok, eval_mode, board.metrics, multiple_backbones, split)
         _rank(board)
         if reference and ok:
             names = {r["dataset"] for r in ok}
@@ -110,7 +114,7 @@ def build_boards(roots: Iterable[Path], eval_mode: str = "native", filters: dict
     return boards
 
 
-def _rows(ok: list[dict], eval_mode: str, metrics: list[str], multiple_backbones: bool) -> list[Row]:
+def _rows(ok: list[dict], eval_mode: str, metrics: list[str], multiple_backbones: bool, split: str) -> list[Row]:
     samples: dict[tuple, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
     configs = defaultdict(set)  # method -> configurations run under that name
     latest = {}  # one run per configuration, label count and seed: the latest finished
@@ -127,7 +131,7 @@ def _rows(ok: list[dict], eval_mode: str, metrics: list[str], multiple_backbones
         if len(configs[method]) > 1:  # same labels, other settings: never pooled
             method = (f"{method[0]} [{_config(run)}]", *method[1:])
         for m in table.to_pylist():
-            if m["eval_mode"] == eval_mode and m["split"] == "test" and m["landmark"] == "all":
+            if m["eval_mode"] == eval_mode and m["split"] == split and m["landmark"] == "all":
                 samples[(run["labels"], method)][m["metric"]].append(m["value"])
     rows = []
     for (labels, method), values in sorted(samples.items()):

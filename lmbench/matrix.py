@@ -38,7 +38,9 @@ class MatrixFile:
     labels: list[int] = field(default_factory=lambda: [1, 5, 10, 25, 50])
     selection: Literal["first", "random"] = "first"
     image_size: int | None = None
-    pretrain_seed: int = 0
+    #: seed of every pre-training, or "seed": one pre-training per fine-tuning seed, so that a
+    #: sweep's spread over seeds includes pre-training's (the paper repeats the whole pipeline)
+    pretrain_seed: int | Literal["seed"] = 0
     output: str = "results"
     cache_dir: str | None = None
     finetune: dict = field(default_factory=dict)
@@ -281,7 +283,7 @@ def parse_matrix(data: dict[str, Any], path: Path, reg: Registry | None = None) 
             run = RunSpec(
                 matrix=top.name, profile=top.profile, dataset=dataset, pretrainer=pretrainer,
                 backbone=backbone, head=head, labels=labels, seed=seed, selection=top.selection,
-                image_size=image_size, pretrain_seed=top.pretrain_seed,
+                image_size=image_size, pretrain_seed=seed if top.pretrain_seed == "seed" else top.pretrain_seed,
                 finetune=dataclasses.asdict(finetune), pretrain_dataset=pools.get(pretrainer.label),
                 joint=members if joint_label else (), joint_label=joint_label,
             )

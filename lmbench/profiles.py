@@ -8,6 +8,7 @@ pre-training steps) through ``Component.profile_defaults``.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 
 @dataclass
@@ -31,6 +32,8 @@ class FinetuneConfig:
     max_shift: float = 0.02  # fraction of the image size
     max_scale: float = 0.02
     max_rotation: float = 2.0  # degrees
+    precision: Literal["bf16", "fp32"] = "bf16"  # autocast on CUDA; the published code runs fp32
+    validation_average: Literal["image", "batch"] = "image"  # the published code averages batch losses
 
 
 @dataclass(frozen=True)

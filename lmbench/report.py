@@ -98,8 +98,9 @@ def plot_sdr(board: Board, path: Path) -> None:
 
 
 def sweep_points(runs: list[dict], eval_mode: str) -> dict[tuple[str, int], list[tuple[int, float]]]:
-    """(pretrainer, labels) -> [(iterations, mean MRE over seeds)] for pretrainers whose runs
-    differ only in their ``iterations`` param: a checkpoint sweep."""
+    """(pretrainer, labels) -> [(iterations, mean validation MRE over seeds)] for pretrainers
+    whose runs differ only in their ``iterations`` param: a checkpoint sweep. Read on the
+    validation split, where the paper picks its checkpoint, never on the test split."""
     groups = defaultdict(lambda: defaultdict(list))
     for run in runs:
         params = json.loads(run["pretrainer_params"])
@@ -108,7 +109,7 @@ def sweep_points(runs: list[dict], eval_mode: str) -> dict[tuple[str, int], list
         rest = json.dumps({k: v for k, v in params.items() if k != "iterations"}, sort_keys=True)
         table = results.read_table("metrics", run["_file"])
         mre = [m["value"] for m in (table.to_pylist() if table is not None else [])
-               if m["eval_mode"] == eval_mode and m["metric"] == "mre" and m["landmark"] == "all"]
+               if m["split"] == "val" and m["eval_mode"] == eval_mode and m["metric"] == "mre" and m["landmark"] == "all"]
         if mre:
             key = (run["pretrainer"], rest, run["head_label"], run["labels"])
             groups[key][params["iterations"]].append(mre[0])
@@ -121,8 +122,8 @@ def plot_sweep(points: dict, dataset: str, path: Path) -> None:
     for (method, labels), series in sorted(points.items(), key=lambda kv: (kv[0][0], kv[0][1])):
         ax.plot([it for it, _ in series], [v for _, v in series], marker="o", label=f"{method}, {labels} labels")
     ax.set_xlabel("pre-training iterations (optimiser steps)")
-    ax.set_ylabel("MRE")
-    ax.set_title(f"{dataset}: MRE by pre-training checkpoint")
+    ax.set_ylabel("validation MRE")
+    ax.set_title(f"{dataset}: validation MRE by pre-training checkpoint")
     ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path)
@@ -146,7 +147,8 @@ def plot_overlays(runs: list[dict], labels: int, path: Path) -> str | None:
         dataset = spec.instantiate()
     except Exception as exc:  # data not at hand here: the index says so
         return f"the {first['dataset_label']} images could not be loaded ({exc})"
-    predictions = {name: results.read_table("predictions", run["_file"]) for name, run in chosen.items()}
+    predictions = {name: results.read_table("predictions", run["_file"], split="test")
+                   for name, run in chosen.items()}
     ids = sorted({row["image_id"] for table in predictions.values() if table is not None
                   for row in table.to_pylist()})[:OVERLAY_IMAGES]
     if not ids:
@@ -205,7 +207,8 @@ def write_report(roots: list[Path], out: Path, eval_mode: str = "native", filter
             plot_sweep(points, board.dataset, sweep)
             figures.append(sweep)
             index += [f"![pre-training sweep]({sweep.name})", "",
-                      "MRE against the pre-training checkpoint the detector started from (the paper's Figure 2).", ""]
+                      "Validation MRE against the pre-training checkpoint the detector started from (the paper's "
+                      "Figure 2, which picks each dataset's checkpoint on its validation set).", ""]
         counts = sorted({r["labels"] for r in board_runs})
         labels = overlay_labels if overlay_labels in counts else (10 if 10 in counts else counts[0])
         overlay = out / f"{slug}-overlays-{labels}.png"

@@ -87,10 +87,13 @@ def run_files(roots: Iterable[Path]) -> list[Path]:
     return files
 
 
-def read_table(kind: str, run_file: Path) -> pa.Table | None:
-    """The ``kind`` table belonging to a run row file, or None when it has none."""
+def read_table(kind: str, run_file: Path, split: str | None = None) -> pa.Table | None:
+    """The ``kind`` table belonging to a run row file (its rows of one ``split`` if given), or
+    None when it has none."""
     path = run_file.parent.parent / kind / run_file.name
-    return pq.read_table(path, schema=TABLES[kind]) if path.exists() else None
+    if not path.exists():
+        return None
+    return pq.read_table(path, schema=TABLES[kind], filters=[("split", "==", split)] if split else None)
 
 
 def read_runs(roots: Iterable[Path]) -> list[dict]:

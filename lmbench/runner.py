@@ -170,29 +170,36 @@ def _splits(spec: RunSpec, dataset_spec: ComponentSpec, ctx: RunContext, on_stag
 
 
 def _score(spec: RunSpec, data: Splits, model, head: HeadStrategy, config: FinetuneConfig, ctx: RunContext):
-    """Metric rows (native and paper evaluation) and prediction rows on the test split."""
-    dataset, test = data.dataset, data.test
+    """Metric rows (native and paper evaluation) and prediction rows on the validation and test
+    splits. The validation split's are for choosing settings (Figure 2's checkpoint, say), so
+    that the test split is read once."""
+    dataset = data.dataset
     if head.calibrates:
-        logits = torch.cat([out.cpu() for out in engine.logits(model, data.val.images, config.batch_size, ctx.device)])
+        logits = torch.cat([out.cpu() for out in engine.logits(model, data.val.images, config.batch_size,
+                                                                  ctx.device, config.precision)])
         head.calibrate(logits, data.val.landmarks)
-    predicted_input = engine.predict(model, head, test.images, config.batch_size, ctx.device).numpy()
-    predicted = np.stack([to_original(p, shape, spec.image_size) for p, shape in zip(predicted_input, test.shapes)])
-    errors = radial_errors(predicted, test.original_landmarks, test.spacings, dataset.unit)
-    paper = paper_errors(dataset, predicted_input, test.original_landmarks, test.shapes, test.spacings, spec.image_size)
-    metrics = [
-        {"split": "test", "eval_mode": mode, "metric": metric, "landmark": landmark,
-         "value": value, "unit": "%" if metric.startswith("sdr") else dataset.unit}
-        for mode, values in (("native", errors), ("paper", paper))
-        for metric, landmark, value in summarize(values, dataset.thresholds, dataset.landmark_names)
-    ]
-    predictions = [
-        {"split": "test", "image_id": image_id, "landmark_index": j, "landmark": name,
-         "x": float(predicted[i, j, 0]), "y": float(predicted[i, j, 1]),
-         "x_true": float(test.original_landmarks[i, j, 0]), "y_true": float(test.original_landmarks[i, j, 1]),
-         "error": float(errors[i, j]), "unit": dataset.unit}
-        for i, image_id in enumerate(test.ids)
-        for j, name in enumerate(dataset.landmark_names)
-    ]
+    metrics, predictions = [], []
+    for split, part in (("val", data.val), ("test", data.test)):
+        predicted_input = engine.predict(model, head, part.images, config.batch_size, ctx.device,
+                                         config.precision).numpy()
+        predicted = np.stack([to_original(p, shape, spec.image_size) for p, shape in zip(predicted_input, part.shapes)])
+        errors = radial_errors(predicted, part.original_landmarks, part.spacings, dataset.unit)
+        paper = paper_errors(dataset, predicted_input, part.original_landmarks, part.shapes, part.spacings,
+                             spec.image_size)
+        metrics += [
+            {"split": split, "eval_mode": mode, "metric": metric, "landmark": landmark,
+             "value": value, "unit": "%" if metric.startswith("sdr") else dataset.unit}
+            for mode, values in (("native", errors), ("paper", paper))
+            for metric, landmark, value in summarize(values, dataset.thresholds, dataset.landmark_names)
+        ]
+        predictions += [
+            {"split": split, "image_id": image_id, "landmark_index": j, "landmark": name,
+             "x": float(predicted[i, j, 0]), "y": float(predicted[i, j, 1]),
+             "x_true": float(part.original_landmarks[i, j, 0]), "y_true": float(part.original_landmarks[i, j, 1]),
+             "error": float(errors[i, j]), "unit": dataset.unit}
+            for i, image_id in enumerate(part.ids)
+            for j, name in enumerate(dataset.landmark_names)
+        ]
     return metrics, predictions
 
 

@@ -34,15 +34,23 @@ def test_pretraining_loss_falls_on_real_isbi_images():
     assert list(saved) == [60] and all(k.startswith("unet.") for k in saved[60])
 
 
-def test_the_detector_receives_the_pretrained_weights_and_drops_the_time_embedding():
+DIFFUSERS_SMOKE = DdpmUNet(DdpmUNet.Params(preset="smoke", network="diffusers", attention_resolutions=[8],
+                                           attention_head_dim=16, norm_groups=8))
+
+
+@pytest.mark.parametrize("backbone, out_conv, time_names", [
+    (SMOKE, "unet.final_conv", ("time_embedding", "time_mlp")),
+    (DIFFUSERS_SMOKE, "unet.conv_out", ("time_emb",)),
+])
+def test_the_detector_receives_the_pretrained_weights_and_drops_the_time_embedding(backbone, out_conv, time_names):
     saved = {}
     DdpmPretrainer(DdpmPretrainer.Params(iterations=2, batch_size=2, accumulation=1)).pretrain(
-        context(torch.rand(4, 1, 32, 32), saved))
-    detector = SMOKE.build(19, 32)
-    report = SMOKE.load_pretrained(detector, saved[2])
-    assert report.mismatched == ["unet.conv_out.weight", "unet.conv_out.bias"]  # 1 channel -> 19
+        context(torch.rand(4, 1, 32, 32), saved, backbone))
+    detector = backbone.build(19, 32)
+    report = backbone.load_pretrained(detector, saved[2])
+    assert report.mismatched == [f"{out_conv}.weight", f"{out_conv}.bias"]  # 1 channel -> 19
     assert report.missing == []
-    assert report.unexpected and all("time_emb" in k for k in report.unexpected)
+    assert report.unexpected and all(any(n in k for n in time_names) for k in report.unexpected)
     own = detector.state_dict()
     for name in report.loaded:
         assert torch.equal(own[name], saved[2][name]), name
@@ -52,6 +60,77 @@ def test_the_detector_receives_the_pretrained_weights_and_drops_the_time_embeddi
     out = detector(x)
     assert out.shape == (3, 19, 32, 32)
     assert torch.equal(out, detector(x))  # no timestep: nothing random, nothing time-dependent
+
+
+def test_the_published_unet_has_the_authors_size_and_layout():
+    """Built on the meta device: no memory, no time. The authors' U-Net at 256 px has
+    558,548,225 parameters (their nn_blocks.Unet with dim 256, mults 1-2-4-8, self-condition)."""
+    backbone = DdpmUNet(DdpmUNet.Params(preset="published"))
+    with torch.device("meta"):
+        unet = backbone.build_unet(256)
+        detector = backbone.build(19, 256)
+    count = sum(p.numel() for p in unet.parameters())
+    assert abs(count - 558.5e6) / 558.5e6 < 0.005, count
+    widths = [level.blocks[0].block1.proj.out_channels for level in unet.down]
+    assert widths == [256, 256, 512, 1024] and unet.mid_block1.block1.proj.out_channels == 2048
+    assert all(len(level.blocks) == 2 for level in (*unet.down, *unet.up))
+    assert unet.init_conv.in_channels == 2 and unet.init_conv.kernel_size == (1, 1)  # self-conditioning
+    assert unet.final_block.block1.proj.in_channels == 512  # the last features and the first, concatenated
+    heads = {(a.heads, a.inner_dim // a.heads) for a in unet.modules() if hasattr(a, "to_q")}
+    assert heads == {(4, 32)}
+    # the detector: the same network without its time MLPs, with 19 outputs
+    time_parameters = sum(p.numel() for name, p in unet.named_parameters() if "time_" in name)
+    out = unet.final_conv.weight.numel() + unet.final_conv.bias.numel()
+    assert sum(p.numel() for p in detector.parameters()) == count - time_parameters - out + 19 * (256 + 1)
+
+
+def test_the_paper_text_preset_keeps_the_diffusers_unet_of_the_papers_wording():
+    with torch.device("meta"):
+        unet = DdpmUNet(DdpmUNet.Params(preset="paper-text")).build_unet(256)
+    assert round(sum(p.numel() for p in unet.parameters()) / 1e6, 1) == 99.8
+
+
+def test_linear_attention_matches_its_definition():
+    """q softmaxed over each head's channels, k over positions, out = (k v^T)^T q, then the
+    output projection, a one-group GroupNorm and the residual."""
+    from lmbench_plugins.ddpm.published_unet import linear_attention
+
+    torch.manual_seed(0)
+    attention = linear_attention(8, heads=2, head_dim=4).eval()
+    x = torch.randn(2, 8, 5, 3)
+    a = attention
+    tokens = a.group_norm(x).flatten(2)  # (b, c, n)
+    q, k, v = (torch.einsum("oc,bcn->bon", proj.weight, tokens).view(2, 2, 4, 15) for proj in (a.to_q, a.to_k, a.to_v))
+    q, k = q.softmax(dim=2) * 4 ** -0.5, k.softmax(dim=3)
+    out = torch.einsum("bhde,bhdn->bhen", torch.einsum("bhdn,bhen->bhde", k, v), q).reshape(2, 8, 15)
+    out = torch.einsum("oc,bcn->bon", a.to_out[0].weight, out) + a.to_out[0].bias[:, None]
+    expected = a.to_out[2](out.view(2, 8, 5, 3)) + x
+    assert torch.allclose(attention(x), expected, atol=1e-5)
+
+
+def test_pretraining_augmentation_warps_some_images_and_keeps_them_in_range():
+    from lmbench.augment import augment_images
+
+    images = torch.rand(64, 1, 32, 32)
+    low, high = images.amin(dim=(1, 2, 3), keepdim=True), images.amax(dim=(1, 2, 3), keepdim=True)
+    images = (images - low) / (high - low)  # min-max normalised, as prepared images are
+    generator = torch.Generator().manual_seed(0)
+    out = augment_images(images, generator, 0.5, 0.02, 2.0)
+    changed = (out != images).flatten(1).any(dim=1)
+    assert 16 < int(changed.sum()) < 48  # about half, each with probability 0.5
+    assert out.amin() >= 0 and out.amax() <= 1 + 1e-6
+    same = augment_images(images, generator, 1.0, 0.0, 0.0)  # an identity warp
+    assert torch.allclose(same, images, atol=1e-5)
+    shifted = augment_images(images, torch.Generator().manual_seed(1), 1.0, 0.25, 0.0)
+    assert not torch.allclose(shifted, images, atol=1e-2)
+
+
+def test_pretraining_sees_every_image_once_per_epoch():
+    from lmbench_plugins.ddpm.pretrainer import shuffled_batches
+
+    batches = shuffled_batches(10, 4, torch.Generator().manual_seed(0), "cpu")
+    drawn = torch.cat([next(batches) for _ in range(5)])  # 20 draws: two whole epochs
+    assert sorted(drawn[:10].tolist()) == list(range(10)) and sorted(drawn[10:].tolist()) == list(range(10))
 
 
 def test_a_checkpoint_sweep_is_one_training_run(tmp_path):
@@ -70,7 +149,7 @@ def test_a_checkpoint_sweep_is_one_training_run(tmp_path):
     assert sorted(r["pretrain_cache_hit"] for r in runs) == [False, True]
     folder = m.cache_dir / "pretrain" / keys["ddpm 2"].pretrain_key
     two, four = (torch.load(folder / f"checkpoint-{n}.pt") for n in (2, 4))
-    assert not torch.equal(two["unet.conv_in.weight"], four["unet.conv_in.weight"])
+    assert not torch.equal(two["unet.init_conv.weight"], four["unet.init_conv.weight"])
 
     images = sample_images(folder, checkpoint=None, count=2, steps=3, seed=0)
     assert images.shape == (2, 32, 32) and 0 <= images.min() and images.max() <= 1
@@ -103,5 +182,6 @@ def test_ddpm_pretraining_beats_scratch_with_one_label_in_the_default_matrix(tmp
     mre = {}
     for run in results.read_runs([m.results_dir]):
         metrics = results.read_table("metrics", run["_file"]).to_pylist()
-        mre[run["pretrainer"]] = next(r["value"] for r in metrics if r["metric"] == "mre" and r["landmark"] == "all")
+        mre[run["pretrainer"]] = next(r["value"] for r in metrics
+                                      if r["split"] == "test" and r["metric"] == "mre" and r["landmark"] == "all")
     assert mre["ddpm"] < mre["scratch"], mre

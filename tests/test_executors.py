@@ -19,7 +19,7 @@ DDPM_BACKBONE = ('name = "smp-unet"\nparams = { encoder = "tu-resnet10t", encode
 
 
 def metric_values(results_dir):
-    return {(row["run_key"], row["eval_mode"], row["metric"], row["landmark"]): row["value"]
+    return {(row["run_key"], row["split"], row["eval_mode"], row["metric"], row["landmark"]): row["value"]
             for path in (results_dir / "metrics").glob("*.parquet") for row in pq.read_table(path).to_pylist()}
 
 

@@ -30,7 +30,7 @@ def ddpm_matrix(folder, iterations=60, first=2, labels=(1, 2)):
 
 
 def metric_values(results_dir):
-    return {(row["run_key"], row["eval_mode"], row["metric"], row["landmark"]): row["value"]
+    return {(row["run_key"], row["split"], row["eval_mode"], row["metric"], row["landmark"]): row["value"]
             for path in (results_dir / "metrics").glob("*.parquet") for row in pq.read_table(path).to_pylist()}
 
 

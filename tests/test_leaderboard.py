@@ -164,3 +164,22 @@ def test_the_report_writes_figures_and_an_index_linking_each(fake_results, tmp_p
             assert image.size == sizes[figure.name]
             assert np.asarray(image.convert("L")).std() > 5  # something is drawn
     assert "| Labels |" in index  # the tables too
+
+
+def test_the_sweep_reads_the_validation_split_never_the_test_split(tmp_path):
+    from lmbench.report import sweep_points
+
+    folder = tmp_path / "sweep"
+    for iterations, val, test in ((4000, 5.0, 1.0), (8000, 3.0, 9.0)):
+        for seed in (0, 1):
+            key = f"ddpm-{iterations}-{seed}"
+            write_fake_run(folder, "ddpm", 10, seed, test + seed, key=key)
+            run = results.read_runs([folder])
+            (row,) = [r for r in run if r["run_key"] == key]
+            row = {k: v for k, v in row.items() if k != "_file"}
+            row["pretrainer_params"] = json.dumps({"iterations": iterations})
+            metrics = [{"split": split, "eval_mode": "native", "metric": "mre", "landmark": "all", "value": v + seed,
+                        "unit": "mm"} for split, v in (("val", val), ("test", test))]
+            results.write_run(folder, row, metrics, [])
+    runs = [r for r in results.read_runs([folder])]
+    assert sweep_points(runs, "native") == {("ddpm / gaussian", 10): [(4000, 5.5), (8000, 3.5)]}

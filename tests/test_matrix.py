@@ -124,3 +124,23 @@ def test_the_default_matrix_validates():
         ("scratch", "ddpm-unet", "gaussian"), ("ddpm", "ddpm-unet", "gaussian"), ("ddpm", "ddpm-unet", "contour-hugging"),
         ("scratch", "yolo-universal", "gaussian-bce"),
     }
+
+
+def test_pretraining_can_follow_the_fine_tuning_seed(tmp_path):
+    ddpm = BASE.replace('name = "scratch"', 'name = "ddpm"').replace('name = "smp-unet"', 'name = "ddpm-unet"')
+    shared = parse(tmp_path, ddpm).runs
+    assert {r.pretrain_seed for r in shared} == {0} and len({r.pretrain_key for r in shared}) == 1
+    repeated = parse(tmp_path, 'pretrain_seed = "seed"\n' + ddpm).runs
+    assert all(r.pretrain_seed == r.seed for r in repeated)
+    assert len({r.pretrain_key for r in repeated}) == 2  # one pre-training per seed, shared across labels
+    with pytest.raises(MatrixError, match=r"pretrain_seed: expected int \| 'seed', got 'seeds'"):
+        parse(tmp_path, 'pretrain_seed = "seeds"\n' + ddpm)
+
+
+def test_the_paper_profile_runs_the_published_method(tmp_path):
+    paper = parse(tmp_path, BASE.replace('"smoke"', '"paper"').replace('name = "scratch"', 'name = "ddpm"')
+                  .replace('name = "smp-unet"', 'name = "ddpm-unet"')).runs[0]
+    assert paper.backbone.params["preset"] == "published" and paper.head.params["decode"] == "contour"
+    assert {k: paper.pretrainer.params[k] for k in ("accumulate", "min_timestep", "clip", "augment")} == {
+        "accumulate": "sum", "min_timestep": 1, "clip": "value", "augment": True}
+    assert (paper.pretrainer.params["batch_size"], paper.pretrainer.params["accumulation"]) == (4, 8)

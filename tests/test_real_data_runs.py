@@ -63,8 +63,9 @@ name = "gaussian"
     assert run_matrix(m, quiet=True).ok == 1
     (run,) = results.read_runs([m.results_dir])
     assert run["unit"] == "mm" and json.loads(run["thresholds"]) == [2.0, 2.5, 3.0, 4.0]
-    predictions = results.read_table("predictions", run["_file"]).to_pylist()
+    predictions = results.read_table("predictions", run["_file"], split="test").to_pylist()
     assert len(predictions) == 250 * 19
+    assert results.read_table("predictions", run["_file"], split="val").num_rows == 20 * 19
     first = predictions[0]
     assert first["image_id"] == "151"
     assert first["error"] == pytest.approx(0.1 * ((first["x"] - first["x_true"]) ** 2 + (first["y"] - first["y_true"]) ** 2) ** 0.5)

@@ -15,7 +15,7 @@ from conftest import ROOT, tiny_matrix
 
 def metric_values(results_dir):
     return {
-        (row["run_key"], row["metric"], row["landmark"]): row["value"]
+        (row["run_key"], row["split"], row["metric"], row["landmark"]): row["value"]
         for path in sorted((results_dir / "metrics").glob("*.parquet"))
         for row in pq.read_table(path).to_pylist()
         if row["eval_mode"] == "native"
@@ -32,13 +32,14 @@ def test_a_matrix_runs_end_to_end_and_a_rerun_recomputes_nothing(tmp_path):
     run = runs[0]
     assert run["unit"] == "mm" and run["device"] == str(pick_device()) and run["n_parameters"] > 0
     assert run["epochs"] == 2 and 1 <= run["best_epoch"] <= 2
-    predictions = results.read_table("predictions", run["_file"])
-    assert predictions.num_rows == 6 * 11  # test images x landmarks
+    assert results.read_table("predictions", run["_file"]).num_rows == (4 + 6) * 11  # val + test images x landmarks
     metrics = results.read_table("metrics", run["_file"]).to_pylist()
     assert {m_["metric"] for m_ in metrics} == {"mre", "mre_std", "sdr@2.5", "sdr@5", "sdr@10"}
-    errors = predictions.column("error").to_pylist()
-    mre = next(r["value"] for r in metrics if r["metric"] == "mre" and r["landmark"] == "all")
-    assert mre == pytest.approx(sum(errors) / len(errors))
+    for split in ("val", "test"):  # each split's metrics are its own predictions'
+        errors = results.read_table("predictions", run["_file"], split=split).column("error").to_pylist()
+        mre = next(r["value"] for r in metrics
+                   if r["split"] == split and r["eval_mode"] == "native" and r["metric"] == "mre" and r["landmark"] == "all")
+        assert mre == pytest.approx(sum(errors) / len(errors))
 
     before = {p: p.stat().st_mtime_ns for p in m.results_dir.rglob("*.parquet")}
     again = run_matrix(m, quiet=True)
@@ -98,11 +99,15 @@ def test_leaderboard_aggregates_seeds_and_marks_the_best(tmp_path):
     assert board.unit == "mm" and board.metrics == ["mre", "sdr@2.5", "sdr@5", "sdr@10"]
     assert [(row.labels, row.seeds) for row in board.rows] == [(1, 2), (2, 2)]
     values = metric_values(m.results_dir)
+    (validation,) = build_boards([m.results_dir], split="val")
+    assert "validation set" in validation.title()
+    for split, rows in (("test", board.rows), ("val", validation.rows)):
+        for row in rows:
+            keys = [r.run_key for r in m.runs if r.labels == row.labels]
+            mres = [values[(k, split, "mre", "all")] for k in keys]
+            assert row.values["mre"][0] == pytest.approx(sum(mres) / 2)
+            assert row.values["mre"][1] == pytest.approx(abs(mres[0] - mres[1]) / 2)
     for row in board.rows:
-        keys = [r.run_key for r in m.runs if r.labels == row.labels]
-        mres = [values[(k, "mre", "all")] for k in keys]
-        assert row.values["mre"][0] == pytest.approx(sum(mres) / 2)
-        assert row.values["mre"][1] == pytest.approx(abs(mres[0] - mres[1]) / 2)
         assert board.best(row.labels, "mre") == row.values["mre"][0]  # one method: it is the best
 
 

@@ -1,13 +1,17 @@
-"""The DDPM U-Net (diffusers ``UNet2DModel``) and the landmark detector made from it.
+"""The DDPM U-Net and the landmark detector made from it.
 
-Presets: ``paper`` follows the paper's text (channel multipliers 1, 2, 4, 8, attention at
-resolution 32 with 4 heads, 4 residual blocks per level; the base width is not stated, 64
-here). ``published`` comes as close as diffusers allows to the authors' code: base width 256
-(widths 256-2048), 2 residual blocks per level, GroupNorm of 4 groups, heads of width 32, an
-all-zero self-conditioning input channel, inputs in [0, 1]. That code has linear attention at
-every level; diffusers has only full attention, which at 256 and 128 px would cost orders of
-magnitude more than the original, so attention sits at 64 px, 32 px and the bottleneck.
-``quick`` and ``smoke`` are small U-Nets for CPUs. Every field can be set on its own.
+Two networks, ``network = "published"`` (the paper's published code, ``published_unet.py``)
+and ``"diffusers"`` (a diffusers ``UNet2DModel``), and four presets:
+
+- ``published``: the authors' U-Net as their code builds it, about 558.5M parameters at
+  256 px. The paper profile's default.
+- ``paper-text``: the paper's text read literally on a diffusers U-Net (channel multipliers
+  1, 2, 4, 8 of base width 64, attention at 32 px with 4 heads, 4 residual blocks per level),
+  99.8M parameters. In the published code "4 residual blocks" is the GroupNorm group count
+  and "attention at resolution 32" the attention head width.
+- ``quick`` and ``smoke``: the published network shrunk for CPUs.
+
+Every field can be set on its own; ``None`` takes the preset's value.
 """
 
 from __future__ import annotations
@@ -22,31 +26,43 @@ from torch import nn
 
 from lmbench.errors import PluginError
 from lmbench.interfaces import Backbone
+from lmbench_plugins.ddpm.published_unet import PublishedUNet
 
 PRESETS = {
-    "smoke": dict(base_width=16, multipliers=[1, 2, 4], layers_per_block=1, attention_resolutions=[16],
-                  attention_head_dim=16, norm_groups=8, self_condition=False, input_range="unit"),
-    "quick": dict(base_width=16, multipliers=[1, 2, 4, 8], layers_per_block=1, attention_resolutions=[16],
-                  attention_head_dim=32, norm_groups=8, self_condition=False, input_range="unit"),
-    "paper": dict(base_width=64, multipliers=[1, 2, 4, 8], layers_per_block=4, attention_resolutions=[32],
-                  attention_head_dim=128, norm_groups=32, self_condition=False, input_range="unit"),
-    "published": dict(base_width=256, multipliers=[1, 2, 4, 8], layers_per_block=2, attention_resolutions=[64, 32],
-                      attention_head_dim=32, norm_groups=4, self_condition=True, input_range="unit"),
+    "smoke": dict(network="published", base_width=16, multipliers=[1, 2, 4], layers_per_block=1, attention_heads=2,
+                  attention_head_dim=16, norm_groups=4, attention_resolutions=None, self_condition=True,
+                  input_range="unit"),
+    "quick": dict(network="published", base_width=16, multipliers=[1, 2, 4, 8], layers_per_block=1,
+                  attention_heads=4, attention_head_dim=16, norm_groups=4, attention_resolutions=None,
+                  self_condition=True, input_range="unit"),
+    "published": dict(network="published", base_width=256, multipliers=[1, 2, 4, 8], layers_per_block=2,
+                      attention_heads=4, attention_head_dim=32, norm_groups=4, attention_resolutions=None,
+                      self_condition=True, input_range="unit"),
+    "paper-text": dict(network="diffusers", base_width=64, multipliers=[1, 2, 4, 8], layers_per_block=4,
+                       attention_heads=None, attention_head_dim=128, norm_groups=32, attention_resolutions=[32],
+                       self_condition=False, input_range="unit"),
 }
+#: fields that only one network has
+ONLY = {"attention_heads": "published", "attention_resolutions": "diffusers"}
 
 
-def build_unet(config: dict, image_size: int, out_channels: int) -> UNet2DModel:
-    """A diffusers U-Net from a resolved preset, one image channel in (two with self-conditioning)."""
+def build_unet(config: dict, image_size: int, out_channels: int) -> nn.Module:
+    """The noise-prediction U-Net of a resolved config: ``forward(x, timesteps)``."""
     widths = [config["base_width"] * m for m in config["multipliers"]]
     if image_size % 2 ** (len(widths) - 1):
         raise PluginError(f"ddpm-unet: image size {image_size} is not divisible by 2**{len(widths) - 1}")
-    if any(w % config["norm_groups"] for w in widths):
+    if any(w % config["norm_groups"] for w in widths + [config["base_width"]]):
         raise PluginError(f"ddpm-unet: widths {widths} are not divisible by norm_groups {config['norm_groups']}")
+    in_channels = 2 if config["self_condition"] else 1
+    if config["network"] == "published":
+        return PublishedUNet(in_channels, out_channels, config["base_width"], config["multipliers"],
+                             config["layers_per_block"], config["norm_groups"], config["attention_heads"],
+                             config["attention_head_dim"])
     resolutions = [image_size // 2**i for i in range(len(widths))]
     attention = [r in config["attention_resolutions"] for r in resolutions]
     return UNet2DModel(
         sample_size=image_size,
-        in_channels=2 if config["self_condition"] else 1,
+        in_channels=in_channels,
         out_channels=out_channels,
         block_out_channels=widths,
         layers_per_block=config["layers_per_block"],
@@ -57,8 +73,15 @@ def build_unet(config: dict, image_size: int, out_channels: int) -> UNet2DModel:
     )
 
 
+def predict_noise(unet: nn.Module, x: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
+    """The noise either network predicts for ``x`` at ``timesteps``."""
+    out = unet(x, timesteps)
+    return out if isinstance(out, torch.Tensor) else out.sample
+
+
 class UNetInput(nn.Module):
-    """Maps [0, 1] images to the U-Net's input: its range, plus the zero self-conditioning channel."""
+    """Maps [0, 1] images to the U-Net's input: its range, after the all-zero self-conditioning
+    channel where the U-Net has one (first, as the published code concatenates it)."""
 
     def __init__(self, input_range: str, self_condition: bool):
         super().__init__()
@@ -67,33 +90,34 @@ class UNetInput(nn.Module):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         x = images * 2 - 1 if self.symmetric else images
-        return torch.cat([x, torch.zeros_like(x)], dim=1) if self.self_condition else x
+        return torch.cat([torch.zeros_like(x), x], dim=1) if self.self_condition else x
 
 
-class TimelessUNet(nn.Module):
-    """The DDPM U-Net run as a detector, with the paper's "null" timestep embedding.
+class Detector(nn.Module):
+    """The DDPM U-Net run as a detector, with the paper's "null" timestep: every residual block
+    skips its time term, exactly as the authors' code does with ``time = None``. The time MLPs
+    are removed, so they are reported as unused when the pre-trained weights are loaded;
+    feeding a fixed timestep instead would add learned biases the paper's detector lacks."""
 
-    diffusers' ``UNet2DModel.forward`` always embeds a timestep. This module runs the same
-    layers in the same order with ``temb=None`` after removing the time MLP and each residual
-    block's time projection, so that every block skips the time term (diffusers' residual
-    blocks add it only when they have a projection), exactly as the authors' code does with
-    ``time = None``. Feeding a fixed timestep instead would add learned biases the paper's
-    detector does not have. The removed tensors are reported as unused when the
-    pre-trained weights are loaded.
-    """
-
-    def __init__(self, unet: UNet2DModel, prepare: UNetInput):
+    def __init__(self, unet: nn.Module, prepare: UNetInput):
         super().__init__()
-        unet.time_proj = unet.time_embedding = None
-        for module in unet.modules():
-            if isinstance(module, ResnetBlock2D):
-                module.time_emb_proj = None
+        if isinstance(unet, PublishedUNet):
+            unet.drop_time_embedding()
+        else:  # diffusers' residual blocks add the time term only when they have a projection
+            unet.time_proj = unet.time_embedding = None
+            for module in unet.modules():
+                if isinstance(module, ResnetBlock2D):
+                    module.time_emb_proj = None
         self.unet = unet
         self.prepare = prepare
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
+        x = self.prepare(images)
         u = self.unet
-        x = u.conv_in(self.prepare(images))
+        if isinstance(u, PublishedUNet):
+            return u(x)
+        # diffusers' UNet2DModel.forward always embeds a timestep: the same layers, in order
+        x = u.conv_in(x)
         skips = (x,)
         for block in u.down_blocks:
             x, residuals = block(hidden_states=x, temb=None)
@@ -111,24 +135,34 @@ class DdpmUNet(Backbone):
 
     @dataclass
     class Params:
-        preset: Literal["smoke", "quick", "paper", "published"] = "paper"
+        preset: Literal["smoke", "quick", "published", "paper-text"] = "published"
+        network: Literal["published", "diffusers"] | None = None
         base_width: int | None = None
         multipliers: list[int] | None = None
         layers_per_block: int | None = None
-        attention_resolutions: list[int] | None = None  # feature-map sizes (px) with self-attention
+        attention_heads: int | None = None  # published network: heads of every attention
         attention_head_dim: int | None = None
+        attention_resolutions: list[int] | None = None  # diffusers network: feature-map sizes (px) with attention
         norm_groups: int | None = None
         self_condition: bool | None = None  # an extra all-zero input channel, as the published code
         input_range: Literal["unit", "symmetric"] | None = None  # [0, 1] (published) or [-1, 1]
 
-    profile_defaults = {"smoke": {"preset": "smoke"}, "quick": {"preset": "quick"}, "paper": {"preset": "paper"}}
+    profile_defaults = {"smoke": {"preset": "smoke"}, "quick": {"preset": "quick"}, "paper": {"preset": "published"}}
 
     def config(self) -> dict:
         preset = PRESETS[self.params.preset]
-        return {f.name: getattr(self.params, f.name) if getattr(self.params, f.name) is not None else preset[f.name]
-                for f in fields(self.Params) if f.name != "preset"}
+        config = {f.name: getattr(self.params, f.name) if getattr(self.params, f.name) is not None else preset[f.name]
+                  for f in fields(self.Params) if f.name != "preset"}
+        for name, network in ONLY.items():
+            if config["network"] != network:
+                if getattr(self.params, name) is not None:
+                    raise PluginError(f"ddpm-unet: {name} applies to network {network!r}, not {config['network']!r}")
+                config[name] = None
+            elif config[name] is None:
+                config[name] = PRESETS["published" if network == "published" else "paper-text"][name]
+        return config
 
-    def build_unet(self, image_size: int, out_channels: int = 1) -> UNet2DModel:
+    def build_unet(self, image_size: int, out_channels: int = 1) -> nn.Module:
         return build_unet(self.config(), image_size, out_channels)
 
     def input_adapter(self) -> UNetInput:
@@ -136,4 +170,4 @@ class DdpmUNet(Backbone):
         return UNetInput(config["input_range"], config["self_condition"])
 
     def build(self, num_landmarks, image_size):
-        return TimelessUNet(self.build_unet(image_size, num_landmarks), self.input_adapter())
+        return Detector(self.build_unet(image_size, num_landmarks), self.input_adapter())

@@ -1,50 +1,66 @@
 """DDPM self-supervised pre-training on the unlabeled pool (Ho et al. 2020; the paper's Sec. 3).
 
-Epsilon prediction with MSE under a linear beta schedule (diffusers ``DDPMScheduler``), AdamW,
-gradient accumulation and clipping, an EMA of the weights after every optimiser step. An
+As the published code trains it: epsilon prediction with MSE under a linear beta schedule
+(diffusers ``DDPMScheduler``), t drawn from 1..T-1, shuffled epochs of images each shifted
+and rotated a little with probability 0.5, AdamW, gradients summed over the accumulated
+batches and their values clipped at 1, an EMA of the weights after every optimiser step. An
 iteration is an optimiser step. One training run writes every checkpoint in ``sweep`` (the
 paper's Figure 2: 4k, 6k, 8k, 10k) and matrix entries that differ only in ``iterations``
 share it.
 
-Fast path: data stays on the device, bf16 autocast and TF32 on CUDA, no checkpoint writes
-between the requested ones, optional ``torch.compile``. ``batch_multiplier = k`` trains on
-k-times larger batches for k-times fewer steps, so the same number of images is seen; the
-learning rate is scaled by sqrt(k), the usual rule for Adam-type optimisers (the gradient
-noise shrinks by sqrt(k)). Iteration counts stay in the protocol's units.
+Fast path: data stays on the device, bf16 autocast and TF32 on CUDA (``precision = "fp32"``
+for the published code's), no checkpoint writes between the requested ones, optional
+``torch.compile``. ``batch_multiplier = k`` trains on k-times larger batches for k-times
+fewer steps, so the same number of images is seen; the learning rate is scaled by sqrt(k),
+the usual rule for Adam-type optimisers (the gradient noise shrinks by sqrt(k)). Iteration
+counts stay in the protocol's units.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Iterator, Literal
 
 import torch
 import torch.nn.functional as F
 from diffusers import DDPMScheduler
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
+from lmbench.augment import augment_images
 from lmbench.engine import autocast
 from lmbench.errors import LmbenchError
 from lmbench.interfaces import PretrainContext, Pretrainer
-from lmbench_plugins.ddpm.backbone import DdpmUNet
+from lmbench_plugins.ddpm.backbone import DdpmUNet, predict_noise
 
 
 def noise_prediction_loss(model, clean: torch.Tensor, scheduler: DDPMScheduler, min_timestep: int,
-                          generator: torch.Generator | None = None) -> torch.Tensor:
+                          generator: torch.Generator | None = None, precision: str = "bf16") -> torch.Tensor:
     """MSE of the noise ``model`` predicts for ``clean`` images noised at random timesteps.
 
-    ``clean`` is the U-Net's input: the image channel, then an all-zero self-conditioning
-    channel where the U-Net has one, which stays zero.
+    ``clean`` is the U-Net's input: the all-zero self-conditioning channel first where the
+    U-Net has one (it stays zero), then the image channel.
     """
     device = clean.device
+    image = clean[:, -1:]
     timesteps = scheduler.config.num_train_timesteps
-    noise = torch.randn(clean[:, :1].shape, generator=generator, device=device)
+    noise = torch.randn(image.shape, generator=generator, device=device)
     t = torch.randint(min_timestep, timesteps, (len(clean),), generator=generator, device=device)
-    noisy = torch.cat([scheduler.add_noise(clean[:, :1], noise, t), clean[:, 1:]], dim=1)
-    with autocast(device):
-        predicted = model(noisy, t).sample
+    noisy = torch.cat([clean[:, :-1], scheduler.add_noise(image, noise, t)], dim=1)
+    with autocast(device, precision):
+        predicted = predict_noise(model, noisy, t)
     return F.mse_loss(predicted.float(), noise)
+
+
+def shuffled_batches(count: int, batch: int, generator: torch.Generator, device) -> Iterator[torch.Tensor]:
+    """Endless batches of indices into ``count`` images: shuffled epochs, each image once per
+    epoch; a batch that crosses an epoch's end takes the rest from the next."""
+    pending = torch.empty(0, dtype=torch.long, device=device)
+    while True:
+        while len(pending) < batch:
+            pending = torch.cat([pending, torch.randperm(count, generator=generator, device=device)])
+        yield pending[:batch]
+        pending = pending[batch:]
 
 
 class DdpmPretrainer(Pretrainer):
@@ -54,7 +70,7 @@ class DdpmPretrainer(Pretrainer):
         sweep: list[int] = field(default_factory=list)  # more checkpoints of the same run
         batch_size: int = 4
         accumulation: int = 8
-        accumulate: Literal["mean", "sum"] = "mean"  # the published code sums
+        accumulate: Literal["sum", "mean"] = "sum"  # the published code sums
         lr: float = 1e-4
         ema_decay: float = 0.995
         use_ema: bool = True  # hand the EMA weights to the detector
@@ -63,15 +79,21 @@ class DdpmPretrainer(Pretrainer):
         timesteps: int = 500
         beta_start: float = 1e-4
         beta_end: float = 0.02
-        min_timestep: int = 0  # the published code draws t from 1..T-1
+        min_timestep: int = 1  # the published code draws t from 1..T-1
+        augment: bool = True  # shift and rotate each drawn image, as the published code
+        augment_probability: float = 0.5
+        max_shift: float = 0.02  # fraction of the image size
+        max_rotation: float = 2.0  # degrees
+        precision: Literal["bf16", "fp32"] = "bf16"  # on CUDA; CPUs always compute in fp32
         batch_multiplier: int = 1
         compile: bool = False
+        gradient_checkpointing: bool = False  # the published code's memory saving: slower, same numbers
 
     profile_defaults = {
         "smoke": {"iterations": 400, "batch_size": 8, "accumulation": 1, "lr": 1e-3},
         "quick": {"iterations": 800, "batch_size": 8, "accumulation": 1, "lr": 5e-4},
     }
-    unkeyed_params = frozenset({"compile"})
+    unkeyed_params = frozenset({"compile", "gradient_checkpointing"})
     checkpoint_param = "iterations"
 
     def checkpoints(self):
@@ -88,13 +110,16 @@ class DdpmPretrainer(Pretrainer):
         p, device = self.params, context.device
         if len(context.images) == 0:
             raise LmbenchError("ddpm: the pre-training pool is empty")
-        if device.type == "cuda":
+        if device.type == "cuda" and p.precision == "bf16":
             torch.backends.cuda.matmul.allow_tf32 = True
             torch.backends.cudnn.allow_tf32 = True
         torch.manual_seed(context.seed)
         backbone: DdpmUNet = context.backbone
-        size = context.images.shape[-1]
-        unet = backbone.build_unet(size).to(device)
+        unet = backbone.build_unet(context.images.shape[-1]).to(device)
+        if p.gradient_checkpointing:
+            unet.gradient_checkpointing = True  # PublishedUNet's switch
+            if hasattr(unet, "enable_gradient_checkpointing"):  # diffusers' UNet2DModel
+                unet.enable_gradient_checkpointing()
         prepare = backbone.input_adapter()
         ema = AveragedModel(unet, multi_avg_fn=get_ema_multi_avg_fn(p.ema_decay), use_buffers=True)
         model = torch.compile(unet) if p.compile else unet
@@ -104,19 +129,21 @@ class DdpmPretrainer(Pretrainer):
             num_train_timesteps=p.timesteps, beta_start=p.beta_start, beta_end=p.beta_end, beta_schedule="linear"
         )
         scheduler.alphas_cumprod = scheduler.alphas_cumprod.to(device)
-        images = prepare(context.images.to(device))  # the whole pool stays on the device
+        images = context.images.to(device)  # the whole pool stays on the device
         generator = torch.Generator(device=device).manual_seed(context.seed)
+        batches = shuffled_batches(len(images), p.batch_size * k, generator, device)
         checkpoints = self.checkpoints()
         total = checkpoints[-1] // k
-        batch = p.batch_size * k
 
         unet.train()
         self.losses = []  # mean noise-prediction loss per optimiser step
         for step in range(1, total + 1):
             step_loss = 0.0
             for _ in range(p.accumulation):
-                index = torch.randint(len(images), (batch,), generator=generator, device=device)
-                loss = noise_prediction_loss(model, images[index], scheduler, p.min_timestep, generator)
+                batch = images[next(batches)]
+                if p.augment:
+                    batch = augment_images(batch, generator, p.augment_probability, p.max_shift, p.max_rotation)
+                loss = noise_prediction_loss(model, prepare(batch), scheduler, p.min_timestep, generator, p.precision)
                 if not torch.isfinite(loss):
                     raise LmbenchError(f"ddpm: loss became {loss.item()} at iteration {step * k}")
                 (loss / p.accumulation if p.accumulate == "mean" else loss).backward()

@@ -14,7 +14,7 @@ from PIL import Image
 
 from lmbench.errors import LmbenchError
 from lmbench.matrix import default_cache_dir
-from lmbench_plugins.ddpm.backbone import DdpmUNet
+from lmbench_plugins.ddpm.backbone import DdpmUNet, predict_noise
 
 
 @torch.no_grad()
@@ -43,8 +43,8 @@ def sample_images(folder: Path, checkpoint: int | None, count: int, steps: int, 
     x = torch.randn((count, 1, size, size), generator=generator)
     condition = backbone.config()["self_condition"]
     for t in scheduler.timesteps:
-        model_input = torch.cat([x, torch.zeros_like(x)], dim=1) if condition else x
-        eps = unet(model_input, t).sample
+        model_input = torch.cat([torch.zeros_like(x), x], dim=1) if condition else x
+        eps = predict_noise(unet, model_input, t.expand(count))
         x = scheduler.step(eps, t, x, generator=generator).prev_sample
     if backbone.config()["input_range"] == "symmetric":
         x = (x + 1) / 2

@@ -3,14 +3,27 @@
 Target: per landmark, the pixels where a Gaussian of width ``sigma`` around the rounded point
 is at least half its maximum, a binary disk of radius sigma * sqrt(2 ln 2). Loss: cross-entropy
 with these as probability targets, a softmax across landmark channels at each pixel; pixels
-outside every disk contribute nothing. Decoding: threshold each channel's probabilities at
-half their maximum, keep the largest connected region, return its centroid.
+outside every disk contribute nothing.
+
+Decoding, two rules:
+
+- ``contour`` (the published code's): each channel's raw logits thresholded at half their
+  maximum; the external contours of that mask (OpenCV, 8-connected); the contour of largest
+  polygon area; its centroid from the polygon's moments. A channel whose maximum logit is
+  negative (nothing passes) or whose largest contour has no area gives (0, 0).
+- ``region``: the softmax probabilities thresholded at half their maximum; the largest
+  4-connected region by pixel count; the mean of its pixels. Never (0, 0) by default.
+
+The loss ignores pixels outside every disk, so the logits there are free and the two rules
+can keep different pixels.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
+import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -23,6 +36,7 @@ class GaussianHead(HeadStrategy):
     @dataclass
     class Params:
         sigma: float = 5.0  # in network-input pixels; the paper's 5 is for 256 x 256 inputs
+        decode: Literal["contour", "region"] = "contour"
 
     profile_defaults = {"smoke": {"sigma": 2.0}, "quick": {"sigma": 3.0}}
 
@@ -38,17 +52,28 @@ class GaussianHead(HeadStrategy):
         return F.cross_entropy(logits, targets)
 
     def decode(self, logits):
-        probabilities = logits.softmax(dim=1).cpu().numpy()
-        batch, channels = probabilities.shape[:2]
-        out = np.zeros((batch, channels, 2))
-        for b in range(batch):
-            for c in range(channels):
-                out[b, c] = largest_region_centroid(probabilities[b, c])
-        return torch.from_numpy(out).float()
+        if self.params.decode == "contour":
+            maps, rule = logits.float().cpu().numpy(), largest_contour_centroid
+        else:
+            maps, rule = logits.float().softmax(dim=1).cpu().numpy(), largest_region_centroid
+        out = np.array([[rule(channel) for channel in image] for image in maps], dtype=np.float64)
+        return torch.from_numpy(out.reshape(*maps.shape[:2], 2)).float()
+
+
+def largest_contour_centroid(logits: np.ndarray) -> tuple[float, float]:
+    """(x, y) moment centroid of the largest external contour of ``logits >= max / 2``, or (0, 0)."""
+    mask = (logits >= 0.5 * logits.max()).astype(np.uint8)
+    contours, _ = cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    if not contours:
+        return 0.0, 0.0
+    moments = cv2.moments(max(contours, key=cv2.contourArea))
+    if moments["m00"] == 0:
+        return 0.0, 0.0
+    return moments["m10"] / moments["m00"], moments["m01"] / moments["m00"]
 
 
 def largest_region_centroid(heatmap: np.ndarray) -> tuple[float, float]:
-    """(x, y) centroid of the largest connected region above half the map's maximum."""
+    """(x, y) centroid of the largest 4-connected region above half the map's maximum."""
     regions, count = ndimage.label(heatmap > 0.5 * heatmap.max())
     if count == 0:  # a constant map: no peak to find
         return (heatmap.shape[1] - 1) / 2, (heatmap.shape[0] - 1) / 2
