@@ -268,9 +268,21 @@ def data_check(
         raise typer.Exit(1)
 
 
+def add_plugin_commands() -> None:
+    """Each plugin's commands, one plugin at a time: one that raises is reported and left out."""
+    from lmbench.plugins import call_hook
+
+    reg = registry()
+    for plugin in reg.plugins:
+        call_hook(reg, plugin, "lmbench_register_commands", app=app)
+        if plugin.error and "lmbench_register_commands" in plugin.error:
+            Console(stderr=True).print(f"[yellow]warning:[/yellow] plugin {plugin.name!r} ({plugin.package}) is "
+                                       f"broken: {plugin.error}", soft_wrap=True)
+
+
 def main() -> None:
     try:
-        registry().manager.hook.lmbench_register_commands(app=app)
+        add_plugin_commands()
         app()
     except LmbenchError as exc:
         console.print(f"[red]error:[/red] {exc}", soft_wrap=True)

@@ -1,7 +1,10 @@
 """Plugin discovery: entry points of the ``lmbench`` group, loaded one by one.
 
-A plugin that fails to import, or raises inside a hook, is recorded as broken with its
-error and everything else keeps working; ``LMBENCH_STRICT_PLUGINS=1`` makes that fatal.
+Each plugin module is registered with pluggy, which checks its hook implementations against
+``lmbench.hookspecs``, and every hook is called through pluggy, one plugin at a time. A plugin
+that fails to import, names a hook that does not exist, takes an argument its hook does not
+pass, or raises inside a hook is recorded as broken with one line saying what and where,
+and everything else keeps working; ``LMBENCH_STRICT_PLUGINS=1`` makes that fatal.
 Components are registered as ``"module:Class"`` strings and imported on first use, so
 listing plugins never imports torch.
 """
@@ -10,6 +13,7 @@ from __future__ import annotations
 
 import difflib
 import importlib
+import inspect
 import os
 from dataclasses import dataclass, field
 from functools import cache
@@ -39,6 +43,7 @@ class Plugin:
     package: str
     version: str
     error: str | None = None
+    module: object = None  # the registered module, once it loaded and passed the checks
 
 
 @dataclass
@@ -94,24 +99,74 @@ def _fail(plugin: Plugin, message: str) -> None:
         raise PluginError(f"plugin {plugin.name!r} ({plugin.package}): {message}")
 
 
+SPECS = {name: inspect.signature(getattr(hookspecs, name)).parameters
+         for name in dir(hookspecs) if name.startswith("lmbench_")}
+
+
+def _where(function) -> str:
+    try:
+        return f"{inspect.getsourcefile(function)}:{inspect.getsourcelines(function)[1]}"
+    except (OSError, TypeError):
+        return getattr(function, "__module__", "?")
+
+
+def hook_problem(module) -> str | None:
+    """What is wrong with a plugin module's hooks, in one line, or None."""
+    for name, function in vars(module).items():
+        if not callable(function):
+            continue
+        marked = hasattr(function, f"{GROUP}_impl")
+        if name not in SPECS and (marked or name.startswith("lmbench_")):
+            close = difflib.get_close_matches(name, SPECS, n=1)
+            hint = f"; did you mean {close[0]}?" if close else f"; the hooks are {', '.join(sorted(SPECS))}"
+            return f"unknown hook {name} at {_where(function)}{hint}"
+        if name in SPECS:
+            if not marked:
+                return f"{name} at {_where(function)} is not marked @hookimpl (from lmbench.api import hookimpl)"
+            wanted = list(SPECS[name])
+            extra = [a for a in inspect.signature(function).parameters if a not in wanted]
+            if extra:
+                return (f"{name}({', '.join(inspect.signature(function).parameters)}) at {_where(function)}: "
+                        f"the hook passes only {', '.join(wanted)}, not {', '.join(extra)}")
+    return None
+
+
+def call_hook(registry: Registry, plugin: Plugin, hook_name: str, **kwargs) -> None:
+    """Call one plugin's implementation of a hook through pluggy; a raise marks it broken."""
+    if plugin.module is None:
+        return
+    others = [p.module for p in registry.plugins if p.module is not None and p is not plugin]
+    try:
+        registry.manager.subset_hook_caller(hook_name, remove_plugins=others)(**kwargs)
+    except Exception as exc:
+        _fail(plugin, f"{hook_name} raised {type(exc).__name__}: {' '.join(str(exc).split())}")
+
+
 def load_registry() -> Registry:
     """Discover every entry point of the group and collect what each registers."""
     registry = Registry()
     registry.manager.add_hookspecs(hookspecs)
-    by_name: dict[str, Plugin] = {}
     for ep in sorted(entry_points(group=GROUP), key=lambda ep: ep.name):
         dist = ep.dist
         plugin = Plugin(ep.name, dist.name if dist else "?", dist.version if dist else "?")
         registry.plugins.append(plugin)
         try:
-            registry.manager.register(ep.load(), name=ep.name)
-            by_name[ep.name] = plugin
+            module = ep.load()
         except Exception as exc:
-            _fail(plugin, f"import failed: {type(exc).__name__}: {exc}")
+            _fail(plugin, f"import failed: {type(exc).__name__}: {' '.join(str(exc).split())}")
+            continue
+        problem = hook_problem(module)
+        if problem is None:
+            try:
+                registry.manager.register(module, name=ep.name)
+                plugin.module = module
+            except pluggy.PluginValidationError as exc:  # anything hook_problem did not foresee
+                problem = " ".join(str(exc).split())
+        if problem:
+            _fail(plugin, problem)
 
     for kind, hook_name in HOOKS.items():
-        for impl in getattr(registry.manager.hook, hook_name).get_hookimpls():
-            plugin = by_name[impl.plugin_name]
+        for plugin in registry.plugins:
 
             def register(name: str, target: str | type, kind=kind, plugin=plugin) -> None:
                 previous = registry.components.get((kind, name))
@@ -119,10 +174,7 @@ def load_registry() -> Registry:
                     raise PluginError(f"{kind} {name!r} is already registered by plugin {previous.plugin.name!r}")
                 registry.components[(kind, name)] = Registration(kind, name, target, plugin)
 
-            try:
-                impl.function(register=register)
-            except Exception as exc:
-                _fail(plugin, f"{hook_name} raised {type(exc).__name__}: {exc}")
+            call_hook(registry, plugin, hook_name, register=register)
     return registry
 
 

@@ -1,6 +1,7 @@
 """A third-party plugin, pip-installed into a folder of its own, seen by the real command line."""
 
 import os
+import re
 import subprocess
 import sys
 
@@ -31,6 +32,21 @@ def test_plugins_are_listed_with_package_version_and_status(site):
     assert any("broken" in line and "import failed: ImportError" in line for line in broken)
     assert any("broken" in line and "lmbench_register_heads raised RuntimeError" in line for line in broken)
     assert any("smp-unet" in line and "ok" in line for line in lines)  # the rest still works
+
+
+def test_every_plugin_mistake_is_one_whole_line_naming_the_hook_and_where(site):
+    out = lmbench_cli("plugins", env_extra={**site, "COLUMNS": "1000"})
+    assert out.returncode == 0, out.stderr
+    broken = {line.split("│")[3].strip(): line.split("broken: ")[1].rstrip(" │") for line in out.stdout.splitlines()
+              if "broken: " in line}
+    assert re.fullmatch(r"unknown hook lmbench_register_pretrainer at .*lmbench_misspelt/__init__.py:6; "
+                        r"did you mean lmbench_register_pretrainers\?", broken["misspelt"]), broken["misspelt"]
+    assert re.fullmatch(r"lmbench_register_heads\(registr\) at .*lmbench_wrongarg/__init__.py:6: "
+                        r"the hook passes only register, not registr", broken["wrongarg"]), broken["wrongarg"]
+    # a command hook that raises leaves every command working, with a warning
+    assert broken["badcommand"] == "lmbench_register_commands raised RuntimeError: no commands today"
+    assert "plugin 'badcommand' (lmbench-broken-plugin) is broken" in out.stderr
+    assert lmbench_cli("validate", "--help", env_extra=site).returncode == 0
 
 
 def test_strict_mode_makes_a_broken_plugin_fatal(site):
