@@ -38,6 +38,8 @@ class Component:
 
     def __init__(self, params: Params | None = None):
         self.params = params if params is not None else self.Params()
+        #: the name the component was registered under (set when a matrix instantiates it)
+        self.name = type(self).__name__.lower()
 
     def key_params(self) -> dict[str, Any]:
         """The params that change the numbers, as plain JSON-able values."""
@@ -110,13 +112,34 @@ class PretrainContext:
     save_checkpoint: Callable[[int, dict[str, "torch.Tensor"]], None] = lambda step, weights: None
 
 
+@dataclass(frozen=True)
+class WeightSlot:
+    """A part of a backbone's network that accepts pre-trained weights.
+
+    ``part`` names what it is, a contract between pretrainers and backbones: lmbench's are
+    ``"detector"`` (the whole network ``Backbone.build`` makes, which every backbone accepts),
+    ``"unet-encoder"`` (the encoder of a U-Net: ``build_part`` returns an smp encoder) and
+    ``"ddpm-unet"`` (a noise-prediction U-Net, ``forward(x, timesteps)``). ``prefix`` is where
+    the part's tensors sit in the network's state dict; ``architecture`` says which network
+    exactly (an encoder's name, say), for pretrainers whose weights fit only one.
+    """
+
+    part: str
+    prefix: str = ""
+    architecture: str = ""
+
+
 class Pretrainer(Component):
-    """Turns unlabeled images into weights for a backbone it declares compatible.
+    """Turns unlabeled images into weights for a part of a backbone (``produces``).
 
     ``pretrain`` must be a pure function of (its params, the backbone's params, the images,
     the seed): lmbench caches its result under that key and shares it between heads, label
-    counts and fine-tuning seeds.
+    counts and fine-tuning seeds. It returns the part's state dict with the part's own names
+    (as ``backbone.build_part(...).state_dict()`` has them); lmbench adds the slot's prefix.
     """
+
+    #: the part this pretrainer produces weights for (see ``WeightSlot``); None: no weights
+    produces: ClassVar[str | None] = None
 
     #: False for pretrainers that learn nothing from the images (random initialisation):
     #: they are called directly instead of through the cache
@@ -138,14 +161,19 @@ class Pretrainer(Component):
         return steps
 
     def incompatibility(self, backbone: Backbone) -> str | None:
-        """Why this pretrainer cannot initialise ``backbone``, or None when it can."""
-        return None
+        """Why this pretrainer cannot initialise ``backbone``, or None when it can. By default:
+        whether the backbone has a slot for the part it produces; override to check more
+        (an architecture, say) and call this first."""
+        if self.produces is None or backbone.slot(self.produces) is not None:
+            return None
+        parts = ", ".join(s.part for s in backbone.weight_slots())
+        return f"{self.name} produces {self.produces} weights; {backbone.name} accepts {parts}"
 
     @abstractmethod
     def pretrain(self, context: PretrainContext) -> dict[str, "torch.Tensor"] | None:
-        """Return a state dict for ``context.backbone.load_pretrained``, or None for none.
-        A pretrainer with ``checkpoint_param`` passes each checkpoint to
-        ``context.save_checkpoint`` instead, and may return None."""
+        """Return the state dict of the part this pretrainer ``produces`` (None for a pretrainer
+        that produces nothing). A pretrainer with ``checkpoint_param`` passes each checkpoint
+        to ``context.save_checkpoint`` instead, and may return None."""
 
 
 @dataclass
@@ -168,6 +196,21 @@ class Backbone(Component):
     @abstractmethod
     def build(self, num_landmarks: int, image_size: int) -> "nn.Module":
         """A freshly initialised network with ``num_landmarks`` output channels."""
+
+    def weight_slots(self) -> list[WeightSlot]:
+        """The parts of the network that accept pre-trained weights. Every backbone accepts
+        weights for its whole network; add a slot for each part a pretrainer may produce."""
+        return [WeightSlot("detector")]
+
+    def slot(self, part: str) -> WeightSlot | None:
+        return next((s for s in self.weight_slots() if s.part == part), None)
+
+    def build_part(self, part: str, num_landmarks: int, image_size: int) -> "nn.Module":
+        """A freshly initialised network of one of ``weight_slots``' parts, for a pretrainer
+        to train; its state dict lands under the slot's prefix in the network ``build`` makes."""
+        if part == "detector":
+            return self.build(num_landmarks, image_size)
+        raise NotImplementedError(f"{self.name} names part {part!r} but does not build it")
 
     def load_pretrained(self, model: "nn.Module", weights: dict[str, "torch.Tensor"]) -> LoadReport:
         """Copy matching tensors of ``weights`` into ``model``; report the rest by name."""

@@ -64,15 +64,18 @@ class ComponentSpec:
     params: dict[str, Any]  # all params, as given to the plugin
     keyed: dict[str, Any]  # the params that change the numbers
     checkpoint: int | None = None  # for pretrainers whose runs keep several checkpoints
+    code: str = ""  # the plugin's distribution and version, or a hash of its source (Registry.code_version)
 
     def identity(self) -> dict[str, Any]:
-        """What identifies the component's work: for a checkpointing pretrainer, the shared
-        training run (its checkpoint param left out)."""
-        return {"name": self.name, "params": self.keyed}
+        """What identifies the component's work: its code and params; for a checkpointing
+        pretrainer, the shared training run (its checkpoint param left out)."""
+        return {"name": self.name, "params": self.keyed, "code": self.code}
 
     def instantiate(self, reg: Registry | None = None):
         cls = (reg or registry()).get(self.kind, self.name)
-        return cls(cls.Params(**self.params))
+        component = cls(cls.Params(**self.params))
+        component.name = self.name
+        return component
 
 
 @dataclass(frozen=True)
@@ -196,7 +199,7 @@ def _component(kind: str, table: Any, profile: str, reg: Registry, where: str, e
             keyed["checkpoints"] = cls(built).checkpoints()
         except LmbenchError as exc:
             raise MatrixError(f"{where}.params: {exc}") from None
-    return ComponentSpec(kind, name, label, params, keyed, checkpoint)
+    return ComponentSpec(kind, name, label, params, keyed, checkpoint, reg.code_version(kind, name))
 
 
 def _matches(pattern: dict[str, Any], run: RunSpec) -> bool:

@@ -12,12 +12,15 @@ listing plugins never imports torch.
 from __future__ import annotations
 
 import difflib
+import hashlib
 import importlib
+import importlib.util
 import inspect
 import os
 from dataclasses import dataclass, field
 from functools import cache
 from importlib.metadata import entry_points
+from pathlib import Path
 
 import pluggy
 
@@ -72,6 +75,16 @@ class Registry:
             hint = f"; did you mean {close[0]!r}?" if close else f"; known: {', '.join(known) or 'none'}"
             raise PluginError(f"unknown {kind} {name!r}{hint}") from None
 
+    def code_version(self, kind: str, name: str) -> str:
+        """What identifies a component's code in cache and run keys: its distribution and
+        version, plus a hash of its source for an editable or unversioned install, so that
+        fixing a plugin's code trains and scores again."""
+        reg = self.registration(kind, name)
+        version = f"{reg.plugin.package}=={reg.plugin.version}"
+        module = reg.target.partition(":")[0] if isinstance(reg.target, str) else reg.target.__module__
+        source = source_hash(module)
+        return version if source is None else f"{version}+{source}"
+
     def get(self, kind: str, name: str) -> type[Component]:
         """The component class, imported now if it was registered as a string."""
         reg = self.registration(kind, name)
@@ -87,6 +100,25 @@ class Registry:
         if not (isinstance(reg.target, type) and issubclass(reg.target, KINDS[kind])):
             raise PluginError(f"{kind} {name!r} from plugin {reg.plugin.name!r} is not a {KINDS[kind].__name__}")
         return reg.target
+
+
+@cache
+def source_hash(module: str) -> str | None:
+    """For a module outside site-packages (an editable install, a working tree): sha256 (12
+    hex digits) of the Python files of its package folder, or of the module alone when it
+    has no package, found without importing it. None for an installed release."""
+    spec = importlib.util.find_spec(module)
+    if spec is None or not spec.origin or not os.path.exists(spec.origin):
+        return "unknown"
+    origin = Path(spec.origin).resolve()
+    if {"site-packages", "dist-packages"} & set(origin.parts):
+        return None
+    files = [origin] if "." not in module and not spec.submodule_search_locations else sorted(origin.parent.rglob("*.py"))
+    digest = hashlib.sha256()
+    for path in files:
+        digest.update(path.relative_to(origin.parent).as_posix().encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:12]
 
 
 def _strict() -> bool:

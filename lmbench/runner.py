@@ -24,7 +24,7 @@ from lmbench import cache, engine, results
 from lmbench.data import Prepared, prepare, select_labelled
 from lmbench.errors import DataError, LmbenchError, PluginError, SkipRun
 from lmbench.geometry import to_original
-from lmbench.interfaces import Backbone, Dataset, HeadStrategy, PretrainContext, Pretrainer
+from lmbench.interfaces import Backbone, Dataset, HeadStrategy, LoadReport, PretrainContext, Pretrainer
 from lmbench.keys import canonical_json, content_key
 from lmbench.locks import file_lock
 from lmbench.matrix import ComponentSpec, Matrix, RunSpec
@@ -141,11 +141,45 @@ def _pretrain(spec: RunSpec, pretrainer: Pretrainer, backbone: Backbone, num_lan
 
     def train_on_pool(save):
         dataset, prepared = ctx.data.get(spec.pool_dataset, spec.image_size)
-        return compute(prepared.subset(dataset.pretrain_pool()).images, save)
+        saved = []
+        weights = compute(prepared.subset(dataset.pretrain_pool()).images,
+                          lambda step, w: (saved.append(step), save(step, w)))
+        return checked_result(spec.pretrainer.name, pretrainer, weights, saved)
 
     return cache.cached(
         ctx.cache_dir, spec.pretrain_key, spec.pretrain_identity(), train_on_pool, spec.pretrainer.checkpoint
     )
+
+
+def checked_result(name: str, pretrainer: Pretrainer, weights, saved: list[int]):
+    """A training pretrainer's result, or an error saying what it should have produced."""
+    if pretrainer.checkpoint_param is not None:
+        missing = sorted(set(pretrainer.checkpoints()) - set(saved))
+        if missing:
+            raise PluginError(f"pretrainer {name!r} finished without saving checkpoint(s) {missing}: pass each to "
+                              f"context.save_checkpoint(step, weights)")
+        return weights
+    if not isinstance(weights, dict) or not weights:
+        raise PluginError(f"pretrainer {name!r} returned {type(weights).__name__ if weights is not None else 'nothing'}"
+                          f" from pretrain(): a training pretrainer must return its weights as a state dict "
+                          f"(name -> tensor)")
+    return weights
+
+
+def load_part(backbone: Backbone, model, pretrainer: Pretrainer, weights: dict) -> LoadReport:
+    """Put the weights of the part ``pretrainer`` produces into ``model``, under the slot's prefix."""
+    slot = backbone.slot(pretrainer.produces)
+    if slot is None:
+        raise PluginError(pretrainer.incompatibility(backbone) or f"{backbone.name} has no slot for "
+                                                                    f"{pretrainer.produces!r} weights")
+    report = backbone.load_pretrained(model, {slot.prefix + name: tensor for name, tensor in weights.items()})
+    if not report.loaded:
+        expected = [n.removeprefix(slot.prefix) for n in model.state_dict() if n.startswith(slot.prefix)]
+        raise PluginError(
+            f"none of the {len(weights)} tensors pretrainer {pretrainer.name!r} returned for part {slot.part!r} "
+            f"fit backbone {backbone.name!r}: it expects the part's own names, e.g. {', '.join(expected[:3])}; "
+            f"got e.g. {', '.join(list(weights)[:3])}")
+    return report
 
 
 @dataclass
@@ -225,13 +259,9 @@ def execute(specs: list[RunSpec], ctx: RunContext, on_stage=lambda text, done, t
     torch.manual_seed(lead.seed)
     model = backbone.build(counts if lead.joint else counts[0], lead.image_size)
     if weights is not None:
-        report = backbone.load_pretrained(model, weights)
-        if not report.loaded:
-            raise PluginError(
-                f"none of the {len(weights)} pre-trained tensors of {lead.pretrainer.name!r} "
-                f"fit backbone {lead.backbone.name!r}"
-            )
+        load_part(backbone, model, pretrainer, weights)
     lr = config.lr if weights is not None else config.lr_scratch
+    on_stage("fine-tuning", 0, config.epochs)
     trains, vals = [part.train for part in parts], [part.val for part in parts]
     fit = engine.finetune(
         model, head, trains if lead.joint else trains[0], vals if lead.joint else vals[0], config, lr, ctx.device,
@@ -327,9 +357,15 @@ class GroupJob:
 
     def _execute(self, specs: list[RunSpec], on_stage) -> Summary:
         ctx, summary = self.context(), Summary()
+        stage = ["loading"]
+
+        def track(text: str, done: int, total: int) -> None:
+            stage[0] = text.split(" (")[0]
+            on_stage(text, done, total)
+
         try:
             try:
-                outcomes = execute(specs, ctx, on_stage)
+                outcomes = execute(specs, ctx, track)
             except torch.cuda.OutOfMemoryError as exc:
                 raise LmbenchError(out_of_memory(specs[0])) from exc
             summary.ok = len(specs)
@@ -342,10 +378,15 @@ class GroupJob:
             setattr(summary, status, len(specs))
             summary.notes = [(status, spec.title, error) for spec in specs]
             if status == "failed":
+                summary.notes = []
                 for spec in specs:
                     log = self.results_dir / "logs" / f"{spec.run_key}.log"
                     log.parent.mkdir(parents=True, exist_ok=True)
                     log.write_text(traceback.format_exc())
+                    where = f"run {spec.run_key}, {stage[0]}"
+                    if stage[0] == "pre-training" and registry().get("pretrainer", spec.pretrainer.name).trains:
+                        where += f", cache {ctx.cache_dir / 'pretrain' / spec.pretrain_key}"
+                    summary.notes.append((status, spec.title, f"{error} [{where}; log {log}]"))
         for row, metrics, predictions in outcomes:
             results.write_run(self.results_dir, row, metrics, predictions)
         return summary

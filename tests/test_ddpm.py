@@ -7,7 +7,7 @@ import torch
 from lmbench import results
 from lmbench.data import prepare
 from lmbench.matrix import load_matrix
-from lmbench.runner import run_matrix
+from lmbench.runner import load_part, run_matrix
 from lmbench_plugins.ddpm.backbone import DdpmUNet
 from lmbench_plugins.ddpm.pretrainer import DdpmPretrainer
 from lmbench_plugins.ddpm.sample import sample_images, save_grid
@@ -31,7 +31,7 @@ def test_pretraining_loss_falls_on_real_isbi_images():
     pretrainer.pretrain(context(images, saved))
     first, last = np.mean(pretrainer.losses[:10]), np.mean(pretrainer.losses[-10:])
     assert last < 0.7 * first, (first, last)
-    assert list(saved) == [60] and all(k.startswith("unet.") for k in saved[60])
+    assert list(saved) == [60] and set(saved[60]) == set(SMOKE.build_part("ddpm-unet", 19, 64).state_dict())
 
 
 DIFFUSERS_SMOKE = DdpmUNet(DdpmUNet.Params(preset="smoke", network="diffusers", attention_resolutions=[8],
@@ -44,16 +44,16 @@ DIFFUSERS_SMOKE = DdpmUNet(DdpmUNet.Params(preset="smoke", network="diffusers", 
 ])
 def test_the_detector_receives_the_pretrained_weights_and_drops_the_time_embedding(backbone, out_conv, time_names):
     saved = {}
-    DdpmPretrainer(DdpmPretrainer.Params(iterations=2, batch_size=2, accumulation=1)).pretrain(
-        context(torch.rand(4, 1, 32, 32), saved, backbone))
+    pretrainer = DdpmPretrainer(DdpmPretrainer.Params(iterations=2, batch_size=2, accumulation=1))
+    pretrainer.pretrain(context(torch.rand(4, 1, 32, 32), saved, backbone))
     detector = backbone.build(19, 32)
-    report = backbone.load_pretrained(detector, saved[2])
+    report = load_part(backbone, detector, pretrainer, saved[2])
     assert report.mismatched == [f"{out_conv}.weight", f"{out_conv}.bias"]  # 1 channel -> 19
     assert report.missing == []
     assert report.unexpected and all(any(n in k for n in time_names) for k in report.unexpected)
     own = detector.state_dict()
     for name in report.loaded:
-        assert torch.equal(own[name], saved[2][name]), name
+        assert torch.equal(own[name], saved[2][name.removeprefix("unet.")]), name
     assert len(report.loaded) == len(own) - 2
     x = torch.rand(3, 1, 32, 32)
     detector.eval()
@@ -149,7 +149,7 @@ def test_a_checkpoint_sweep_is_one_training_run(tmp_path):
     assert sorted(r["pretrain_cache_hit"] for r in runs) == [False, True]
     folder = m.cache_dir / "pretrain" / keys["ddpm 2"].pretrain_key
     two, four = (torch.load(folder / f"checkpoint-{n}.pt") for n in (2, 4))
-    assert not torch.equal(two["unet.init_conv.weight"], four["unet.init_conv.weight"])
+    assert not torch.equal(two["init_conv.weight"], four["init_conv.weight"])
 
     images = sample_images(folder, checkpoint=None, count=2, steps=3, seed=0)
     assert images.shape == (2, 32, 32) and 0 <= images.min() and images.max() <= 1
@@ -160,7 +160,7 @@ def test_a_checkpoint_sweep_is_one_training_run(tmp_path):
 def test_ddpm_pairs_only_with_its_unet(tmp_path):
     m = load_matrix(tiny_matrix(tmp_path, labels=(1,), pretrainers='[[pretrainers]]\nname = "ddpm"'))
     assert not m.runs
-    assert {why for _, why in m.pruned} == {"ddpm pre-trains the ddpm-unet backbone only"}
+    assert {why for _, why in m.pruned} == {"ddpm produces ddpm-unet weights; smp-unet accepts detector, unet-encoder"}
 
 
 def test_ddpm_pretraining_beats_scratch_with_one_label_in_the_default_matrix(tmp_path):

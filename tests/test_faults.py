@@ -106,7 +106,11 @@ def test_a_diverging_loss_fails_fast_with_its_reason_and_the_matrix_goes_on(tmp_
     summary = run_matrix(matrix, quiet=True)
     assert (summary.failed, summary.ok) == (1, 1)  # the contour-hugging run still finished
     (title, error), = summary.failures
-    assert "| gaussian |" in title and error == "training loss became nan at epoch 1, step 1"
+    (run,) = [r for r in matrix.runs if r.head.name == "gaussian"]
+    log = matrix.results_dir / "logs" / f"{run.run_key}.log"
+    assert "| gaussian |" in title
+    assert error == f"training loss became nan at epoch 1, step 1 [run {run.run_key}, fine-tuning; log {log}]"
+    assert "Traceback" in log.read_text()
 
 
 def test_out_of_gpu_memory_names_the_batch_size_and_profile(tmp_path, monkeypatch):
@@ -118,6 +122,27 @@ def test_out_of_gpu_memory_names_the_batch_size_and_profile(tmp_path, monkeypatc
     summary = run_matrix(matrix, quiet=True)
     (_, error), = summary.failures
     assert error.startswith("out of GPU memory in profile 'smoke' at 32 px") and "batch_size (4;" in error
+
+
+def test_a_training_pretrainer_that_returns_nothing_fails_naming_its_cache(tmp_path, monkeypatch):
+    from lmbench.interfaces import Pretrainer
+    from lmbench.plugins import Plugin, Registration, registry
+
+    class Forgetful(Pretrainer):
+        def pretrain(self, context):
+            context.backbone.build(context.num_landmarks, context.images.shape[-1])  # ... and no return
+
+    monkeypatch.setitem(registry().components, ("pretrainer", "forgetful"),
+                        Registration("pretrainer", "forgetful", Forgetful, Plugin("forgetful", "tests", "0")))
+    matrix = load_matrix(tiny_matrix(tmp_path, labels=(1,), pretrainers='[[pretrainers]]\nname = "forgetful"'))
+    summary = run_matrix(matrix, quiet=True)
+    (_, error), = summary.failures
+    run = matrix.runs[0]
+    assert error == (
+        "pretrainer 'forgetful' returned nothing from pretrain(): a training pretrainer must return its weights as "
+        f"a state dict (name -> tensor) [run {run.run_key}, pre-training, cache {matrix.cache_dir}/pretrain/"
+        f"{run.pretrain_key}; log {matrix.results_dir}/logs/{run.run_key}.log]")
+    assert not (matrix.cache_dir / "pretrain" / run.pretrain_key / "COMPLETE").exists()
 
 
 def test_status_counts_finished_failed_running_and_pending(tmp_path):

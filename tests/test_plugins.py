@@ -83,3 +83,27 @@ def test_listing_plugins_does_not_import_torch():
     code = "import sys; from lmbench.plugins import registry; registry(); print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_fixing_a_plugins_source_changes_its_keys(tmp_path, monkeypatch):
+    """A plugin run from a working tree is keyed by a hash of its source: a fix retrains."""
+    from lmbench.matrix import load_matrix
+    from lmbench.plugins import Plugin, Registration, registry, source_hash
+
+    package = tmp_path / "tree" / "lmbench_fixme"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    code = ("from lmbench.interfaces import Pretrainer\n\nclass Fixme(Pretrainer):\n"
+            "    def pretrain(self, context):\n        return {{}}  # {}\n")
+    (package / "pretrainer.py").write_text(code.format("buggy"))
+    monkeypatch.syspath_prepend(str(tmp_path / "tree"))
+    monkeypatch.setitem(registry().components, ("pretrainer", "fixme"), Registration(
+        "pretrainer", "fixme", "lmbench_fixme.pretrainer:Fixme", Plugin("fixme", "lmbench-fixme", "0.1")))
+    matrix = tiny_matrix(tmp_path, labels=(1,), pretrainers='[[pretrainers]]\nname = "fixme"')
+    before = load_matrix(matrix).runs[0]
+    assert before.pretrainer.code == f"lmbench-fixme==0.1+{source_hash('lmbench_fixme.pretrainer')}"
+
+    (package / "pretrainer.py").write_text(code.format("fixed"))
+    source_hash.cache_clear()
+    after = load_matrix(matrix).runs[0]
+    assert after.pretrain_key != before.pretrain_key and after.run_key != before.run_key

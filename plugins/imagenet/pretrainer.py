@@ -14,7 +14,6 @@ import torch
 from lmbench.errors import PluginError, SkipRun
 from lmbench.interfaces import PretrainContext, Pretrainer
 from lmbench_plugins.imagenet import efficientnet_lite
-from lmbench_plugins.smp_unet.backbone import SmpUnet
 
 
 def _unwrap(state: dict) -> dict[str, torch.Tensor]:
@@ -40,21 +39,20 @@ class ImageNet(Pretrainer):
         weights: str = "hub"
 
     trains = False  # nothing is learnt from the pool: no cache entry, loaded per run
+    produces = "unet-encoder"
 
     def incompatibility(self, backbone):
-        if not isinstance(backbone, SmpUnet):
-            return "imagenet weights are for the encoder of smp-unet only"
-        encoder = backbone.params.encoder
-        if self.params.weights == efficientnet_lite.PACKAGE and encoder != efficientnet_lite.ENCODER:
+        reason = super().incompatibility(backbone)
+        encoder = backbone.slot(self.produces).architecture if reason is None else None
+        if self.params.weights == efficientnet_lite.PACKAGE and encoder not in (None, efficientnet_lite.ENCODER):
             return f"the {efficientnet_lite.PACKAGE} weights fit encoder {efficientnet_lite.ENCODER}, not {encoder}"
-        return None
+        return reason
 
     def pretrain(self, context: PretrainContext):
-        backbone: SmpUnet = context.backbone
-        encoder = backbone.build(context.num_landmarks, context.images.shape[-1]).encoder
-        target = encoder.state_dict()
+        backbone = context.backbone
+        target = backbone.build_part(self.produces, context.num_landmarks, context.images.shape[-1]).state_dict()
         if self.params.weights == "hub":
-            source = self._from_hub(backbone)
+            source = self._from_hub(backbone.slot(self.produces).architecture)
         else:
             source = self._from_file(self._file(), list(target))
         weights, absent = {}, []
@@ -63,7 +61,7 @@ class ImageNet(Pretrainer):
             if found is None:
                 absent.append(name)
             else:
-                weights[f"encoder.{name}"] = _fit_channels(found, tensor.shape)
+                weights[name] = _fit_channels(found, tensor.shape)
         if absent:
             raise PluginError(
                 f"imagenet: the weights lack {len(absent)} of the encoder's {len(target)} tensors, "
@@ -93,16 +91,15 @@ class ImageNet(Pretrainer):
         return state
 
     @staticmethod
-    def _from_hub(backbone: SmpUnet) -> dict[str, torch.Tensor]:
-        p = backbone.params
+    def _from_hub(encoder_name: str) -> dict[str, torch.Tensor]:
+        """The encoder's ImageNet weights at full depth (a shallower encoder takes a subset)."""
         try:  # timm encoders take weights=True, smp's own take the weights' name
             encoder = smp.encoders.get_encoder(
-                p.encoder, in_channels=1, depth=p.encoder_depth,
-                weights=True if p.encoder.startswith("tu-") else "imagenet",
+                encoder_name, in_channels=1, weights=True if encoder_name.startswith("tu-") else "imagenet",
             )
         except OSError as exc:  # huggingface_hub: not in the local cache while offline
             raise SkipRun(
-                f"imagenet: no ImageNet weights for encoder {p.encoder} in the local timm/smp cache; "
+                f"imagenet: no ImageNet weights for encoder {encoder_name} in the local timm/smp cache; "
                 "fill it once online (HF_HUB_OFFLINE=0) or set the pretrainer's weights param to a file"
             ) from exc
         return encoder.state_dict()

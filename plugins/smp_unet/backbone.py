@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 import segmentation_models_pytorch as smp
 
 from lmbench.errors import PluginError
-from lmbench.interfaces import Backbone, LoadReport
+from lmbench.interfaces import Backbone, LoadReport, WeightSlot
 
 
 class SmpUnet(Backbone):
@@ -45,16 +45,24 @@ class SmpUnet(Backbone):
             classes=num_landmarks,
         )
 
+    def weight_slots(self):
+        return [*super().weight_slots(), WeightSlot("unet-encoder", prefix="encoder.", architecture=self.params.encoder)]
+
+    def build_part(self, part, num_landmarks, image_size):
+        if part == "unet-encoder":
+            return self.build(num_landmarks, image_size).encoder
+        return super().build_part(part, num_landmarks, image_size)
+
     def load_pretrained(self, model, weights) -> LoadReport:
         """Every encoder tensor must come from ``weights`` with its shape, and every weight must
         name a tensor of the network; decoder and head tensors of another shape (a pretext
         task's output channels) are left fresh."""
         report = super().load_pretrained(model, weights)
-        encoder = [n for n in report.missing + report.mismatched if n.startswith("encoder.")]
-        wrong = encoder + report.unexpected
-        if wrong:
-            raise PluginError(
-                f"smp-unet: {len(wrong)} pre-trained tensors do not match encoder {self.params.encoder} "
-                f"(missing, other shape or unknown): {', '.join(wrong[:5])}"
-            )
+        missing = [n for n in report.missing if n.startswith("encoder.")]
+        mismatched = [n for n in report.mismatched if n.startswith("encoder.")]
+        if missing or mismatched or report.unexpected:
+            parts = [f"{len(names)} {what} (e.g. {', '.join(names[:3])})" for what, names in
+                     (("missing", missing), ("of another shape", mismatched), ("unknown", report.unexpected)) if names]
+            raise PluginError(f"smp-unet: the pre-trained weights do not fit encoder {self.params.encoder}: "
+                              f"{'; '.join(parts)}")
         return report

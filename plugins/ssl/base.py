@@ -16,10 +16,9 @@ from torch import nn
 
 from lightly.models.utils import deactivate_requires_grad
 
-from lmbench.engine import autocast
 from lmbench.errors import LmbenchError
 from lmbench.interfaces import PretrainContext, Pretrainer
-from lmbench_plugins.smp_unet.backbone import SmpUnet
+from lmbench.pretraining import train_steps
 from lmbench_plugins.ssl.views import view_batches
 
 
@@ -60,8 +59,8 @@ class SslMethod(nn.Module):
         """Called after each optimiser step (momentum updates)."""
 
     def encoder_weights(self) -> dict[str, torch.Tensor]:
-        """The encoder to hand to the detector, under the U-Net's own names."""
-        return {f"encoder.{k}": v.detach().clone() for k, v in self.student.encoder.state_dict().items()}
+        """The encoder to hand to the detector."""
+        return self.student.encoder.state_dict()
 
 
 class SslPretrainer(Pretrainer):
@@ -85,20 +84,14 @@ class SslPretrainer(Pretrainer):
     }
     unkeyed_params = frozenset({"workers"})
     checkpoint_param = "iterations"
+    produces = "unet-encoder"
 
     def method(self, encoder: PooledEncoder, size: int) -> tuple[SslMethod, object]:
         """The method around ``encoder`` and its lightly view transform for ``size`` px images."""
         raise NotImplementedError
 
-    @property
-    def name(self) -> str:
-        return type(self).__name__.lower()
-
     def checkpoints(self):
         return self.sweep_steps(self.name, self.params.iterations, self.params.sweep)
-
-    def incompatibility(self, backbone):
-        return None if isinstance(backbone, SmpUnet) else f"{self.name} pre-trains the encoder of smp-unet only"
 
     def pretrain(self, context: PretrainContext):
         p, device = self.params, context.device
@@ -106,32 +99,21 @@ class SslPretrainer(Pretrainer):
             raise LmbenchError(f"{self.name}: the pre-training pool needs at least 2 images, it has {len(context.images)}")
         torch.manual_seed(context.seed)
         size = context.images.shape[-1]
-        encoder = PooledEncoder(context.backbone.build(context.num_landmarks, size).encoder)
+        encoder = PooledEncoder(context.backbone.build_part("unet-encoder", context.num_landmarks, size))
         method, transform = self.method(encoder, size)
         method.to(device).train()
         optimiser = torch.optim.AdamW(
             [q for q in method.parameters() if q.requires_grad], lr=p.lr, weight_decay=p.weight_decay
         )
         checkpoints = self.checkpoints()
-        total = checkpoints[-1]
-        batches = iter(view_batches(context.images, transform, p.batch_size, total * p.accumulation,
+        batches = iter(view_batches(context.images, transform, p.batch_size, checkpoints[-1] * p.accumulation,
                                     context.seed, p.workers))
-        self.losses = []  # mean loss per optimiser step
-        for step in range(1, total + 1):
-            step_loss = 0.0
-            for _ in range(p.accumulation):
-                views = [v.to(device, non_blocking=True) for v in next(batches)]
-                with autocast(device):
-                    loss = method.loss(views, step, total)
-                if not torch.isfinite(loss):
-                    raise LmbenchError(f"{self.name}: loss became {loss.item()} at iteration {step}")
-                (loss / p.accumulation).backward()
-                step_loss += loss.item() / p.accumulation
-            optimiser.step()
-            optimiser.zero_grad(set_to_none=True)
-            method.after_step(step, total)
-            self.losses.append(step_loss)
-            if step in checkpoints:
-                context.save_checkpoint(step, method.encoder_weights())
-            context.progress(step, total)
+
+        def batch_loss(step, total):
+            return method.loss([v.to(device, non_blocking=True) for v in next(batches)], step, total)
+
+        self.losses = train_steps(  # mean loss per optimiser step
+            context, optimiser, batch_loss, who=self.name, checkpoints=checkpoints, weights=method.encoder_weights,
+            accumulation=p.accumulation, after_step=method.after_step,
+        )
         return None

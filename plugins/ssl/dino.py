@@ -44,7 +44,7 @@ class DinoMethod(SslMethod):
         update_momentum(self.student_head, self.teacher_head, m)
 
     def encoder_weights(self):
-        return {f"encoder.{k}": v.detach().clone() for k, v in self.teacher.encoder.state_dict().items()}
+        return self.teacher.encoder.state_dict()
 
 
 class Dino(SslPretrainer):

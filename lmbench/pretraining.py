@@ -1,0 +1,75 @@
+"""The optimiser-step loop every pretrainer shares: the built-ins use it, and a plugin may.
+
+An iteration is an optimiser step, made of ``accumulation`` batches whose gradients are
+averaged (``accumulate = "mean"``) or summed (``"sum"``, as some published code does). Each
+batch's loss is computed under bf16 autocast on CUDA (``precision = "fp32"`` to stay in
+fp32) and checked to be finite; gradients are clipped by value or norm if asked; after
+each step ``after_step`` runs (momentum or EMA updates), progress is reported, and the
+weights of each requested checkpoint go to ``context.save_checkpoint``.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Literal
+
+import torch
+from torch import nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+from lmbench.engine import autocast
+from lmbench.errors import LmbenchError
+from lmbench.interfaces import PretrainContext
+
+
+def train_steps(
+    context: PretrainContext,
+    optimiser: torch.optim.Optimizer,
+    batch_loss: Callable[[int, int], torch.Tensor],
+    *,
+    who: str,
+    checkpoints: list[int],
+    weights: Callable[[], dict[str, torch.Tensor]],
+    accumulation: int = 1,
+    accumulate: Literal["mean", "sum"] = "mean",
+    clip: Literal["value", "norm", "none"] = "none",
+    clip_at: float = 1.0,
+    precision: Literal["bf16", "fp32"] = "bf16",
+    after_step: Callable[[int, int], None] | None = None,
+    iterations_per_step: int = 1,
+) -> list[float]:
+    """Train until the last of ``checkpoints`` (in iterations) and return the mean loss of
+    each optimiser step. ``batch_loss(step, total)`` draws one batch and returns its loss;
+    ``weights()`` is the state dict a checkpoint keeps (the part the pretrainer produces);
+    one optimiser step counts as ``iterations_per_step`` iterations (larger batches)."""
+    parameters = [p for group in optimiser.param_groups for p in group["params"]]
+    total = checkpoints[-1] // iterations_per_step
+    losses = []
+    for step in range(1, total + 1):
+        step_loss = 0.0
+        for _ in range(accumulation):
+            with autocast(context.device, precision):
+                loss = batch_loss(step, total).float()
+            if not torch.isfinite(loss):
+                raise LmbenchError(f"{who}: loss became {loss.item()} at iteration {step * iterations_per_step}")
+            (loss / accumulation if accumulate == "mean" else loss).backward()
+            step_loss += loss.item() / accumulation
+        if clip == "value":
+            nn.utils.clip_grad_value_(parameters, clip_at)
+        elif clip == "norm":
+            nn.utils.clip_grad_norm_(parameters, clip_at)
+        optimiser.step()
+        optimiser.zero_grad(set_to_none=True)
+        if after_step is not None:
+            after_step(step, total)
+        losses.append(step_loss)
+        if step * iterations_per_step in checkpoints:
+            kept = {name: tensor.detach().clone() for name, tensor in weights().items()}
+            context.save_checkpoint(step * iterations_per_step, kept)
+        context.progress(step, total)
+    return losses
+
+
+def ema(model: nn.Module, decay: float) -> AveragedModel:
+    """An exponential moving average of ``model``'s weights: call ``.update_parameters(model)``
+    after each step (``after_step``) and read ``.module``."""
+    return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
