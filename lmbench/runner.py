@@ -172,14 +172,14 @@ def load_part(backbone: Backbone, model, pretrainer: Pretrainer, weights: dict) 
     if slot is None:
         raise PluginError(pretrainer.incompatibility(backbone) or f"{backbone.name} has no slot for "
                                                                     f"{pretrainer.produces!r} weights")
-    report = backbone.load_pretrained(model, {slot.prefix + name: tensor for name, tensor in weights.items()})
-    if not report.loaded:
-        expected = [n.removeprefix(slot.prefix) for n in model.state_dict() if n.startswith(slot.prefix)]
+    own = model.state_dict()
+    if not any(slot.prefix + name in own for name in weights):
+        expected = [n.removeprefix(slot.prefix) for n in own if n.startswith(slot.prefix)]
         raise PluginError(
             f"none of the {len(weights)} tensors pretrainer {pretrainer.name!r} returned for part {slot.part!r} "
             f"fit backbone {backbone.name!r}: it expects the part's own names, e.g. {', '.join(expected[:3])}; "
             f"got e.g. {', '.join(list(weights)[:3])}")
-    return report
+    return backbone.load_pretrained(model, {slot.prefix + name: tensor for name, tensor in weights.items()})
 
 
 @dataclass

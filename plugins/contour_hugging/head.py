@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from lmbench.interfaces import HeadStrategy
+from lmbench.api import HeadStrategy
 
 
 class ContourHuggingHead(HeadStrategy):

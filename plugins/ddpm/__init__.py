@@ -1,6 +1,6 @@
 """The paper's method: DDPM pre-training (diffusers) and the DDPM U-Net landmark detector."""
 
-from lmbench.hookspecs import hookimpl
+from lmbench.api import hookimpl
 
 
 @hookimpl

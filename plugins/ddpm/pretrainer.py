@@ -26,10 +26,10 @@ import torch
 import torch.nn.functional as F
 from diffusers import DDPMScheduler
 
-from lmbench.augment import augment_images
-from lmbench.errors import LmbenchError
-from lmbench.interfaces import PretrainContext, Pretrainer
-from lmbench.pretraining import ema, train_steps
+from lmbench.api import augment_images
+from lmbench.api import LmbenchError
+from lmbench.api import PretrainContext, Pretrainer
+from lmbench.api import ema, train_steps
 from lmbench_plugins.ddpm.backbone import predict_noise
 
 

@@ -12,8 +12,8 @@ import typer
 from diffusers import DDIMScheduler
 from PIL import Image
 
-from lmbench.errors import LmbenchError
-from lmbench.matrix import default_cache_dir
+from lmbench.api import LmbenchError
+from lmbench.api import default_cache_dir
 from lmbench_plugins.ddpm.backbone import DdpmUNet, predict_noise
 
 

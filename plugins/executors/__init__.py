@@ -1,6 +1,6 @@
 """Where a matrix runs: this process (local), worker processes (pool), SLURM (submitit)."""
 
-from lmbench.hookspecs import hookimpl
+from lmbench.api import hookimpl
 
 
 @hookimpl

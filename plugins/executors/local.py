@@ -1,7 +1,7 @@
 """The default executor: one group after another, in this process, with live progress."""
 
-from lmbench.interfaces import Executor
-from lmbench.runner import Summary
+from lmbench.api import Executor
+from lmbench.api import Summary
 
 
 class Local(Executor):

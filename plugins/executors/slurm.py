@@ -11,9 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lmbench.errors import LmbenchError
-from lmbench.interfaces import Executor
-from lmbench.runner import Summary, one_line
+from lmbench.api import LmbenchError
+from lmbench.api import Executor
+from lmbench.api import Summary, one_line
 
 
 class Submitit(Executor):

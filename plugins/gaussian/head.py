@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from scipy import ndimage
 
-from lmbench.interfaces import HeadStrategy
+from lmbench.api import HeadStrategy
 
 
 class GaussianHead(HeadStrategy):

@@ -1,6 +1,6 @@
 """ImageNet-supervised weights for the smp-unet encoder, from local caches or a file."""
 
-from lmbench.hookspecs import hookimpl
+from lmbench.api import hookimpl
 
 
 @hookimpl

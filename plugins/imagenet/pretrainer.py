@@ -11,8 +11,8 @@ from pathlib import Path
 import segmentation_models_pytorch as smp
 import torch
 
-from lmbench.errors import PluginError, SkipRun
-from lmbench.interfaces import PretrainContext, Pretrainer
+from lmbench.api import PluginError, SkipRun
+from lmbench.api import PretrainContext, Pretrainer
 from lmbench_plugins.imagenet import efficientnet_lite
 
 

@@ -1,4 +1,4 @@
-from lmbench.hookspecs import hookimpl
+from lmbench.api import hookimpl
 
 
 @hookimpl

@@ -1,6 +1,6 @@
 """No pre-training: the backbone keeps its random initialisation (seeded by the run)."""
 
-from lmbench.interfaces import PretrainContext, Pretrainer
+from lmbench.api import PretrainContext, Pretrainer
 
 
 class Scratch(Pretrainer):

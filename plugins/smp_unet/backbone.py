@@ -6,8 +6,8 @@ from dataclasses import dataclass, field
 
 import segmentation_models_pytorch as smp
 
-from lmbench.errors import PluginError
-from lmbench.interfaces import Backbone, LoadReport, WeightSlot
+from lmbench.api import PluginError
+from lmbench.api import Backbone, LoadReport, WeightSlot
 
 
 class SmpUnet(Backbone):

@@ -2,7 +2,7 @@
 heads, losses, view transforms and momentum utilities, pre-training the encoder of the
 ``smp-unet`` backbone on the unlabeled pool."""
 
-from lmbench.hookspecs import hookimpl
+from lmbench.api import hookimpl
 
 
 @hookimpl

@@ -16,9 +16,9 @@ from torch import nn
 
 from lightly.models.utils import deactivate_requires_grad
 
-from lmbench.errors import LmbenchError
-from lmbench.interfaces import PretrainContext, Pretrainer
-from lmbench.pretraining import train_steps
+from lmbench.api import LmbenchError
+from lmbench.api import PretrainContext, Pretrainer
+from lmbench.api import train_steps
 from lmbench_plugins.ssl.views import view_batches
 
 

@@ -1,6 +1,6 @@
 """The paper's three x-ray datasets, as researchers download them, and a researcher's own folder."""
 
-from lmbench.hookspecs import hookimpl
+from lmbench.api import hookimpl
 
 
 @hookimpl

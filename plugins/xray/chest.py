@@ -12,9 +12,9 @@ import re
 from dataclasses import dataclass, field
 
 
-from lmbench.errors import DataError
-from lmbench.interfaces import Dataset, Sample
-from lmbench.io import check_inside, find_image, read_image, read_point_lines
+from lmbench.api import DataError
+from lmbench.api import Dataset, Sample
+from lmbench.api import check_inside, find_image, read_image, read_point_lines
 from lmbench_plugins.xray.common import data_root, natural_sorted, sized_split, summarize_ids
 
 NUM_LANDMARKS = 6

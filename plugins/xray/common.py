@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from lmbench.errors import DataError
+from lmbench.api import DataError
 
 
 def data_root(root: str, dataset: str) -> Path:

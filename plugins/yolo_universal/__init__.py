@@ -1,6 +1,6 @@
 """The YOLO universal landmark detector (Zhu et al., MICCAI 2021, "GU2Net") and its head."""
 
-from lmbench.hookspecs import hookimpl
+from lmbench.api import hookimpl
 
 
 @hookimpl

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from lmbench.errors import PluginError
-from lmbench.interfaces import Backbone
+from lmbench.api import PluginError
+from lmbench.api import Backbone
 from lmbench_plugins.yolo_universal.network import GU2Net
 
 

@@ -1,0 +1,40 @@
+"""lmbench's public plugin API: what a plugin imports, all from here.
+
+    from lmbench.api import hookimpl, Pretrainer, train_steps
+
+The interfaces, ``hookimpl`` and the errors are light to import; the helpers that need torch
+(the shared pre-training loop, augmentation, autocast) load on first use, so that a
+plugin's ``__init__`` importing ``hookimpl`` from here keeps ``lmbench plugins`` fast.
+Everything else in ``lmbench`` is internal and may change between versions.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+from lmbench.errors import DataError, LmbenchError, PluginError, SkipRun
+from lmbench.hookspecs import hookimpl
+from lmbench.interfaces import (
+    Backbone, Component, Dataset, Executor, HeadStrategy, LoadReport, PretrainContext, Pretrainer, Sample, WeightSlot,
+)
+
+#: name -> module, imported on first use
+_LAZY = {
+    "train_steps": "lmbench.pretraining", "ema": "lmbench.pretraining",
+    "augment": "lmbench.augment", "augment_images": "lmbench.augment",
+    "autocast": "lmbench.engine", "default_cache_dir": "lmbench.matrix",
+    "Summary": "lmbench.runner", "one_line": "lmbench.runner",
+    "check_inside": "lmbench.io", "find_image": "lmbench.io", "parse_number": "lmbench.io",
+    "read_image": "lmbench.io", "read_point_lines": "lmbench.io",
+}
+
+__all__ = [
+    "Backbone", "Component", "DataError", "Dataset", "Executor", "HeadStrategy", "LmbenchError", "LoadReport",
+    "PluginError", "PretrainContext", "Pretrainer", "Sample", "SkipRun", "WeightSlot", "hookimpl", *_LAZY,
+]
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'lmbench.api' has no attribute {name!r}")

@@ -1,0 +1,58 @@
+"""lmbench.testing: the contract checks pass on the built-ins and catch a broken plugin."""
+
+import pytest
+import torch
+
+from lmbench.api import Pretrainer
+from lmbench.testing import check_backbone, check_dataset, check_head, check_pretrainer
+from lmbench_plugins.contour_hugging.head import ContourHuggingHead
+from lmbench_plugins.ddpm.backbone import DdpmUNet
+from lmbench_plugins.ddpm.pretrainer import DdpmPretrainer
+from lmbench_plugins.gaussian.head import GaussianHead
+from lmbench_plugins.smp_unet.backbone import SmpUnet
+from lmbench_plugins.ssl.simclrv2 import SimCLRv2
+from lmbench_plugins.synthetic.dataset import SyntheticHands
+
+SMALL = SmpUnet(SmpUnet.Params(encoder="tu-resnet10t", encoder_depth=3, decoder_channels=[32, 16, 8]))
+
+
+def test_the_built_ins_keep_the_contract():
+    check_backbone(SMALL)
+    check_backbone(DdpmUNet(DdpmUNet.Params(preset="smoke")))
+    weights = check_pretrainer(DdpmPretrainer(DdpmPretrainer.Params(iterations=2, batch_size=2, accumulation=1)),
+                               DdpmUNet(DdpmUNet.Params(preset="smoke")))
+    assert "init_conv.weight" in weights
+    check_pretrainer(SimCLRv2(SimCLRv2.Params(iterations=2, batch_size=4, accumulation=1, hidden_dim=32)), SMALL)
+    check_head(GaussianHead(GaussianHead.Params(sigma=2.0)))
+    check_head(ContourHuggingHead())
+    check_dataset(SyntheticHands(SyntheticHands.Params(n_train=4, n_val=2, n_test=2)))
+
+
+class Forgetful(Pretrainer):
+    produces = "unet-encoder"
+
+    def pretrain(self, context):
+        context.backbone.build_part(self.produces, context.num_landmarks, context.images.shape[-1])
+
+
+class Prefixed(Forgetful):
+    def pretrain(self, context):
+        encoder = context.backbone.build_part(self.produces, context.num_landmarks, context.images.shape[-1])
+        return {f"encoder.{k}": v for k, v in encoder.state_dict().items()}  # the prefix is lmbench's to add
+
+
+class Swapped(GaussianHead):
+    def decode(self, logits):
+        return super().decode(logits).flip(-1)  # (y, x): a classic slip
+
+
+@pytest.mark.parametrize("check, message", [
+    (lambda: check_pretrainer(Forgetful(), SMALL), "returned nothing from pretrain()"),
+    (lambda: check_pretrainer(Prefixed(), SMALL), "it expects the part's own names, e.g. model.conv1"),
+    (lambda: check_pretrainer(Forgetful(), DdpmUNet(DdpmUNet.Params(preset="smoke"))),
+     "produces unet-encoder weights; ddpmunet accepts detector, ddpm-unet"),
+    (lambda: check_head(Swapped(Swapped.Params(sigma=2.0))), "decoding logits fitted to the targets misses"),
+])
+def test_a_broken_plugin_fails_its_check_with_what_is_wrong(check, message):
+    with pytest.raises((AssertionError, Exception), match=message.replace("(", r"\(").replace(")", r"\)")):
+        check()
