@@ -69,9 +69,23 @@ def plugins(check: Annotated[bool, typer.Option(help="Import every component to 
 
 
 @app.command()
-def validate(matrix: MatrixOption, data_root: DataRootOption = None):
+def validate(matrix: MatrixOption, data_root: DataRootOption = None,
+             params: Annotated[bool, typer.Option("--params", help="Also show each component's resolved params (profile defaults applied) and code version.")] = False):
     """Expand a matrix and show its runs and what was pruned, without running anything."""
     m = _load(matrix, data_root)
+    if params:
+        from lmbench.keys import canonical_json
+
+        resolved = Table(title=f"{m.name}: resolved params ({m.profile} profile)")
+        for column in ("kind", "label", "plugin", "code", "params"):
+            resolved.add_column(column, overflow="fold")
+        seen = {}
+        for run, _ in [(r, None) for r in m.runs] + m.pruned:
+            for spec in (run.dataset, run.pretrainer, run.backbone, run.head):
+                seen.setdefault((spec.kind, spec.label), spec)
+        for (kind, label), spec in seen.items():
+            resolved.add_row(kind, label, spec.name, spec.code, canonical_json(spec.params))
+        console.print(resolved)
     table = Table(title=f"{m.name}: {len(m.runs)} runs ({m.profile} profile) -> {m.results_dir}")
     for column in ("run_key", "dataset", "pretrainer", "backbone", "head", "labels", "seed"):
         table.add_column(column)

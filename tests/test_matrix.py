@@ -144,3 +144,16 @@ def test_the_paper_profile_runs_the_published_method(tmp_path):
     assert {k: paper.pretrainer.params[k] for k in ("accumulate", "min_timestep", "clip", "augment")} == {
         "accumulate": "sum", "min_timestep": 1, "clip": "value", "augment": True}
     assert (paper.pretrainer.params["batch_size"], paper.pretrainer.params["accumulation"]) == (4, 8)
+
+
+def test_validate_shows_each_components_resolved_params(tmp_path):
+    from conftest import lmbench_cli
+
+    path = tmp_path / "m.toml"
+    path.write_text(BASE.replace('name = "scratch"', 'name = "ddpm"').replace('name = "smp-unet"', 'name = "ddpm-unet"'))
+    out = lmbench_cli("validate", "--matrix", str(path), "--params", env_extra={"COLUMNS": "400"})
+    assert out.returncode == 0, out.stderr
+    ddpm_unet = next(line for line in out.stdout.splitlines() if "│ backbone" in line)
+    assert '"base_width":16' in ddpm_unet and '"network":"published"' in ddpm_unet  # the smoke preset, resolved
+    head = next(line for line in out.stdout.splitlines() if "│ head" in line)
+    assert '{"decode":"contour","sigma":2.0}' in head and "lmbench==" in head

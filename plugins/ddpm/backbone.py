@@ -131,7 +131,7 @@ class Detector(nn.Module):
 
 
 class DdpmUNet(Backbone):
-    """The DDPM U-Net; ``None`` fields take the preset's value."""
+    """The DDPM U-Net; ``None`` fields take the preset's value when the params are built."""
 
     @dataclass
     class Params:
@@ -147,20 +147,24 @@ class DdpmUNet(Backbone):
         self_condition: bool | None = None  # an extra all-zero input channel, as the published code
         input_range: Literal["unit", "symmetric"] | None = None  # [0, 1] (published) or [-1, 1]
 
+        def __post_init__(self):
+            preset = PRESETS[self.preset]
+            network = self.network or preset["network"]
+            for name, owner in ONLY.items():  # fields of the other network: none
+                if network != owner:
+                    if getattr(self, name) is not None:
+                        raise PluginError(f"ddpm-unet: {name} applies to network {owner!r}, not {network!r}")
+                    preset = {**preset, name: None}
+                elif preset[name] is None:
+                    preset = {**preset, name: PRESETS["published" if owner == "published" else "paper-text"][name]}
+            for f in fields(self):
+                if getattr(self, f.name) is None:
+                    setattr(self, f.name, preset[f.name])
+
     profile_defaults = {"smoke": {"preset": "smoke"}, "quick": {"preset": "quick"}, "paper": {"preset": "published"}}
 
     def config(self) -> dict:
-        preset = PRESETS[self.params.preset]
-        config = {f.name: getattr(self.params, f.name) if getattr(self.params, f.name) is not None else preset[f.name]
-                  for f in fields(self.Params) if f.name != "preset"}
-        for name, network in ONLY.items():
-            if config["network"] != network:
-                if getattr(self.params, name) is not None:
-                    raise PluginError(f"ddpm-unet: {name} applies to network {network!r}, not {config['network']!r}")
-                config[name] = None
-            elif config[name] is None:
-                config[name] = PRESETS["published" if network == "published" else "paper-text"][name]
-        return config
+        return {f.name: getattr(self.params, f.name) for f in fields(self.Params) if f.name != "preset"}
 
     def build_unet(self, image_size: int, out_channels: int = 1) -> nn.Module:
         return build_unet(self.config(), image_size, out_channels)
