@@ -1,5 +1,5 @@
-"""Published numbers shipped with lmbench (``results/reference/*.parquet``), shown beside a
-reproduction's by ``lmbench leaderboard --reference NAME``."""
+"""Published numbers shipped with lmbench as package data (``lmbench/reference_tables/*.parquet``),
+shown beside a reproduction's by ``lmbench leaderboard --reference NAME``."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 from lmbench.errors import LmbenchError
 from lmbench.results import METRIC_SCHEMA, SCHEMA_VERSION, write_atomic
 
-REFERENCE_DIR = Path(__file__).resolve().parent.parent / "results" / "reference"
+REFERENCE_DIR = Path(__file__).resolve().parent / "reference_tables"
 _s, _i, _f = pa.string(), pa.int64(), pa.float64()
 REFERENCE_SCHEMA = pa.schema(
     [field for field in METRIC_SCHEMA if field.name != "run_key"]

@@ -183,3 +183,23 @@ def test_the_sweep_reads_the_validation_split_never_the_test_split(tmp_path):
             results.write_run(folder, row, metrics, [])
     runs = [r for r in results.read_runs([folder])]
     assert sweep_points(runs, "native") == {("ddpm / gaussian", 10): [(4000, 5.5), (8000, 3.5)]}
+
+
+def test_an_installed_wheel_carries_the_papers_numbers(tmp_path):
+    """Built and installed as a user gets it (not editable), read from outside the checkout."""
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation",
+                    "--wheel-dir", str(tmp_path / "dist"), str(ROOT)], check=True, capture_output=True)
+    (wheel,) = (tmp_path / "dist").glob("lmbench-*.whl")
+    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--target", str(tmp_path / "site"),
+                    str(wheel)], check=True, capture_output=True)
+    code = ("import lmbench.reference as r; print(r.__file__); print(len(r.load_reference('paper')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path,
+                         env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(tmp_path / "site")})
+    assert out.returncode == 0, out.stderr
+    module, count = out.stdout.split()
+    assert module.startswith(str(tmp_path / "site")) and int(count) == 487

@@ -1,4 +1,4 @@
-"""Writes paper.parquet: every number of Tables 1-5 of Di Via et al. (WACV 2025), parsed from
+"""Writes lmbench/reference_tables/paper.parquet: every number of Tables 1-5 of Di Via et al. (WACV 2025), parsed from
 the paper's text (the markdown version beside the project's docs).
 
     python results/reference/make_paper_reference.py PATH/divia2025-ddpm-fewshot-landmarks.md
@@ -14,7 +14,7 @@ import re
 import sys
 from pathlib import Path
 
-from lmbench.reference import write_reference
+from lmbench.reference import REFERENCE_DIR, write_reference
 
 METHODS = {  # as printed -> (pretrainer, head, backbone)
     "ImageNet": ("imagenet", "gaussian", "smp-unet"),
@@ -86,5 +86,5 @@ def parse(text: str) -> list[dict]:
 
 if __name__ == "__main__":
     found = parse(Path(sys.argv[1]).read_text())
-    write_reference(found, Path(__file__).with_name("paper.parquet"))
+    write_reference(found, REFERENCE_DIR / "paper.parquet")
     print(f"{len(found)} rows")
