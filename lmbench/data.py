@@ -25,7 +25,7 @@ class Prepared:
     shapes: list[tuple[int, int]]  # original (H, W)
     spacings: list[float | None]
 
-    def subset(self, ids: list[str]) -> "Prepared":
+    def subset(self, ids: list[str]) -> Prepared:
         index = [self.ids.index(i) for i in ids]
         return Prepared(
             ids=list(ids),

@@ -11,7 +11,7 @@ import copy
 import itertools
 import math
 from dataclasses import dataclass, field
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import nn

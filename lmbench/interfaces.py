@@ -13,7 +13,8 @@ from __future__ import annotations
 import dataclasses
 from abc import abstractmethod
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, ClassVar, Literal, Sequence
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import numpy as np
 
@@ -102,14 +103,14 @@ class Dataset(Component):
 class PretrainContext:
     """What a pretrainer gets: the unlabeled images at the run's input size, and the means."""
 
-    images: "torch.Tensor"  # (M, 1, S, S) float32 in [0, 1], on the CPU
-    backbone: "Backbone"
+    images: torch.Tensor  # (M, 1, S, S) float32 in [0, 1], on the CPU
+    backbone: Backbone
     num_landmarks: int
     seed: int
-    device: "torch.device"
+    device: torch.device
     progress: Callable[[int, int], None]  # (done, total) in optimiser steps
     #: store the weights of one checkpoint of the run (see ``Pretrainer.checkpoints``)
-    save_checkpoint: Callable[[int, dict[str, "torch.Tensor"]], None] = lambda step, weights: None
+    save_checkpoint: Callable[[int, dict[str, torch.Tensor]], None] = lambda step, weights: None
 
 
 @dataclass(frozen=True)
@@ -170,7 +171,7 @@ class Pretrainer(Component):
         return f"{self.name} produces {self.produces} weights; {backbone.name} accepts {parts}"
 
     @abstractmethod
-    def pretrain(self, context: PretrainContext) -> dict[str, "torch.Tensor"] | None:
+    def pretrain(self, context: PretrainContext) -> dict[str, torch.Tensor] | None:
         """Return the state dict of the part this pretrainer ``produces`` (None for a pretrainer
         that produces nothing). A pretrainer with ``checkpoint_param`` passes each checkpoint
         to ``context.save_checkpoint`` instead, and may return None."""
@@ -194,7 +195,7 @@ class Backbone(Component):
     joint_training: ClassVar[bool] = False
 
     @abstractmethod
-    def build(self, num_landmarks: int, image_size: int) -> "nn.Module":
+    def build(self, num_landmarks: int, image_size: int) -> nn.Module:
         """A freshly initialised network with ``num_landmarks`` output channels."""
 
     def weight_slots(self) -> list[WeightSlot]:
@@ -205,14 +206,14 @@ class Backbone(Component):
     def slot(self, part: str) -> WeightSlot | None:
         return next((s for s in self.weight_slots() if s.part == part), None)
 
-    def build_part(self, part: str, num_landmarks: int, image_size: int) -> "nn.Module":
+    def build_part(self, part: str, num_landmarks: int, image_size: int) -> nn.Module:
         """A freshly initialised network of one of ``weight_slots``' parts, for a pretrainer
         to train; its state dict lands under the slot's prefix in the network ``build`` makes."""
         if part == "detector":
             return self.build(num_landmarks, image_size)
         raise NotImplementedError(f"{self.name} names part {part!r} but does not build it")
 
-    def load_pretrained(self, model: "nn.Module", weights: dict[str, "torch.Tensor"]) -> LoadReport:
+    def load_pretrained(self, model: nn.Module, weights: dict[str, torch.Tensor]) -> LoadReport:
         """Copy matching tensors of ``weights`` into ``model``; report the rest by name."""
         own = model.state_dict()
         loaded, mismatched = [], []
@@ -238,21 +239,21 @@ class HeadStrategy(Component):
     """
 
     @abstractmethod
-    def targets(self, landmarks: "torch.Tensor", size: tuple[int, int]) -> "torch.Tensor":
+    def targets(self, landmarks: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
         """(B, N, 2) landmarks -> (B, N, H, W) targets."""
 
     @abstractmethod
-    def loss(self, logits: "torch.Tensor", targets: "torch.Tensor") -> "torch.Tensor":
+    def loss(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """Scalar training loss."""
 
     @abstractmethod
-    def decode(self, logits: "torch.Tensor") -> "torch.Tensor":
+    def decode(self, logits: torch.Tensor) -> torch.Tensor:
         """(B, N, H, W) logits -> (B, N, 2) landmarks."""
 
     #: whether ``calibrate`` wants the validation split's logits once fine-tuning is done
     calibrates: ClassVar[bool] = False
 
-    def calibrate(self, logits: "torch.Tensor", landmarks: "torch.Tensor") -> None:
+    def calibrate(self, logits: torch.Tensor, landmarks: torch.Tensor) -> None:
         """Fit decoding settings (a temperature, say) on the validation split's (M, N, H, W)
         logits and (M, N, 2) landmarks, before the test set is decoded."""
 

@@ -10,7 +10,8 @@ weights of each requested checkpoint go to ``context.save_checkpoint``.
 
 from __future__ import annotations
 
-from typing import Callable, Literal
+from collections.abc import Callable
+from typing import Literal
 
 import torch
 from torch import nn

@@ -10,7 +10,7 @@ import subprocess
 import time
 import traceback
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, UTC
 from pathlib import Path
 from typing import Literal
 
@@ -282,7 +282,7 @@ def execute(specs: list[RunSpec], ctx: RunContext, on_stage=lambda text, done, t
             "pretrain_cache_hit": cache_hit, "peak_memory_mb": _peak_memory_mb(ctx.device),
             "n_parameters": sum(p.numel() for p in model.parameters()),
             "epochs": fit.epochs, "best_epoch": fit.best_epoch,
-            "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
         }
         outcomes.append((row, metrics, predictions))
     return outcomes
@@ -303,11 +303,11 @@ class Summary:
         return [(title, error) for status, title, error in self.notes if status == "failed"]
 
     @classmethod
-    def lost(cls, group: list[RunSpec], why: str) -> "Summary":
+    def lost(cls, group: list[RunSpec], why: str) -> Summary:
         """A group whose worker or job died before writing anything: a rerun redoes it."""
         return cls(failed=len(group), notes=[("failed", spec.title, why) for spec in group])
 
-    def add(self, other: "Summary") -> None:
+    def add(self, other: Summary) -> None:
         for name in ("ok", "failed", "skipped", "already_done", "busy"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
         self.notes += other.notes
@@ -373,7 +373,7 @@ class GroupJob:
             status = "skipped" if isinstance(exc, SkipRun) else "failed"
             error = one_line(exc)
             outcomes = [({**_config_row(spec), **_provenance(ctx), "status": status, "error": error,
-                          "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}, [], [])
+                          "finished_at": datetime.now(UTC).isoformat(timespec="seconds")}, [], [])
                         for spec in specs]
             setattr(summary, status, len(specs))
             summary.notes = [(status, spec.title, error) for spec in specs]

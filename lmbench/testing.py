@@ -132,3 +132,14 @@ def check_dataset(dataset: Dataset, samples: int = 2) -> None:
                 and (sample.landmarks[:, 1] <= height - 0.5).all()
             assert inside, f"{sample_id}: a landmark lies outside the image"
             assert (sample.spacing is not None) == (dataset.unit == "mm"), f"{sample_id}: spacing {sample.spacing}"
+
+
+def make(kind: str, name: str, **params):
+    """An installed component by its registered name (a built-in backbone, say), as a matrix
+    entry ``{name = NAME, params = {...}}`` would make it."""
+    from lmbench.plugins import registry
+
+    cls = registry().get(kind, name)
+    component = cls(cls.Params(**params))
+    component.name = name
+    return component

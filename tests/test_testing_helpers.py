@@ -1,7 +1,6 @@
 """lmbench.testing: the contract checks pass on the built-ins and catch a broken plugin."""
 
 import pytest
-import torch
 
 from lmbench.api import Pretrainer
 from lmbench.testing import check_backbone, check_dataset, check_head, check_pretrainer

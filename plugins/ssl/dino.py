@@ -19,7 +19,7 @@ from lmbench_plugins.ssl.views import xray_view_args
 
 
 class DinoMethod(SslMethod):
-    def __init__(self, encoder: PooledEncoder, p: "Dino.Params"):
+    def __init__(self, encoder: PooledEncoder, p: Dino.Params):
         super().__init__()
         self.student = encoder
         head = lambda: DINOProjectionHead(encoder.dim, p.hidden_dim, p.bottleneck_dim, p.output_dim)  # noqa: E731

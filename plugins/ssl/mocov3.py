@@ -17,7 +17,7 @@ from lmbench_plugins.ssl.views import xray_view_args
 
 
 class MoCoV3Method(SslMethod):
-    def __init__(self, encoder: PooledEncoder, p: "MoCoV3.Params"):
+    def __init__(self, encoder: PooledEncoder, p: MoCoV3.Params):
         super().__init__()
         self.student = encoder
         # v3: 3-layer projection and 2-layer prediction MLPs, with batch norm

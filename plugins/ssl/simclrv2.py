@@ -14,7 +14,7 @@ from lmbench_plugins.ssl.views import xray_view_args
 
 
 class SimCLRv2Method(SslMethod):
-    def __init__(self, encoder: PooledEncoder, p: "SimCLRv2.Params"):
+    def __init__(self, encoder: PooledEncoder, p: SimCLRv2.Params):
         super().__init__()
         self.student = encoder
         self.projection = SimCLRProjectionHead(encoder.dim, p.hidden_dim, p.output_dim, num_layers=3)

@@ -13,7 +13,7 @@ channel in [0, 1], the same input range as fine-tuning, so no ImageNet normalisa
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import torch

@@ -98,7 +98,7 @@ def render(rng: np.random.Generator, height: int, width: int, noise: float) -> t
         bones += _bone(px, py, below, end, rng.uniform(5, 7) * pixel, 0, 0)
     palm = np.hypot((px - carpus[0]) / (30 * pixel), (py - carpus[1]) / (26 * pixel)) < 1
     tissue = np.maximum(tissue, palm)
-    for i in range(3):  # the carpus: a few round bones
+    for _ in range(3):  # the carpus: a few round bones
         c = carpus + rng.normal(0, 4 * pixel, size=2)
         d = np.hypot(px - c[0], py - c[1])
         bones += 0.35 / (1 + np.exp((d - rng.uniform(5, 8) * pixel) / 0.8))
