@@ -12,20 +12,29 @@ from __future__ import annotations
 
 import importlib
 
-from lmbench.errors import DataError, LmbenchError, PluginError, SkipRun
-from lmbench.hookspecs import hookimpl
-from lmbench.interfaces import (
-    Backbone, Component, Dataset, Executor, HeadStrategy, LoadReport, PretrainContext, Pretrainer, Sample, WeightSlot,
+from lmbench.core.errors import DataError, LmbenchError, PluginError, SkipRun
+from lmbench.core.hookspecs import hookimpl
+from lmbench.core.interfaces import (
+    Backbone,
+    Component,
+    Dataset,
+    Executor,
+    HeadStrategy,
+    LoadReport,
+    PretrainContext,
+    Pretrainer,
+    Sample,
+    WeightSlot,
 )
 
 #: name -> module, imported on first use
 _LAZY = {
-    "train_steps": "lmbench.pretraining", "ema": "lmbench.pretraining",
-    "augment": "lmbench.augment", "augment_images": "lmbench.augment",
-    "autocast": "lmbench.engine", "default_cache_dir": "lmbench.matrix",
-    "Summary": "lmbench.runner", "one_line": "lmbench.runner",
-    "check_inside": "lmbench.io", "find_image": "lmbench.io", "parse_number": "lmbench.io",
-    "read_image": "lmbench.io", "read_point_lines": "lmbench.io",
+    "train_steps": "lmbench.run.pretraining", "ema": "lmbench.run.pretraining",
+    "augment": "lmbench.run.augment", "augment_images": "lmbench.run.augment",
+    "autocast": "lmbench.run.engine", "default_cache_dir": "lmbench.run.matrix",
+    "Summary": "lmbench.run.runner", "one_line": "lmbench.run.runner",
+    "check_inside": "lmbench.run.io", "find_image": "lmbench.run.io", "parse_number": "lmbench.run.io",
+    "read_image": "lmbench.run.io", "read_point_lines": "lmbench.run.io",
 }
 
 __all__ = [

@@ -12,8 +12,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from lmbench.errors import LmbenchError
-from lmbench.plugins import registry
+from lmbench.core.errors import LmbenchError
+from lmbench.core.plugins import registry
 
 app = typer.Typer(help="Benchmark pre-training for few-shot anatomical landmark detection.", no_args_is_help=True)
 # Tables stay readable when piped: rich would otherwise wrap them at 80 columns.
@@ -25,7 +25,7 @@ DataRootOption = Annotated[
 
 
 def _load(matrix: Path, data_root: Path | None):
-    from lmbench.matrix import load_matrix
+    from lmbench.run.matrix import load_matrix
 
     if data_root is not None:
         os.environ["LMBENCH_DATA"] = str(data_root.expanduser().resolve())
@@ -74,7 +74,7 @@ def validate(matrix: MatrixOption, data_root: DataRootOption = None,
     """Expand a matrix and show its runs and what was pruned, without running anything."""
     m = _load(matrix, data_root)
     if params:
-        from lmbench.keys import canonical_json
+        from lmbench.core.keys import canonical_json
 
         resolved = Table(title=f"{m.name}: resolved params ({m.profile} profile)")
         for column in ("kind", "label", "plugin", "code", "params"):
@@ -112,7 +112,7 @@ def run(
     executor: Annotated[Optional[str], typer.Option(help="Where to run: local, pool, submitit or a plugin's (default: the matrix's [executor], else local).")] = None,
 ):
     """Run every cell of a matrix not already in its results folder."""
-    from lmbench.runner import run_matrix
+    from lmbench.run.runner import run_matrix
 
     m = _load(matrix, data_root)
     summary = run_matrix(m, rerun.value if rerun else None, console=console, quiet=quiet, executor=executor)
@@ -130,8 +130,8 @@ def run(
 @app.command()
 def status(matrix: MatrixOption, data_root: DataRootOption = None):
     """How far a matrix is: finished, failed, skipped, running (here or on other machines), pending."""
-    from lmbench import results
-    from lmbench.locks import is_locked
+    from lmbench.run import results
+    from lmbench.run.locks import is_locked
 
     m = _load(matrix, data_root)
     recorded = {row["run_key"]: row for row in results.read_runs([m.results_dir])} if m.results_dir.exists() else {}
@@ -178,10 +178,10 @@ def leaderboard(
     failures: Annotated[bool, typer.Option(help="Also list failed and skipped runs with their reasons.")] = False,
 ):
     """Tables of mean ± std over seeds, one per dataset, shaped like the paper's."""
-    from lmbench import results
-    from lmbench.formats import RENDERERS
-    from lmbench.leaderboard import build_boards, render_rich
-    from lmbench.reference import load_reference
+    from lmbench.reporting.formats import RENDERERS
+    from lmbench.reporting.leaderboard import build_boards, render_rich
+    from lmbench.reporting.reference import load_reference
+    from lmbench.run import results
 
     roots = results_dirs or [Path("results")]
     for root in roots:
@@ -220,7 +220,7 @@ def report(
     overlay_labels: Annotated[Optional[int], typer.Option(help="Label count of the prediction overlays (default 10, else the fewest).")] = None,
 ):
     """Figures for a paper (MRE and SDR by labels, the pre-training sweep, prediction overlays) and an index.md."""
-    from lmbench.report import write_report
+    from lmbench.reporting.figures import write_report
 
     for root in results_dirs:
         if not root.exists():
@@ -251,8 +251,8 @@ def data_check(
     param: Annotated[Optional[list[str]], typer.Option("--param", "-p", help="Other params, KEY=VALUE.")] = None,
 ):
     """Load every sample; print split counts, image sizes, landmark ranges and every problem."""
-    from lmbench import params as P
-    from lmbench.datacheck import check_dataset
+    from lmbench.core import params as P
+    from lmbench.run.datacheck import check_dataset
 
     cls = registry().get("dataset", dataset)
     values = {}
@@ -284,7 +284,7 @@ def data_check(
 
 def add_plugin_commands() -> None:
     """Each plugin's commands, one plugin at a time: one that raises is reported and left out."""
-    from lmbench.plugins import call_hook
+    from lmbench.core.plugins import call_hook
 
     reg = registry()
     for plugin in reg.plugins:

@@ -17,7 +17,7 @@ import math
 import numpy as np
 import torch
 
-from lmbench.interfaces import Backbone, Dataset, HeadStrategy, PretrainContext, Pretrainer
+from lmbench.core.interfaces import Backbone, Dataset, HeadStrategy, PretrainContext, Pretrainer
 
 
 def tiny_images(count: int = 8, size: int = 32, seed: int = 0) -> torch.Tensor:
@@ -59,7 +59,7 @@ def check_pretrainer(pretrainer: Pretrainer, backbone: Backbone, num_landmarks: 
     """Pre-trains on tiny images as a matrix would, checks the result as the runner does
     (a state dict, or every checkpoint saved) and that it loads into the backbone's network.
     Returns the weights the detector would start from."""
-    from lmbench.runner import checked_result, load_part
+    from lmbench.run.runner import checked_result, load_part
 
     reason = pretrainer.incompatibility(backbone)
     assert reason is None, f"the pretrainer refuses this backbone: {reason}"
@@ -137,7 +137,7 @@ def check_dataset(dataset: Dataset, samples: int = 2) -> None:
 def make(kind: str, name: str, **params):
     """An installed component by its registered name (a built-in backbone, say), as a matrix
     entry ``{name = NAME, params = {...}}`` would make it."""
-    from lmbench.plugins import registry
+    from lmbench.core.plugins import registry
 
     cls = registry().get(kind, name)
     component = cls(cls.Params(**params))

@@ -65,7 +65,7 @@ def pretrain_context(images, backbone, saved: dict | None = None, num_landmarks:
     """A CPU PretrainContext that keeps each saved checkpoint in ``saved``."""
     import torch
 
-    from lmbench.interfaces import PretrainContext
+    from lmbench.core.interfaces import PretrainContext
 
     return PretrainContext(
         images=images, backbone=backbone, num_landmarks=num_landmarks, seed=0, device=torch.device("cpu"),

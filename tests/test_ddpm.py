@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 import torch
 
-from lmbench import results
-from lmbench.data import prepare
-from lmbench.matrix import load_matrix
-from lmbench.runner import load_part, run_matrix
+from lmbench.run import results
+from lmbench.run.data import prepare
+from lmbench.run.matrix import load_matrix
+from lmbench.run.runner import load_part, run_matrix
 from lmbench_plugins.ddpm.backbone import DdpmUNet
 from lmbench_plugins.ddpm.pretrainer import DdpmPretrainer
 from lmbench_plugins.ddpm.sample import sample_images, save_grid
@@ -109,7 +109,7 @@ def test_linear_attention_matches_its_definition():
 
 
 def test_pretraining_augmentation_warps_some_images_and_keeps_them_in_range():
-    from lmbench.augment import augment_images
+    from lmbench.run.augment import augment_images
 
     images = torch.rand(64, 1, 32, 32)
     low, high = images.amin(dim=(1, 2, 3), keepdim=True), images.amax(dim=(1, 2, 3), keepdim=True)
@@ -167,7 +167,7 @@ def test_ddpm_pretraining_beats_scratch_with_one_label_in_the_default_matrix(tmp
     """benchmarks.toml's DDPM and scratch rows on the DDPM U-Net, one label, seed 0."""
     import tomllib
 
-    from lmbench.matrix import parse_matrix
+    from lmbench.run.matrix import parse_matrix
 
     from conftest import ROOT
 

@@ -7,9 +7,9 @@ import sys
 import pyarrow.parquet as pq
 import pytest
 
-from lmbench import results
-from lmbench.matrix import load_matrix
-from lmbench.runner import run_matrix
+from lmbench.run import results
+from lmbench.run.matrix import load_matrix
+from lmbench.run.runner import run_matrix
 
 from conftest import lmbench_cli, tiny_matrix
 
@@ -73,7 +73,7 @@ def test_two_processes_on_one_matrix_never_duplicate_work(tmp_path):
 
 
 def test_an_unknown_executor_in_the_matrix_is_named(tmp_path):
-    from lmbench.errors import MatrixError
+    from lmbench.core.errors import MatrixError
 
     with pytest.raises(MatrixError, match=r"executor\.name: unknown executor 'cluster'"):
         load_matrix(tiny_matrix(tmp_path, extra='[executor]\nkind = "cluster"\n'))

@@ -10,9 +10,9 @@ import time
 import pyarrow.parquet as pq
 import torch
 
-from lmbench import engine, results
-from lmbench.matrix import load_matrix
-from lmbench.runner import run_matrix
+from lmbench.run import engine, results
+from lmbench.run.matrix import load_matrix
+from lmbench.run.runner import run_matrix
 from lmbench_plugins.gaussian.head import GaussianHead
 
 from conftest import ROOT, lmbench_cli, tiny_matrix
@@ -55,7 +55,7 @@ def test_killed_during_pretraining_then_rerun_matches_a_clean_run(tmp_path):
 
 KILL_ON_SECOND_RUN_ROW = """
 import os, signal, sys
-from lmbench import results
+from lmbench.run import results
 original = results.write_atomic
 written = []
 def dying(table, path):
@@ -125,8 +125,8 @@ def test_out_of_gpu_memory_names_the_batch_size_and_profile(tmp_path, monkeypatc
 
 
 def test_a_training_pretrainer_that_returns_nothing_fails_naming_its_cache(tmp_path, monkeypatch):
-    from lmbench.interfaces import Pretrainer
-    from lmbench.plugins import Plugin, Registration, registry
+    from lmbench.core.interfaces import Pretrainer
+    from lmbench.core.plugins import Plugin, Registration, registry
 
     class Forgetful(Pretrainer):
         def pretrain(self, context):
@@ -146,8 +146,8 @@ def test_a_training_pretrainer_that_returns_nothing_fails_naming_its_cache(tmp_p
 
 
 def test_status_counts_finished_failed_running_and_pending(tmp_path):
-    from lmbench.locks import file_lock
-    from lmbench.runner import GroupJob
+    from lmbench.run.locks import file_lock
+    from lmbench.run.runner import GroupJob
 
     path = tiny_matrix(tmp_path, labels=(1, 2, 3))
     matrix = load_matrix(path)

@@ -1,9 +1,9 @@
 import numpy as np
 import torch
 
-from lmbench.augment import augment
-from lmbench.geometry import resize_image, to_input, to_original
-from lmbench.profiles import FinetuneConfig
+from lmbench.run.augment import augment
+from lmbench.run.geometry import resize_image, to_input, to_original
+from lmbench.run.profiles import FinetuneConfig
 
 
 def test_points_round_trip_through_the_input_size():

@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from lmbench import results
-from lmbench.formats import to_csv, to_json, to_latex, to_markdown
-from lmbench.leaderboard import build_boards
-from lmbench.reference import load_reference
-from lmbench.report import write_report
+from lmbench.reporting.figures import write_report
+from lmbench.reporting.formats import to_csv, to_json, to_latex, to_markdown
+from lmbench.reporting.leaderboard import build_boards
+from lmbench.reporting.reference import load_reference
+from lmbench.run import results
 
 from conftest import SHARED_DATA, lmbench_cli
 
@@ -135,7 +135,9 @@ def test_the_reference_file_holds_the_papers_tables():
     paper = SHARED_DATA.parent / "paper" / "divia2025-ddpm-fewshot-landmarks.md"
     if paper.exists():  # and it is exactly what the builder reads from the paper's text
         import importlib.util
-        spec = importlib.util.spec_from_file_location("make", results.__file__.replace("lmbench/results.py", "results/reference/make_paper_reference.py"))
+
+        from conftest import ROOT
+        spec = importlib.util.spec_from_file_location("make", ROOT / "results" / "reference" / "make_paper_reference.py")
         make = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(make)
         parsed = make.parse(paper.read_text())
@@ -167,7 +169,7 @@ def test_the_report_writes_figures_and_an_index_linking_each(fake_results, tmp_p
 
 
 def test_the_sweep_reads_the_validation_split_never_the_test_split(tmp_path):
-    from lmbench.report import sweep_points
+    from lmbench.reporting.figures import sweep_points
 
     folder = tmp_path / "sweep"
     for iterations, val, test in ((4000, 5.0, 1.0), (8000, 3.0, 9.0)):
@@ -197,7 +199,7 @@ def test_an_installed_wheel_carries_the_papers_numbers(tmp_path):
     (wheel,) = (tmp_path / "dist").glob("lmbench-*.whl")
     subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--target", str(tmp_path / "site"),
                     str(wheel)], check=True, capture_output=True)
-    code = ("import lmbench.reference as r; print(r.__file__); print(len(r.load_reference('paper')))")
+    code = ("import lmbench.reporting.reference as r; print(r.__file__); print(len(r.load_reference('paper')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path,
                          env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(tmp_path / "site")})
     assert out.returncode == 0, out.stderr

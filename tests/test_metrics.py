@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from lmbench.errors import DataError
-from lmbench.metrics import radial_errors, summarize
+from lmbench.core.errors import DataError
+from lmbench.run.metrics import radial_errors, summarize
 
 
 def test_errors_use_each_images_spacing():

@@ -5,10 +5,10 @@ import math
 import numpy as np
 import pytest
 
-from lmbench import results
-from lmbench.matrix import load_matrix
-from lmbench.paper_eval import paper_errors
-from lmbench.runner import run_matrix
+from lmbench.run import results
+from lmbench.run.matrix import load_matrix
+from lmbench.run.paper_eval import paper_errors
+from lmbench.run.runner import run_matrix
 from lmbench_plugins.synthetic.dataset import SyntheticHands
 from lmbench_plugins.xray.hand import DigitalHandAtlas
 from lmbench_plugins.xray.isbi2015 import Isbi2015

@@ -80,20 +80,20 @@ def test_a_third_party_pretrainer_runs_in_a_matrix_and_reaches_the_leaderboard(s
 
 
 def test_listing_plugins_does_not_import_torch():
-    code = "import sys; from lmbench.plugins import registry; registry(); print('torch' in sys.modules)"
+    code = "import sys; from lmbench.core.plugins import registry; registry(); print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
 
 
 def test_fixing_a_plugins_source_changes_its_keys(tmp_path, monkeypatch):
     """A plugin run from a working tree is keyed by a hash of its source: a fix retrains."""
-    from lmbench.matrix import load_matrix
-    from lmbench.plugins import Plugin, Registration, registry, source_hash
+    from lmbench.core.plugins import Plugin, Registration, registry, source_hash
+    from lmbench.run.matrix import load_matrix
 
     package = tmp_path / "tree" / "lmbench_fixme"
     package.mkdir(parents=True)
     (package / "__init__.py").write_text("")
-    code = ("from lmbench.interfaces import Pretrainer\n\nclass Fixme(Pretrainer):\n"
+    code = ("from lmbench.core.interfaces import Pretrainer\n\nclass Fixme(Pretrainer):\n"
             "    def pretrain(self, context):\n        return {{}}  # {}\n")
     (package / "pretrainer.py").write_text(code.format("buggy"))
     monkeypatch.syspath_prepend(str(tmp_path / "tree"))

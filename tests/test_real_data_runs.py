@@ -4,9 +4,9 @@ import json
 
 import pytest
 
-from lmbench import results
-from lmbench.matrix import load_matrix
-from lmbench.runner import run_matrix
+from lmbench.run import results
+from lmbench.run.matrix import load_matrix
+from lmbench.run.runner import run_matrix
 
 from conftest import ROOT, SHARED_DATA, lmbench_cli
 

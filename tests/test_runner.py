@@ -4,11 +4,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from lmbench import results
-from lmbench.errors import SkipRun
-from lmbench.leaderboard import build_boards
-from lmbench.matrix import load_matrix, parse_matrix
-from lmbench.runner import pick_device, run_matrix
+from lmbench.core.errors import SkipRun
+from lmbench.reporting.leaderboard import build_boards
+from lmbench.run import results
+from lmbench.run.matrix import load_matrix, parse_matrix
+from lmbench.run.runner import pick_device, run_matrix
 
 from conftest import ROOT, tiny_matrix
 
@@ -132,8 +132,8 @@ def test_the_default_matrix_runs_end_to_end_in_small(tmp_path):
 def test_pretraining_on_another_datasets_images(tmp_path, monkeypatch):
     from dataclasses import dataclass
 
-    from lmbench.interfaces import Pretrainer
-    from lmbench.plugins import Registration, registry
+    from lmbench.core.interfaces import Pretrainer
+    from lmbench.core.plugins import Registration, registry
 
     pools = []  # how many unlabeled images each pre-training saw
 

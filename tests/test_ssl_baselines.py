@@ -7,11 +7,11 @@ import pytest
 import timm
 import torch
 
-from lmbench import results
-from lmbench.data import prepare
-from lmbench.errors import PluginError
-from lmbench.matrix import load_matrix
-from lmbench.runner import load_part, run_matrix
+from lmbench.core.errors import PluginError
+from lmbench.run import results
+from lmbench.run.data import prepare
+from lmbench.run.matrix import load_matrix
+from lmbench.run.runner import load_part, run_matrix
 from lmbench_plugins.imagenet import efficientnet_lite
 from lmbench_plugins.imagenet.pretrainer import ImageNet
 from lmbench_plugins.smp_unet.backbone import SmpUnet

@@ -4,10 +4,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from lmbench import results
-from lmbench.errors import MatrixError
-from lmbench.matrix import load_matrix
-from lmbench.runner import run_matrix
+from lmbench.core.errors import MatrixError
+from lmbench.run import results
+from lmbench.run.matrix import load_matrix
+from lmbench.run.runner import run_matrix
 from lmbench_plugins.yolo_universal.backbone import YoloUniversal
 from lmbench_plugins.yolo_universal.head import GaussianBceHead
 

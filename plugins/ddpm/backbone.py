@@ -24,8 +24,7 @@ from diffusers import UNet2DModel
 from diffusers.models.resnet import ResnetBlock2D
 from torch import nn
 
-from lmbench.api import PluginError
-from lmbench.api import Backbone, WeightSlot
+from lmbench.api import Backbone, PluginError, WeightSlot
 from lmbench_plugins.ddpm.published_unet import PublishedUNet
 
 PRESETS = {

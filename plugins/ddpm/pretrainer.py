@@ -19,18 +19,15 @@ counts stay in the protocol's units.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from diffusers import DDPMScheduler
 
-from lmbench.api import augment_images
-from lmbench.api import LmbenchError
-from lmbench.api import PretrainContext, Pretrainer
-from lmbench.api import ema, train_steps
+from lmbench.api import LmbenchError, PretrainContext, Pretrainer, augment_images, ema, train_steps
 from lmbench_plugins.ddpm.backbone import predict_noise
 
 

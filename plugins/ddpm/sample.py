@@ -12,8 +12,7 @@ import typer
 from diffusers import DDIMScheduler
 from PIL import Image
 
-from lmbench.api import LmbenchError
-from lmbench.api import default_cache_dir
+from lmbench.api import LmbenchError, default_cache_dir
 from lmbench_plugins.ddpm.backbone import DdpmUNet, predict_noise
 
 

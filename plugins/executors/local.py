@@ -1,7 +1,6 @@
 """The default executor: one group after another, in this process, with live progress."""
 
-from lmbench.api import Executor
-from lmbench.api import Summary
+from lmbench.api import Executor, Summary
 
 
 class Local(Executor):

@@ -8,8 +8,7 @@ import os
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 
-from lmbench.api import Executor
-from lmbench.api import Summary, one_line
+from lmbench.api import Executor, Summary, one_line
 
 
 def _pin(slots, gpus: int, threads: int) -> None:

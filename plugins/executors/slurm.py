@@ -11,9 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lmbench.api import LmbenchError
-from lmbench.api import Executor
-from lmbench.api import Summary, one_line
+from lmbench.api import Executor, LmbenchError, Summary, one_line
 
 
 class Submitit(Executor):

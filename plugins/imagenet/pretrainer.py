@@ -11,8 +11,7 @@ from pathlib import Path
 import segmentation_models_pytorch as smp
 import torch
 
-from lmbench.api import PluginError, SkipRun
-from lmbench.api import PretrainContext, Pretrainer
+from lmbench.api import PluginError, PretrainContext, Pretrainer, SkipRun
 from lmbench_plugins.imagenet import efficientnet_lite
 
 

@@ -6,8 +6,7 @@ from dataclasses import dataclass, field
 
 import segmentation_models_pytorch as smp
 
-from lmbench.api import PluginError
-from lmbench.api import Backbone, LoadReport, WeightSlot
+from lmbench.api import Backbone, LoadReport, PluginError, WeightSlot
 
 
 class SmpUnet(Backbone):

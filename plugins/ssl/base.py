@@ -12,13 +12,10 @@ from copy import deepcopy
 from dataclasses import dataclass, field
 
 import torch
+from lightly.models.utils import deactivate_requires_grad
 from torch import nn
 
-from lightly.models.utils import deactivate_requires_grad
-
-from lmbench.api import LmbenchError
-from lmbench.api import PretrainContext, Pretrainer
-from lmbench.api import train_steps
+from lmbench.api import LmbenchError, PretrainContext, Pretrainer, train_steps
 from lmbench_plugins.ssl.views import view_batches
 
 

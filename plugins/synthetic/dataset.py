@@ -15,8 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.ndimage import gaussian_filter
 
-from lmbench.api import DataError
-from lmbench.api import Dataset, Sample
+from lmbench.api import DataError, Dataset, Sample
 
 LANDMARKS = (
     "ulna_tip", "radius_tip",

@@ -11,10 +11,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-
-from lmbench.api import DataError
-from lmbench.api import Dataset, Sample
-from lmbench.api import check_inside, find_image, read_image, read_point_lines
+from lmbench.api import DataError, Dataset, Sample, check_inside, find_image, read_image, read_point_lines
 from lmbench_plugins.xray.common import data_root, natural_sorted, sized_split, summarize_ids
 
 NUM_LANDMARKS = 6

@@ -15,9 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lmbench.api import DataError
-from lmbench.api import Dataset, Sample
-from lmbench.api import check_inside, find_image, parse_number, read_image
+from lmbench.api import DataError, Dataset, Sample, check_inside, find_image, parse_number, read_image
 from lmbench_plugins.xray.common import data_root, natural_sorted, summarize_ids
 
 

@@ -12,9 +12,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from lmbench.api import DataError
-from lmbench.api import Dataset, Sample
-from lmbench.api import check_inside, find_image, parse_number, read_image
+from lmbench.api import DataError, Dataset, Sample, check_inside, find_image, parse_number, read_image
 from lmbench_plugins.xray.common import data_root, natural_sorted, sized_split, summarize_ids
 
 NUM_LANDMARKS = 37

@@ -12,9 +12,7 @@ from typing import Literal
 
 import numpy as np
 
-from lmbench.api import DataError
-from lmbench.api import Dataset, Sample
-from lmbench.api import check_inside, find_image, read_image, read_point_lines
+from lmbench.api import DataError, Dataset, Sample, check_inside, find_image, read_image, read_point_lines
 from lmbench_plugins.xray.common import data_root
 
 LANDMARKS = (

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from lmbench.api import PluginError
-from lmbench.api import Backbone
+from lmbench.api import Backbone, PluginError
 from lmbench_plugins.yolo_universal.network import GU2Net
 
 

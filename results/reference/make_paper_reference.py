@@ -14,7 +14,7 @@ import re
 import sys
 from pathlib import Path
 
-from lmbench.reference import REFERENCE_DIR, write_reference
+from lmbench.reporting.reference import REFERENCE_DIR, write_reference
 
 METHODS = {  # as printed -> (pretrainer, head, backbone)
     "ImageNet": ("imagenet", "gaussian", "smp-unet"),

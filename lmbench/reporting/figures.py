@@ -21,9 +21,9 @@ matplotlib.use("Agg")  # files only, never a window
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from lmbench import results  # noqa: E402
-from lmbench.formats import to_markdown  # noqa: E402
-from lmbench.leaderboard import Board, build_boards, header, matches  # noqa: E402
+from lmbench.reporting.formats import to_markdown  # noqa: E402
+from lmbench.reporting.leaderboard import Board, build_boards, header, matches  # noqa: E402
+from lmbench.run import results  # noqa: E402
 
 DPI = 100
 OVERLAY_IMAGES = 3
@@ -133,7 +133,7 @@ def plot_sweep(points: dict, dataset: str, path: Path) -> None:
 def plot_overlays(runs: list[dict], labels: int, path: Path) -> str | None:
     """Image, ground truth (green) and prediction (red) for the first test images, one column per
     method at ``labels`` labels. Returns why it could not be drawn, or None."""
-    from lmbench.matrix import ComponentSpec  # the dataset plugin reloads the images
+    from lmbench.run.matrix import ComponentSpec  # the dataset plugin reloads the images
 
     chosen = {}
     for run in sorted(runs, key=lambda r: (r["seed"], r["finished_at"] or "")):

@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import dataclasses
 from abc import abstractmethod
-from dataclasses import dataclass
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import numpy as np
 
-from lmbench.errors import LmbenchError
+from lmbench.core.errors import LmbenchError
 
 if TYPE_CHECKING:  # torch stays out of plugin listing and matrix parsing
     import torch
@@ -75,7 +75,7 @@ class Dataset(Component):
 
     @abstractmethod
     def load(self, sample_id: str) -> Sample:
-        """Load one sample. Raise ``lmbench.errors.DataError`` naming the file on bad data."""
+        """Load one sample. Raise ``lmbench.core.errors.DataError`` naming the file on bad data."""
 
     def problems(self) -> list[str]:
         """Gaps the protocol tolerates, found while indexing (labels without an image, say),
@@ -264,7 +264,7 @@ class Executor(Component):
 
     ``groups`` are lists of runs that train together (one run, or a joint group's members).
     ``job(group)`` is picklable, runs one group wherever it is called, writes its result files
-    itself and returns a ``lmbench.runner.Summary``; locks make it safe to call twice. Report
+    itself and returns a ``lmbench.run.runner.Summary``; locks make it safe to call twice. Report
     each finished group to ``tracker.finished(group, summary)``; ``tracker.started(group)``
     returns an ``on_stage`` callback for progress bars when the group runs in this process.
     """

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from lmbench.errors import DataError
+from lmbench.core.errors import DataError
 
 
 def radial_errors(predicted: np.ndarray, truth: np.ndarray, spacings: Sequence[float | None], unit: str) -> np.ndarray:

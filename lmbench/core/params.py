@@ -8,7 +8,7 @@ import types
 import typing
 from typing import Any, Literal, Union
 
-from lmbench.errors import MatrixError
+from lmbench.core.errors import MatrixError
 
 
 def _type_name(tp: Any) -> str:

@@ -1,7 +1,7 @@
 """Plugin discovery: entry points of the ``lmbench`` group, loaded one by one.
 
 Each plugin module is registered with pluggy, which checks its hook implementations against
-``lmbench.hookspecs``, and every hook is called through pluggy, one plugin at a time. A plugin
+``lmbench.core.hookspecs``, and every hook is called through pluggy, one plugin at a time. A plugin
 that fails to import, names a hook that does not exist, takes an argument its hook does not
 pass, or raises inside a hook is recorded as broken with one line saying what and where,
 and everything else keeps working; ``LMBENCH_STRICT_PLUGINS=1`` makes that fatal.
@@ -24,9 +24,9 @@ from pathlib import Path
 
 import pluggy
 
-from lmbench import hookspecs
-from lmbench.errors import PluginError
-from lmbench.interfaces import KINDS, Component
+from lmbench.core import hookspecs
+from lmbench.core.errors import PluginError
+from lmbench.core.interfaces import KINDS, Component
 
 GROUP = "lmbench"
 HOOKS = {

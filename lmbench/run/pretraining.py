@@ -17,9 +17,9 @@ import torch
 from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
-from lmbench.engine import autocast
-from lmbench.errors import LmbenchError
-from lmbench.interfaces import PretrainContext
+from lmbench.core.errors import LmbenchError
+from lmbench.core.interfaces import PretrainContext
+from lmbench.run.engine import autocast
 
 
 def train_steps(

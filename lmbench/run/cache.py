@@ -14,12 +14,12 @@ import json
 import logging
 import os
 import time
-from pathlib import Path
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 
-from lmbench.locks import file_lock
+from lmbench.run.locks import file_lock
 
 log = logging.getLogger("lmbench")
 

@@ -7,8 +7,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from lmbench.errors import DataError
-from lmbench.interfaces import Dataset
+from lmbench.core.errors import DataError
+from lmbench.core.interfaces import Dataset
 
 
 @dataclass

@@ -6,17 +6,17 @@ from __future__ import annotations
 
 import json
 from collections import Counter, defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from collections.abc import Iterable
 
 import numpy as np
 from rich.markup import escape
 from rich.table import Table
 
-from lmbench import results
-from lmbench.keys import content_key
-from lmbench.metrics import sdr_name
+from lmbench.core.keys import content_key
+from lmbench.run import results
+from lmbench.run.metrics import sdr_name
 
 #: filter name -> the run row columns it matches (a plugin's label or its name)
 FILTER_COLUMNS = {

@@ -6,7 +6,7 @@ import csv
 import io
 import json
 
-from lmbench.leaderboard import Board, cells, columns, footnote, right_aligned
+from lmbench.reporting.leaderboard import Board, cells, columns, footnote, right_aligned
 
 FORMATS = ("rich", "markdown", "latex", "csv", "json")
 

@@ -9,9 +9,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from lmbench.errors import DataError
-from lmbench.geometry import resize_image, to_input
-from lmbench.interfaces import Dataset
+from lmbench.core.errors import DataError
+from lmbench.core.interfaces import Dataset
+from lmbench.run.geometry import resize_image, to_input
 
 
 @dataclass

@@ -14,8 +14,8 @@ import math
 
 import numpy as np
 
-from lmbench.geometry import to_input
-from lmbench.interfaces import Dataset
+from lmbench.core.interfaces import Dataset
+from lmbench.run.geometry import to_input
 
 PAPER_SIZE = 256
 DISK_SIGMA = 5.0

@@ -13,8 +13,8 @@ mid-write leaves only a hidden temporary file, which no reader looks at.
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from collections.abc import Iterable
+from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq

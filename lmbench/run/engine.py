@@ -10,17 +10,17 @@ import contextlib
 import copy
 import itertools
 import math
-from dataclasses import dataclass, field
 from collections.abc import Callable
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
-from lmbench.augment import augment
-from lmbench.data import Prepared
-from lmbench.errors import LmbenchError
-from lmbench.interfaces import HeadStrategy
-from lmbench.profiles import FinetuneConfig
+from lmbench.core.errors import LmbenchError
+from lmbench.core.interfaces import HeadStrategy
+from lmbench.run.augment import augment
+from lmbench.run.data import Prepared
+from lmbench.run.profiles import FinetuneConfig
 
 #: (epoch, epochs, train loss, validation loss)
 EpochCallback = Callable[[int, int, float, float], None]

@@ -10,7 +10,7 @@ import subprocess
 import time
 import traceback
 from dataclasses import dataclass, field
-from datetime import datetime, UTC
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
 
@@ -20,18 +20,18 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 import lmbench
-from lmbench import cache, engine, results
-from lmbench.data import Prepared, prepare, select_labelled
-from lmbench.errors import DataError, LmbenchError, PluginError, SkipRun
-from lmbench.geometry import to_original
-from lmbench.interfaces import Backbone, Dataset, HeadStrategy, LoadReport, PretrainContext, Pretrainer
-from lmbench.keys import canonical_json, content_key
-from lmbench.locks import file_lock
-from lmbench.matrix import ComponentSpec, Matrix, RunSpec
-from lmbench.metrics import radial_errors, summarize
-from lmbench.paper_eval import paper_errors
-from lmbench.plugins import registry
-from lmbench.profiles import FinetuneConfig
+from lmbench.core.errors import DataError, LmbenchError, PluginError, SkipRun
+from lmbench.core.interfaces import Backbone, Dataset, HeadStrategy, LoadReport, PretrainContext, Pretrainer
+from lmbench.core.keys import canonical_json, content_key
+from lmbench.core.plugins import registry
+from lmbench.run import cache, engine, results
+from lmbench.run.data import Prepared, prepare, select_labelled
+from lmbench.run.geometry import to_original
+from lmbench.run.locks import file_lock
+from lmbench.run.matrix import ComponentSpec, Matrix, RunSpec
+from lmbench.run.metrics import radial_errors, summarize
+from lmbench.run.paper_eval import paper_errors
+from lmbench.run.profiles import FinetuneConfig
 
 Rerun = Literal["failed", "all"] | None
 

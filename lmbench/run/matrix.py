@@ -10,11 +10,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from lmbench import params as P
-from lmbench.errors import LmbenchError, MatrixError
-from lmbench.keys import content_key
-from lmbench.plugins import Registry, registry
-from lmbench.profiles import PROFILES, FinetuneConfig
+from lmbench.core import params as P
+from lmbench.core.errors import LmbenchError, MatrixError
+from lmbench.core.keys import content_key
+from lmbench.core.plugins import Registry, registry
+from lmbench.run.profiles import PROFILES, FinetuneConfig
 
 SECTIONS = {"datasets": "dataset", "pretrainers": "pretrainer", "backbones": "backbone", "heads": "head"}
 PATTERN_KEYS = {"dataset", "pretrainer", "backbone", "head", "labels", "seed"}
