@@ -161,27 +161,3 @@ def test_ddpm_pairs_only_with_its_unet(tmp_path):
     m = load_matrix(tiny_matrix(tmp_path, labels=(1,), pretrainers='[[pretrainers]]\nname = "ddpm"'))
     assert not m.runs
     assert {why for _, why in m.pruned} == {"ddpm produces ddpm-unet weights; smp-unet accepts detector, unet-encoder"}
-
-
-def test_ddpm_pretraining_beats_scratch_with_one_label_in_the_default_matrix(tmp_path):
-    """benchmarks.toml's DDPM and scratch rows on the DDPM U-Net, one label, seed 0."""
-    import tomllib
-
-    from lmbench.run.matrix import parse_matrix
-
-    from conftest import ROOT
-
-    path = ROOT / "benchmarks.toml"
-    data = tomllib.loads(path.read_text())
-    data.update(output=str(tmp_path), cache_dir=str(tmp_path / "cache"), labels=[1], seeds=[0])
-    data["backbones"] = [b for b in data["backbones"] if b["name"] == "ddpm-unet"]
-    data["heads"] = [h for h in data["heads"] if h["name"] == "gaussian"]
-    m = parse_matrix(data, path)
-    assert {r.pretrainer.name for r in m.runs} == {"ddpm", "scratch"}
-    assert run_matrix(m, quiet=True).ok == 2
-    mre = {}
-    for run in results.read_runs([m.results_dir]):
-        metrics = results.read_table("metrics", run["_file"]).to_pylist()
-        mre[run["pretrainer"]] = next(r["value"] for r in metrics
-                                      if r["split"] == "test" and r["metric"] == "mre" and r["landmark"] == "all")
-    assert mre["ddpm"] < mre["scratch"], mre

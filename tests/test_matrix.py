@@ -156,4 +156,4 @@ def test_validate_shows_each_components_resolved_params(tmp_path):
     ddpm_unet = next(line for line in out.stdout.splitlines() if "│ backbone" in line)
     assert '"base_width":16' in ddpm_unet and '"network":"published"' in ddpm_unet  # the smoke preset, resolved
     head = next(line for line in out.stdout.splitlines() if "│ head" in line)
-    assert '{"decode":"contour","sigma":2.0}' in head and "lmbench==" in head
+    assert '{"decode":"region","sigma":2.0}' in head and "lmbench==" in head
