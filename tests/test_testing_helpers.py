@@ -40,6 +40,11 @@ class Prefixed(Forgetful):
         return {f"encoder.{k}": v for k, v in encoder.state_dict().items()}  # the prefix is lmbench's to add
 
 
+class Unsaid(Pretrainer):  # weights, but for which part?
+    def pretrain(self, context):
+        return context.backbone.build(context.num_landmarks, context.images.shape[-1]).state_dict()
+
+
 class Swapped(GaussianHead):
     def decode(self, logits):
         return super().decode(logits).flip(-1)  # (y, x): a classic slip
@@ -50,6 +55,7 @@ class Swapped(GaussianHead):
     (lambda: check_pretrainer(Prefixed(), SMALL), "it expects the part's own names, e.g. model.conv1"),
     (lambda: check_pretrainer(Forgetful(), DdpmUNet(DdpmUNet.Params(preset="smoke"))),
      "produces unet-encoder weights; ddpmunet accepts detector, ddpm-unet"),
+    (lambda: check_pretrainer(Unsaid(), SMALL), "returned weights but does not say what for: set its produces"),
     (lambda: check_head(Swapped(Swapped.Params(sigma=2.0))), "decoding logits fitted to the targets misses"),
 ])
 def test_a_broken_plugin_fails_its_check_with_what_is_wrong(check, message):

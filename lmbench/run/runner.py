@@ -168,6 +168,9 @@ def checked_result(name: str, pretrainer: Pretrainer, weights, saved: list[int])
 
 def load_part(backbone: Backbone, model, pretrainer: Pretrainer, weights: dict) -> LoadReport:
     """Put the weights of the part ``pretrainer`` produces into ``model``, under the slot's prefix."""
+    if pretrainer.produces is None:
+        raise PluginError(f"pretrainer {pretrainer.name!r} returned weights but does not say what for: set its "
+                          f"produces (\"detector\" for the whole network, or a part of the backbone's weight_slots)")
     slot = backbone.slot(pretrainer.produces)
     if slot is None:
         raise PluginError(pretrainer.incompatibility(backbone) or f"{backbone.name} has no slot for "
