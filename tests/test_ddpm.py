@@ -34,13 +34,12 @@ def test_pretraining_loss_falls_on_real_isbi_images():
     assert list(saved) == [60] and set(saved[60]) == set(SMOKE.build_part("ddpm-unet", 19, 64).state_dict())
 
 
-DIFFUSERS_SMOKE = DdpmUNet(DdpmUNet.Params(preset="smoke", network="diffusers", attention_resolutions=[8],
-                                           attention_head_dim=16, norm_groups=8))
+PUBLISHED_SMOKE = DdpmUNet(DdpmUNet.Params(preset="smoke", network="published", self_condition=True))
 
 
 @pytest.mark.parametrize("backbone, out_conv, time_names", [
-    (SMOKE, "unet.final_conv", ("time_embedding", "time_mlp")),
-    (DIFFUSERS_SMOKE, "unet.conv_out", ("time_emb",)),
+    (PUBLISHED_SMOKE, "unet.final_conv", ("time_embedding", "time_mlp")),
+    (SMOKE, "unet.conv_out", ("time_emb",)),
 ])
 def test_the_detector_receives_the_pretrained_weights_and_drops_the_time_embedding(backbone, out_conv, time_names):
     saved = {}
@@ -149,7 +148,7 @@ def test_a_checkpoint_sweep_is_one_training_run(tmp_path):
     assert sorted(r["pretrain_cache_hit"] for r in runs) == [False, True]
     folder = m.cache_dir / "pretrain" / keys["ddpm 2"].pretrain_key
     two, four = (torch.load(folder / f"checkpoint-{n}.pt") for n in (2, 4))
-    assert not torch.equal(two["init_conv.weight"], four["init_conv.weight"])
+    assert not torch.equal(two["conv_in.weight"], four["conv_in.weight"])
 
     images = sample_images(folder, checkpoint=None, count=2, steps=3, seed=0)
     assert images.shape == (2, 32, 32) and 0 <= images.min() and images.max() <= 1

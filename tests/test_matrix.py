@@ -154,6 +154,6 @@ def test_validate_shows_each_components_resolved_params(tmp_path):
     out = lmbench_cli("validate", "--matrix", str(path), "--params", env_extra={"COLUMNS": "400"})
     assert out.returncode == 0, out.stderr
     ddpm_unet = next(line for line in out.stdout.splitlines() if "│ backbone" in line)
-    assert '"base_width":16' in ddpm_unet and '"network":"published"' in ddpm_unet  # the smoke preset, resolved
+    assert '"base_width":16' in ddpm_unet and '"network":"diffusers"' in ddpm_unet  # the smoke preset, resolved
     head = next(line for line in out.stdout.splitlines() if "│ head" in line)
-    assert '{"decode":"region","sigma":2.0}' in head and "lmbench==" in head
+    assert '{"decode":"contour","sigma":2.0}' in head and "lmbench==" in head

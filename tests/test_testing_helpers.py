@@ -17,9 +17,11 @@ SMALL = SmpUnet(SmpUnet.Params(encoder="tu-resnet10t", encoder_depth=3, decoder_
 
 def test_the_built_ins_keep_the_contract():
     check_backbone(SMALL)
+    published = DdpmUNet(DdpmUNet.Params(preset="smoke", network="published", self_condition=True))
+    check_backbone(published)
     check_backbone(DdpmUNet(DdpmUNet.Params(preset="smoke")))
     weights = check_pretrainer(DdpmPretrainer(DdpmPretrainer.Params(iterations=2, batch_size=2, accumulation=1)),
-                               DdpmUNet(DdpmUNet.Params(preset="smoke")))
+                               published)
     assert "init_conv.weight" in weights
     check_pretrainer(SimCLRv2(SimCLRv2.Params(iterations=2, batch_size=4, accumulation=1, hidden_dim=32)), SMALL)
     check_head(GaussianHead(GaussianHead.Params(sigma=2.0)))
