@@ -84,9 +84,11 @@ class DdpmPretrainer(Pretrainer):
         compile: bool = False
         gradient_checkpointing: bool = False  # the published code's memory saving: slower, same numbers
 
+    # The CPU profiles pre-train without augmentation: with it, their short runs made worse
+    # detectors on ISBI 2015 (smoke profile, seed 0: 16.2 against 11.4 mm at 1 label).
     profile_defaults = {
-        "smoke": {"iterations": 400, "batch_size": 8, "accumulation": 1, "lr": 1e-3},
-        "quick": {"iterations": 800, "batch_size": 8, "accumulation": 1, "lr": 5e-4},
+        "smoke": {"iterations": 400, "batch_size": 8, "accumulation": 1, "lr": 1e-3, "augment": False},
+        "quick": {"iterations": 800, "batch_size": 8, "accumulation": 1, "lr": 5e-4, "augment": False},
     }
     unkeyed_params = frozenset({"compile", "gradient_checkpointing"})
     checkpoint_param = "iterations"
