@@ -10,8 +10,8 @@ and ``"diffusers"`` (a diffusers ``UNet2DModel``), and four presets:
   99.8M parameters. In the published code "4 residual blocks" is the GroupNorm group count
   and "attention at resolution 32" the attention head width.
 - ``quick`` and ``smoke``: small diffusers U-Nets for CPUs. The published network shrunk to
-  width 16 made a far worse detector there (ISBI, smoke profile, 1 label: 27 to 34 mm
-  against 11 mm; ``network = "published"`` builds it on any preset).
+  width 16 made a far worse detector there (ISBI, smoke profile, 1 label: 27 to 38 mm
+  against 11 to 16 mm; ``network = "published"`` builds it on any preset).
 
 Every field can be set on its own; ``None`` takes the preset's value.
 """
