@@ -80,7 +80,7 @@ def validate(matrix: MatrixOption, data_root: DataRootOption = None,
         for column in ("kind", "label", "plugin", "code", "params"):
             resolved.add_column(column, overflow="fold")
         seen = {}
-        for run, _ in [(r, None) for r in m.runs] + m.pruned:
+        for run in m.runs + [run for run, _ in m.pruned]:
             for spec in (run.dataset, run.pretrainer, run.backbone, run.head):
                 seen.setdefault((spec.kind, spec.label), spec)
         for (kind, label), spec in seen.items():
@@ -288,8 +288,7 @@ def add_plugin_commands() -> None:
 
     reg = registry()
     for plugin in reg.plugins:
-        call_hook(reg, plugin, "lmbench_register_commands", app=app)
-        if plugin.error and "lmbench_register_commands" in plugin.error:
+        if not call_hook(reg, plugin, "lmbench_register_commands", app=app):
             Console(stderr=True).print(f"[yellow]warning:[/yellow] plugin {plugin.name!r} ({plugin.package}) is "
                                        f"broken: {plugin.error}", soft_wrap=True)
 

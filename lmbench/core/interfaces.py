@@ -150,8 +150,12 @@ class Pretrainer(Component):
     checkpoint_param: ClassVar[str | None] = None
 
     def checkpoints(self) -> list[int]:
-        """Every checkpoint this entry's training run writes (with ``checkpoint_param``)."""
-        return []
+        """Every checkpoint this entry's training run writes: the ``checkpoint_param`` value
+        and, when the params have one, each of a ``sweep`` list."""
+        if self.checkpoint_param is None:
+            return []
+        iterations = getattr(self.params, self.checkpoint_param)
+        return self.sweep_steps(self.name, iterations, getattr(self.params, "sweep", []))
 
     @staticmethod
     def sweep_steps(who: str, iterations: int, sweep: Sequence[int]) -> list[int]:

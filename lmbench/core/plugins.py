@@ -163,15 +163,18 @@ def hook_problem(module) -> str | None:
     return None
 
 
-def call_hook(registry: Registry, plugin: Plugin, hook_name: str, **kwargs) -> None:
-    """Call one plugin's implementation of a hook through pluggy; a raise marks it broken."""
+def call_hook(registry: Registry, plugin: Plugin, hook_name: str, **kwargs) -> bool:
+    """Call one plugin's implementation of a hook through pluggy; a raise marks it broken and
+    returns False."""
     if plugin.module is None:
-        return
+        return True
     others = [p.module for p in registry.plugins if p.module is not None and p is not plugin]
     try:
         registry.manager.subset_hook_caller(hook_name, remove_plugins=others)(**kwargs)
+        return True
     except Exception as exc:
         _fail(plugin, f"{hook_name} raised {type(exc).__name__}: {' '.join(str(exc).split())}")
+        return False
 
 
 def load_registry() -> Registry:

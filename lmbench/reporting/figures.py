@@ -107,9 +107,9 @@ def sweep_points(runs: list[dict], eval_mode: str) -> dict[tuple[str, int], list
         if "iterations" not in params:
             continue
         rest = json.dumps({k: v for k, v in params.items() if k != "iterations"}, sort_keys=True)
-        table = results.read_table("metrics", run["_file"])
+        table = results.read_table("metrics", run["_file"], split="val")
         mre = [m["value"] for m in (table.to_pylist() if table is not None else [])
-               if m["split"] == "val" and m["eval_mode"] == eval_mode and m["metric"] == "mre" and m["landmark"] == "all"]
+               if m["eval_mode"] == eval_mode and m["metric"] == "mre" and m["landmark"] == "all"]
         if mre:
             key = (run["pretrainer"], rest, run["head_label"], run["labels"])
             groups[key][params["iterations"]].append(mre[0])

@@ -124,14 +124,14 @@ def _rows(ok: list[dict], eval_mode: str, metrics: list[str], multiple_backbones
     for run in ok:
         configs[_method(run, multiple_backbones)].add(_config(run))
     for run in ok:
-        table = results.read_table("metrics", run["_file"])
+        table = results.read_table("metrics", run["_file"], split=split)
         if table is None:
             continue
         method = _method(run, multiple_backbones)
         if len(configs[method]) > 1:  # same labels, other settings: never pooled
             method = (f"{method[0]} [{_config(run)}]", *method[1:])
         for m in table.to_pylist():
-            if m["eval_mode"] == eval_mode and m["split"] == split and m["landmark"] == "all":
+            if m["eval_mode"] == eval_mode and m["landmark"] == "all":
                 samples[(run["labels"], method)][m["metric"]].append(m["value"])
     rows = []
     for (labels, method), values in sorted(samples.items()):

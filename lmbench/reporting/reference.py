@@ -1,4 +1,4 @@
-"""Published numbers shipped with lmbench as package data (``lmbench/reference_tables/*.parquet``),
+"""Published numbers shipped with lmbench as package data (``lmbench/reporting/reference_tables/*.parquet``),
 shown beside a reproduction's by ``lmbench leaderboard --reference NAME``."""
 
 from __future__ import annotations

@@ -196,7 +196,9 @@ def _component(kind: str, table: Any, profile: str, reg: Registry, where: str, e
     if kind == "pretrainer" and cls.checkpoint_param:
         checkpoint = keyed.pop(cls.checkpoint_param)
         try:
-            keyed["checkpoints"] = cls(built).checkpoints()
+            component = cls(built)
+            component.name = name
+            keyed["checkpoints"] = component.checkpoints()
         except LmbenchError as exc:
             raise MatrixError(f"{where}.params: {exc}") from None
     return ComponentSpec(kind, name, label, params, keyed, checkpoint, reg.code_version(kind, name))

@@ -379,17 +379,17 @@ class GroupJob:
                           "finished_at": datetime.now(UTC).isoformat(timespec="seconds")}, [], [])
                         for spec in specs]
             setattr(summary, status, len(specs))
-            summary.notes = [(status, spec.title, error) for spec in specs]
-            if status == "failed":
-                summary.notes = []
-                for spec in specs:
+            for spec in specs:
+                note = error
+                if status == "failed":
                     log = self.results_dir / "logs" / f"{spec.run_key}.log"
                     log.parent.mkdir(parents=True, exist_ok=True)
                     log.write_text(traceback.format_exc())
                     where = f"run {spec.run_key}, {stage[0]}"
                     if stage[0] == "pre-training" and registry().get("pretrainer", spec.pretrainer.name).trains:
                         where += f", cache {ctx.cache_dir / 'pretrain' / spec.pretrain_key}"
-                    summary.notes.append((status, spec.title, f"{error} [{where}; log {log}]"))
+                    note = f"{error} [{where}; log {log}]"
+                summary.notes.append((status, spec.title, note))
         for row, metrics, predictions in outcomes:
             results.write_run(self.results_dir, row, metrics, predictions)
         return summary

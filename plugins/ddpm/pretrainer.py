@@ -95,10 +95,9 @@ class DdpmPretrainer(Pretrainer):
     produces = "ddpm-unet"
 
     def checkpoints(self):
-        p = self.params
-        steps = self.sweep_steps("ddpm", p.iterations, p.sweep)
-        if any(s % p.batch_multiplier for s in steps):
-            raise LmbenchError(f"ddpm: checkpoints {steps} must be multiples of batch_multiplier {p.batch_multiplier}")
+        steps, k = super().checkpoints(), self.params.batch_multiplier
+        if any(s % k for s in steps):
+            raise LmbenchError(f"ddpm: checkpoints {steps} must be multiples of batch_multiplier {k}")
         return steps
 
     def pretrain(self, context: PretrainContext):

@@ -87,9 +87,6 @@ class SslPretrainer(Pretrainer):
         """The method around ``encoder`` and its lightly view transform for ``size`` px images."""
         raise NotImplementedError
 
-    def checkpoints(self):
-        return self.sweep_steps(self.name, self.params.iterations, self.params.sweep)
-
     def pretrain(self, context: PretrainContext):
         p, device = self.params, context.device
         if len(context.images) < 2:

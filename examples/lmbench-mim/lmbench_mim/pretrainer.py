@@ -38,9 +38,6 @@ class MaskedImageModelling(Pretrainer):
     checkpoint_param = "iterations"
     produces = "detector"  # the whole network, which every backbone accepts
 
-    def checkpoints(self):
-        return self.sweep_steps(self.name, self.params.iterations, self.params.sweep)
-
     def pretrain(self, context: PretrainContext):
         p, images = self.params, context.images
         size = images.shape[-1]
