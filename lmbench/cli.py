@@ -42,6 +42,12 @@ class Split(str, Enum):
     val = "val"
 
 
+class Spread(str, Enum):
+    std = "std"
+    interval = "interval"
+    half_width = "half-width"
+
+
 class RerunChoice(str, Enum):
     failed = "failed"
     all = "all"
@@ -176,8 +182,11 @@ def leaderboard(
     split: Annotated[Split, typer.Option(help="test, or val to choose settings (a checkpoint, say) without reading the test set.")] = Split.test,
     format: Annotated[OutputFormat, typer.Option("--format", help="rich, markdown, latex, csv or json.")] = OutputFormat.rich,
     failures: Annotated[bool, typer.Option(help="Also list failed and skipped runs with their reasons.")] = False,
+    ci: Annotated[Spread, typer.Option("--ci", help="After each mean: std over seeds, the bootstrap confidence interval, or its half-width (CSV and JSON always hold the interval).")] = Spread.std,
+    confidence: Annotated[float, typer.Option(min=0.5, max=0.999, help="Level of the confidence intervals.")] = 0.95,
+    significance: Annotated[float, typer.Option(min=0.0, max=0.5, help="Level of the paired tests against the best: bold marks the methods not significantly worse; 0 bolds the best mean only.")] = 0.05,
 ):
-    """Tables of mean ± std over seeds, one per dataset, shaped like the paper's."""
+    """Tables of mean ± std (or confidence intervals) over seeds, one per dataset, shaped like the paper's."""
     from lmbench.reporting.formats import RENDERERS
     from lmbench.reporting.leaderboard import build_boards, render_rich
     from lmbench.reporting.reference import load_reference
@@ -194,7 +203,7 @@ def leaderboard(
     mode = (eval_mode or (EvalMode.paper if reference else EvalMode.native)).value
     chosen = [m.strip() for m in metrics.split(",")] if metrics else None
     boards = build_boards(roots, mode, filters, chosen, load_reference(reference) if reference else None,
-                          split.value)
+                          split.value, confidence, significance, ci.value)
     if not boards:
         raise LmbenchError(f"no runs found under {', '.join(map(str, roots))}" + (" matching the filters" if any(filters.values()) else ""))
     if format is OutputFormat.rich:

@@ -2,8 +2,9 @@
 
 Per dataset: MRE against the number of labels per method (bars with the spread over seeds,
 as the paper's supplementary charts), SDR at each threshold, the pre-training-iterations
-sweep (the paper's Figure 2) when the results hold one, and prediction overlays on a few
-test images at one label count (the paper's Figure 3). Figures come from the results files
+sweep (the paper's Figure 2) when the results hold one, prediction overlays on a few
+test images at one label count (the paper's Figure 3), and MRE per landmark and method.
+Across datasets and label counts: mean ranks with a critical-difference diagram. Figures come from the results files
 alone, except the overlays, which reload the test images through the dataset plugin and are
 left out, with the reason in the index, where the data is not at hand.
 """
@@ -21,6 +22,7 @@ matplotlib.use("Agg")  # files only, never a window
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from lmbench.reporting import comparisons  # noqa: E402
 from lmbench.reporting.formats import to_markdown  # noqa: E402
 from lmbench.reporting.leaderboard import Board, build_boards, header, matches  # noqa: E402
 from lmbench.run import results  # noqa: E402
@@ -220,5 +222,29 @@ def write_report(roots: list[Path], out: Path, eval_mode: str = "native", filter
                       f"method, with {labels} labelled images (the paper's Figure 3).", ""]
         else:
             index += [f"Prediction overlays left out: {why_not}.", ""]
+        if any(r.landmarks for r in board.rows):
+            heatmap = out / f"{slug}-landmarks.png"
+            comparisons.plot_landmark_heatmap(board, heatmap)
+            figures.append(heatmap)
+            index += [f"![MRE per landmark]({heatmap.name})", "",
+                      "MRE of each landmark (rows) by each method (columns), one panel per label count: which "
+                      "landmarks each method gets wrong.", ""]
+            for labels in sorted({r.labels for r in board.rows if r.landmarks}):
+                index += [f"Per-landmark MRE ({board.unit}) with {labels} labels, the lowest in bold:", "",
+                          comparisons.landmark_markdown(board, labels), ""]
+    ranking = comparisons.rank_methods(boards)
+    if ranking is not None:
+        index += ["## Ranks across datasets and label counts", "",
+                  f"MRE rank of each method (1 = best) averaged over {ranking.blocks} blocks (dataset x label "
+                  "count) holding every method; intervals: 95% bootstrap over blocks.", "",
+                  comparisons.ranking_markdown(ranking), ""]
+        if ranking.critical_difference is not None:
+            diagram = out / "critical-difference.png"
+            comparisons.plot_critical_difference(ranking, diagram)
+            figures.append(diagram)
+            index += [f"![critical-difference diagram]({diagram.name})", "",
+                      f"Friedman test over the blocks: p = {ranking.pvalue:.3g}. Methods joined by a red bar differ "
+                      f"in mean rank by less than the Nemenyi critical difference ({ranking.critical_difference:.2f} "
+                      f"at {ranking.alpha:g}): the data cannot tell them apart (Demšar, JMLR 2006).", ""]
     (out / "index.md").write_text("\n".join(index))
     return figures

@@ -7,6 +7,7 @@ import io
 import json
 
 from lmbench.reporting.leaderboard import Board, cells, columns, footnote, right_aligned
+from lmbench.reporting.stats import BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED
 
 FORMATS = ("rich", "markdown", "latex", "csv", "json")
 
@@ -20,8 +21,7 @@ def to_markdown(boards: list[Board]) -> str:
         for row in board.rows:
             texts = [f"**{text}**" if bold else text for text, bold in cells(board, row)]
             lines.append("| " + " | ".join(t.replace("|", "\\|") for t in texts) + " |")
-        if footnote(board):
-            lines += ["", footnote(board)]
+        lines += ["", footnote(board)]
         parts.append("\n".join(lines))
     return "\n\n".join(parts) + "\n"
 
@@ -52,15 +52,15 @@ def to_latex(boards: list[Board]) -> str:
             lines.append(" & ".join(texts) + r" \\")
             previous = row.labels
         lines += [r"\bottomrule", r"\end{tabular}"]
-        if footnote(board):
-            lines.append(f"\\par\\footnotesize {latex_escape(footnote(board))}")
+        lines.append(f"\\par\\footnotesize {latex_escape(footnote(board))}")
         lines.append(r"\end{table}")
         parts.append("\n".join(lines))
     return "\n\n".join(parts) + "\n"
 
 
 def records(boards: list[Board]) -> list[dict]:
-    """One flat record per row: dataset, eval mode, method, seeds, rank, mean and std per metric."""
+    """One flat record per row: dataset, eval mode, method, seeds, rank, and per metric the mean,
+    std over seeds, bootstrap interval, Holm-adjusted p-value against the best and the bold mark."""
     out = []
     for board in boards:
         for row in board.rows:
@@ -70,7 +70,10 @@ def records(boards: list[Board]) -> list[dict]:
                            for name, value in zip(board.method_columns, row.method)})
             for metric in board.metrics:
                 mean, std = row.values.get(metric, (None, None))
-                record[metric], record[f"{metric}_std"] = mean, std
+                low, high = row.intervals.get(metric, (None, None))
+                record.update({metric: mean, f"{metric}_std": std, f"{metric}_ci_low": low,
+                               f"{metric}_ci_high": high, f"{metric}_p_vs_best": row.pvalues.get(metric),
+                               f"{metric}_bold": board.bold(row, metric)})
             out.append(record)
     return out
 
@@ -88,7 +91,9 @@ def to_csv(boards: list[Board]) -> str:
 def to_json(boards: list[Board]) -> str:
     return json.dumps(
         [{"dataset": b.dataset, "eval_mode": b.eval_mode, "unit": b.unit, "metrics": b.metrics,
-          "not_shown": dict(b.not_ok), "rows": [r for r in records([b])]} for b in boards],
+          "confidence": b.confidence, "significance": b.significance, "bootstrap_resamples": BOOTSTRAP_RESAMPLES,
+          "bootstrap_seed": BOOTSTRAP_SEED, "legend": b.legend(), "not_shown": dict(b.not_ok),
+          "rows": records([b])} for b in boards],
         indent=2,
     ) + "\n"
 

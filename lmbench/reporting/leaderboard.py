@@ -1,6 +1,8 @@
 """Leaderboards shaped like the paper's Tables 1-3: one table per dataset, rows grouped by
-number of labels, MRE then SDR at the dataset's thresholds, mean ± std over seeds, the best
-of each label count in bold and each method's average MRE rank across label counts."""
+number of labels, MRE then SDR at the dataset's thresholds, mean ± std over seeds (or a
+bootstrap confidence interval), in bold the best of each label count and every method not
+significantly worse than it on the same test images, and each method's average MRE rank
+across label counts."""
 
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from lmbench.core.keys import content_key
+from lmbench.reporting import stats
 from lmbench.run import results
 from lmbench.run.metrics import sdr_name
 
@@ -34,6 +37,11 @@ class Row:
     values: dict[str, tuple[float, float | None]]  # metric -> (mean, std) over seeds
     source: str = "lmbench"  # or the published table a reference row comes from
     rank: float | None = None  # the method's MRE rank, averaged over label counts
+    images: list[str] = field(default_factory=list)  # test images every seed was scored on
+    per_image: dict[str, np.ndarray] = field(default_factory=dict)  # metric -> (seeds, images), native only
+    intervals: dict[str, tuple[float, float]] = field(default_factory=dict)  # metric -> bootstrap interval
+    pvalues: dict[str, float] = field(default_factory=dict)  # metric -> Holm-adjusted p of "worse than the best"
+    landmarks: dict[str, float] = field(default_factory=dict)  # landmark -> MRE, mean over seeds
 
 
 @dataclass
@@ -46,6 +54,9 @@ class Board:
     rows: list[Row] = field(default_factory=list)
     not_ok: Counter = field(default_factory=Counter)  # status -> count of failed / skipped runs
     split: str = "test"  # or "val": for choosing settings without reading the test set
+    confidence: float = 0.95  # of the bootstrap intervals
+    significance: float = 0.05  # level of the paired tests against the best; 0: no tests
+    ci: str = "std"  # what follows a mean: "std" over seeds, the "interval" or its "half-width"
 
     def best(self, labels: int, metric: str) -> float | None:
         """The best mean of ``metric`` among lmbench's rows with ``labels`` labels."""
@@ -59,9 +70,38 @@ class Board:
     def has_reference(self) -> bool:
         return any(r.source != "lmbench" for r in self.rows)
 
+    @property
+    def tested(self) -> bool:
+        """Whether paired tests ran: they need the per-image errors of native evaluation."""
+        return self.significance > 0 and any(r.pvalues for r in self.rows)
+
+    def bold(self, row: Row, metric: str) -> bool:
+        """Best of its label count, or not significantly worse than the best."""
+        if row.source != "lmbench" or metric not in row.values:
+            return False
+        if row.values[metric][0] == self.best(row.labels, metric):
+            return True
+        return row.pvalues.get(metric, 0.0) > self.significance
+
     def title(self) -> str:
         split = "validation" if self.split == "val" else self.split
-        return f"{self.dataset}: {split} set, {self.eval_mode} evaluation (mean ± std over seeds)"
+        spread = {"std": "mean ± std over seeds", "interval": f"mean [{self.confidence:.0%} CI]",
+                  "half-width": f"mean ± {self.confidence:.0%} CI half-width"}[self.ci]
+        return f"{self.dataset}: {split} set, {self.eval_mode} evaluation ({spread})"
+
+    def legend(self) -> str:
+        """What bold and the intervals mean."""
+        if self.tested:
+            bold = (f"Bold: the best mean of each label count and every method not significantly worse on the "
+                    f"same test images (one-sided Wilcoxon signed-rank on per-image values averaged over seeds, "
+                    f"Holm-corrected over each column, level {self.significance:g}).")
+        else:
+            bold = "Bold: the best mean of each label count (no paired test: " + (
+                "switched off)." if self.significance <= 0 else "they need native evaluation and stored predictions).")
+        if self.ci == "std":
+            return bold
+        return bold + (f" Intervals: {self.confidence:.0%} percentile bootstrap over seeds, then test images "
+                       f"({stats.BOOTSTRAP_RESAMPLES} resamples, seed {stats.BOOTSTRAP_SEED}); native evaluation only.")
 
 
 def matches(run: dict, filters: dict[str, list]) -> bool:
@@ -77,11 +117,13 @@ def matches(run: dict, filters: dict[str, list]) -> bool:
 
 def build_boards(roots: Iterable[Path], eval_mode: str = "native", filters: dict[str, list] | None = None,
                  metrics: list[str] | None = None, reference: list[dict] | None = None,
-                 split: str = "test") -> list[Board]:
+                 split: str = "test", confidence: float = 0.95, significance: float = 0.05,
+                 ci: str = "std") -> list[Board]:
     """Aggregate the runs under ``roots`` (deduplicated on run_key) into one board per dataset.
 
     ``metrics`` picks columns ("mre", "sdr@2", ...); ``reference`` rows (published numbers,
     test-set numbers) join the boards of their dataset, marked with their source.
+    ``confidence`` sets the bootstrap intervals, ``significance`` the paired tests' level.
     """
     filters = filters or {}
     runs = [r for r in results.read_runs(roots) if matches(r, filters)]
@@ -101,10 +143,11 @@ def build_boards(roots: Iterable[Path], eval_mode: str = "native", filters: dict
             metrics=[m for m in available if metrics is None or m in metrics],
             method_columns=["Pre-training", "Head"] + (["Backbone"] if multiple_backbones else []),
             not_ok=Counter(r["status"] for r in dataset_runs if r["status"] != "ok"),
-            split=split,
+            split=split, confidence=confidence, significance=significance, ci=ci,
         )
         board.rows = _rows(ok, eval_mode, board.metrics, multiple_backbones, split)
         _rank(board)
+        _intervals_and_tests(board)
         if reference and ok:
             names = {r["dataset"] for r in ok}
             board.rows += _reference_rows(
@@ -115,30 +158,77 @@ def build_boards(roots: Iterable[Path], eval_mode: str = "native", filters: dict
 
 
 def _rows(ok: list[dict], eval_mode: str, metrics: list[str], multiple_backbones: bool, split: str) -> list[Row]:
-    samples: dict[tuple, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
     configs = defaultdict(set)  # method -> configurations run under that name
     latest = {}  # one run per configuration, label count and seed: the latest finished
     for run in sorted(ok, key=lambda r: r["finished_at"] or ""):
         latest[(_config(run), _method(run, True), run["labels"], run["seed"])] = run
-    ok = list(latest.values())
-    for run in ok:
+    for run in latest.values():
         configs[_method(run, multiple_backbones)].add(_config(run))
-    for run in ok:
-        table = results.read_table("metrics", run["_file"], split=split)
-        if table is None:
-            continue
+    grouped: dict[tuple, list[dict]] = defaultdict(list)
+    for run in latest.values():
         method = _method(run, multiple_backbones)
         if len(configs[method]) > 1:  # same labels, other settings: never pooled
             method = (f"{method[0]} [{_config(run)}]", *method[1:])
-        for m in table.to_pylist():
-            if m["eval_mode"] == eval_mode and m["landmark"] == "all":
-                samples[(run["labels"], method)][m["metric"]].append(m["value"])
+        grouped[(run["labels"], method)].append(run)
     rows = []
-    for (labels, method), values in sorted(samples.items()):
-        seeds = max(len(v) for v in values.values())
-        stats = {k: (float(np.mean(v)), float(np.std(v))) for k, v in values.items() if k in metrics}
-        rows.append(Row(labels, method, seeds, stats))
+    for (labels, method), group in sorted(grouped.items()):
+        row = _row(labels, method, group, eval_mode, metrics, split)
+        if row.values:
+            rows.append(row)
     return rows
+
+
+def _row(labels: int, method: tuple[str, ...], runs: list[dict], eval_mode: str, metrics: list[str], split: str) -> Row:
+    """One method at one label count: means and spreads over its seeds, per-landmark MRE, and
+    (native evaluation) each seed's per-image values on the test images all seeds share."""
+    values, landmarks, per_seed = defaultdict(list), defaultdict(list), []
+    for run in runs:
+        table = results.read_table("metrics", run["_file"], split=split)
+        for m in table.to_pylist() if table is not None else []:
+            if m["eval_mode"] != eval_mode:
+                continue
+            if m["landmark"] == "all":
+                values[m["metric"]].append(m["value"])
+            elif m["metric"] == "mre":
+                landmarks[m["landmark"]].append(m["value"])
+        predictions = results.read_table("predictions", run["_file"], split=split) if eval_mode == "native" else None
+        if predictions is not None and predictions.num_rows:
+            ids, errors = np.asarray(predictions.column("image_id").to_pylist()), predictions.column("error").to_numpy()
+            per_seed.append({metric: stats.per_image(ids, errors, metric) for metric in metrics})
+    row = Row(labels, method, max((len(v) for v in values.values()), default=0),
+              {k: (float(np.mean(v)), float(np.std(v))) for k, v in values.items() if k in metrics},
+              landmarks={k: float(np.mean(v)) for k, v in landmarks.items()})
+    if per_seed and len(per_seed) == row.seeds:
+        row.images = sorted(set.intersection(*(set(seed["mre"]) for seed in per_seed)))
+        row.per_image = {metric: np.array([[seed[metric][i] for i in row.images] for seed in per_seed])
+                         for metric in metrics}
+    return row
+
+
+def _intervals_and_tests(board: Board) -> None:
+    """Bootstrap intervals for every mean with per-image values, and for each metric column the
+    paired test of every method against the best of its label count, Holm-corrected together."""
+    for row in board.rows:
+        for metric, values in row.per_image.items():
+            if values.size:
+                row.intervals[metric] = stats.bootstrap_interval(values, board.confidence)
+    if board.significance <= 0:
+        return
+    for metric in board.metrics:
+        compared, pvalues = [], []
+        for labels in sorted({r.labels for r in board.rows}):
+            group = [r for r in board.rows if r.labels == labels and metric in r.per_image]
+            best = next((r for r in group if r.values[metric][0] == board.best(labels, metric)), None)
+            for row in group if best is not None else []:
+                shared = sorted(set(row.images) & set(best.images))
+                if row is best or len(shared) < 2:
+                    continue
+                candidate, reference = (r.per_image[metric][:, [r.images.index(i) for i in shared]].mean(axis=0)
+                                        for r in (row, best))
+                compared.append(row)
+                pvalues.append(stats.worse_pvalue(candidate, reference, lower_is_better=metric == "mre"))
+        for row, p in zip(compared, stats.holm(pvalues)):
+            row.pvalues[metric] = p
 
 
 def _rank(board: Board) -> None:
@@ -188,11 +278,15 @@ def header(metric: str, unit: str) -> str:
     return f"SDR {metric.split('@')[1]}{unit} ↑ (%)"
 
 
-def cell_text(row: Row, metric: str) -> str:
-    """"mean ± std", or the mean alone where there is no spread to show (one seed, none given)."""
+def cell_text(row: Row, metric: str, ci: str = "std") -> str:
+    """"mean ± std", the mean and its interval (``ci``), or the mean alone where there is no
+    spread to show (one seed and no interval, or none given)."""
     if metric not in row.values:
         return "-"
     mean, std = row.values[metric]
+    if ci != "std" and metric in row.intervals:
+        low, high = row.intervals[metric]
+        return f"{mean:.2f} [{low:.2f}, {high:.2f}]" if ci == "interval" else f"{mean:.2f} ± {(high - low) / 2:.2f}"
     return f"{mean:.2f}" if std is None or row.seeds < 2 else f"{mean:.2f} ± {std:.2f}"
 
 
@@ -212,17 +306,17 @@ def cells(board: Board, row: Row) -> list[tuple[str, bool]]:
     source = [(row.source, False)] if board.has_reference else []
     out = [(str(row.labels), False), *((m, False) for m in row.method), *source, (str(row.seeds), False)]
     for metric in board.metrics:
-        best = board.best(row.labels, metric)
-        out.append((cell_text(row, metric), row.source == "lmbench" and metric in row.values and row.values[metric][0] == best))
+        out.append((cell_text(row, metric, board.ci), board.bold(row, metric)))
     out.append((f"{row.rank:.1f}" if row.rank is not None else "-", False))
     return out
 
 
-def footnote(board: Board) -> str | None:
+def footnote(board: Board) -> str:
+    """The legend, then what is not shown."""
     if not board.not_ok:
-        return None
+        return board.legend()
     parts = [f"{count} {status}" for status, count in sorted(board.not_ok.items())]
-    return f"Not shown: {', '.join(parts)} run(s); see `lmbench leaderboard --failures`."
+    return f"{board.legend()} Not shown: {', '.join(parts)} run(s); see `lmbench leaderboard --failures`."
 
 
 def render_rich(board: Board) -> Table:
