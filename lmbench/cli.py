@@ -239,6 +239,40 @@ def report(
     console.print(f"{len(figures)} figures and {out / 'index.md'}")
 
 
+@app.command()
+def predict(
+    results_dirs: Annotated[list[Path], typer.Argument(help="Results folders.")],
+    images: Annotated[Path, typer.Option(help="Folder of images to predict (PNG, JPEG, BMP, TIFF, DICOM).")],
+    out: Annotated[Path, typer.Option(help="Folder for predictions.csv and labelme/<id>.json.")] = Path("predictions"),
+    run: Annotated[Optional[str], typer.Option(help="The run's key (see `lmbench leaderboard --format csv` or runs/*.parquet).")] = None,
+    dataset: Annotated[Optional[str], typer.Option(help="Without --run: the best run (lowest test MRE) for this dataset...")] = None,
+    labels: Annotated[Optional[int], typer.Option(help="... at this label count.")] = None,
+    device: Annotated[Optional[str], typer.Option(help="cpu or cuda (default: cuda where there is one).")] = None,
+    batch_size: Annotated[int, typer.Option(min=1)] = 8,
+):
+    """Put a run's saved detector to use: landmarks for a folder of images, at their original size."""
+    import torch
+    from rich.progress import Progress
+
+    from lmbench.run.detector import choose_run, load_detector, predict_folder
+
+    for root in results_dirs:
+        if not root.exists():
+            raise LmbenchError(f"{root}: no such results folder")
+    if not images.is_dir():
+        raise LmbenchError(f"{images}: no such image folder")
+    chosen = choose_run(results_dirs, run, dataset, labels)
+    detector = load_detector(chosen)
+    where = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    console.print(f"run {chosen['run_key']}: {chosen['dataset_label']} | {chosen['pretrainer_label']} | "
+                  f"{chosen['backbone_label']} | {chosen['head_label']} | {chosen['labels']} labels | seed {chosen['seed']}")
+    with Progress(console=console, transient=True) as progress:
+        task = progress.add_task("predicting", total=None)
+        table, labelme = predict_folder(detector, images, out, where, batch_size,
+                                        lambda done, total: progress.update(task, completed=done, total=total))
+    console.print(f"{table} and {labelme}/ (labelme opens them beside the images)")
+
+
 data_app = typer.Typer(help="Inspect datasets.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 
@@ -274,7 +308,8 @@ def data_check(
         values["root"] = root
     built = P.build(cls.Params, values, f"--param for {dataset}")
     report = check_dataset(dataset, cls(built))
-    console.print(f"[bold]{dataset}[/bold]: " + ", ".join(f"{n} {s}" for s, n in report.splits.items()))
+    console.print(f"[bold]{dataset}[/bold]: " + ", ".join(f"{n} {s}" for s, n in report.splits.items())
+                  + (f", {len(report.errors)} left out or unreadable" if report.errors else ""))
     if report.image_sizes:
         (h0, w0), (h1, w1) = report.image_sizes
         console.print(f"  image sizes (W x H): {w0}x{h0} to {w1}x{h1}")
@@ -282,11 +317,17 @@ def data_check(
         console.print(f"  landmarks: x {lo[0]:.1f} to {hi[0]:.1f}, y {lo[1]:.1f} to {hi[1]:.1f} (original pixels)")
     if report.spacing_range:
         console.print(f"  spacing: {report.spacing_range[0]:.4g} to {report.spacing_range[1]:.4g} mm per pixel")
+    if report.agreement:
+        agreement = report.agreement
+        worst = sorted(agreement.per_landmark.items(), key=lambda kv: -kv[1])
+        console.print(f"  inter-annotator distance ({agreement.unit}) over {agreement.images} images: "
+                      f"{agreement.overall:.3g} overall; per landmark, largest first: "
+                      + ", ".join(f"{n} {v:.3g}" for n, v in worst), soft_wrap=True)
     for warning in report.warnings:
         console.print(f"  [yellow]warning[/yellow] {warning}", soft_wrap=True)
     for error in report.errors:
         console.print(f"  [red]error[/red] {error}", soft_wrap=True)
-    console.print("usable" if report.usable else "[red]not usable[/red]")
+    console.print("usable" if report.usable else "[red]not usable[/red]: a split has no sample left")
     if not report.usable:
         raise typer.Exit(1)
 

@@ -3,6 +3,7 @@ matrices and annotation files, hand-written cases and generated ones (hypothesis
 
 import tomllib
 
+import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -103,27 +104,34 @@ def test_any_point_file_is_read_or_refused_with_a_data_error(text, count, skip, 
 def test_any_landmark_table_is_read_or_refused_with_a_data_error(text, tmp_path):
     path = tmp_path / "landmarks.csv"
     path.write_text(text)
-    for reader in (read_landmark_csv, read_label_table):
+    for reader in (lambda p: read_landmark_csv(p).points, read_label_table):
         try:
             table = reader(path)
         except DataError as exc:
             assert str(path) in str(exc) and "\n" not in str(exc)
         else:
-            assert table and all(v.ndim == 2 and v.shape[1] == 2 and (v == v).all() for v in table.values())
+            assert all(v.ndim == 2 and v.shape[1] == 2 and (v == v).all() for v in table.values())
+    try:
+        found = read_landmark_csv(path)
+    except DataError:
+        return
+    assert found.points or found.problems  # every row is read or has its reason
+    assert all(why.startswith(f"{path}: ") and "\n" not in why for why in found.problems.values())
 
 
 @settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(document=st.recursive(st.none() | st.integers() | st.floats() | st.text(max_size=5),
                              lambda c: st.lists(c, max_size=3) | st.dictionaries(st.sampled_from(["shapes", "label", "points", "shape_type", "x"]), c, max_size=3),
                              max_leaves=10))
-def test_any_labelme_file_is_read_or_refused_with_a_data_error(document, tmp_path):
+def test_any_labelme_file_is_read_or_its_problem_named(document, tmp_path):
     import json
 
     (tmp_path / "a.json").write_text(json.dumps(document))
-    try:
-        read_labelme_folder(tmp_path, ["p"])
-    except DataError as exc:
-        assert "a.json" in str(exc) and "\n" not in str(exc)
+    found = read_labelme_folder(tmp_path, ["p"])
+    if "a" in found.points:
+        assert found.points["a"].shape == (1, 2) and np.isfinite(found.points["a"]).all()
+    else:
+        assert found.problems["a"].startswith(f"{tmp_path / 'a.json'}: ") and "\n" not in found.problems["a"]
 
 
 @given(text=st.text(max_size=20))

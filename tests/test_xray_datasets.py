@@ -127,20 +127,6 @@ def test_folder_reads_csv_and_labelme_alike(tmp_path):
         f"case{s.id}" for s in samples)
 
 
-@needs_data
-def test_folder_labelme_duplicate_and_missing_labels_name_the_file(tmp_path):
-    root, samples = make_folder(tmp_path, count=1)
-    (root / "labelme").mkdir()
-    path = root / "labelme" / f"case{samples[0].id}.json"
-    point = {"label": "a", "points": [[1.0, 2.0]], "shape_type": "point"}
-    path.write_text(json.dumps({"shapes": [point, point]}))
-    with pytest.raises(DataError, match=rf"{path}: landmark 'a' appears twice"):
-        FolderDataset(FolderDataset.Params(root=str(root), labels="labelme", landmarks=["a"]))
-    path.write_text(json.dumps({"shapes": [point]}))
-    with pytest.raises(DataError, match=rf"{path}: missing landmark\(s\) 'b'"):
-        FolderDataset(FolderDataset.Params(root=str(root), labels="labelme", landmarks=["a", "b"]))
-
-
 def isbi_root_with(tmp_path, senior="10,20\n" * 19, image=None):
     """A one-image ISBI layout: a 100x80 image and both annotators' files."""
     root = tmp_path / "isbi2015"

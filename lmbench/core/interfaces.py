@@ -82,6 +82,16 @@ class Dataset(Component):
         one line each, for ``lmbench data check``. Errors are raised instead."""
         return []
 
+    def excluded(self) -> dict[str, str]:
+        """Samples left out of every split for bad annotations or images: id -> why, one line
+        naming the file. ``lmbench data check`` lists them and every run row records them."""
+        return {}
+
+    def annotations(self, sample_id: str) -> dict[str, np.ndarray]:
+        """Each annotator's (N, 2) landmarks in original pixels, for a dataset annotated by
+        several (``lmbench data check`` reports their disagreement); {} otherwise."""
+        return {}
+
     def pretrain_pool(self) -> list[str]:
         """Ids whose images (never labels) self-supervised pre-training may use: train + val."""
         return self.split("train") + self.split("val")

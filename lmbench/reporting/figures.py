@@ -3,7 +3,8 @@
 Per dataset: MRE against the number of labels per method (bars with the spread over seeds,
 as the paper's supplementary charts), SDR at each threshold, the pre-training-iterations
 sweep (the paper's Figure 2) when the results hold one, prediction overlays on a few
-test images at one label count (the paper's Figure 3), and MRE per landmark and method.
+test images at one label count (the paper's Figure 3), fine-tuning curves, and MRE per
+landmark and method.
 Across datasets and label counts: mean ranks with a critical-difference diagram. Figures come from the results files
 alone, except the overlays, which reload the test images through the dataset plugin and are
 left out, with the reason in the index, where the data is not at hand.
@@ -22,7 +23,7 @@ matplotlib.use("Agg")  # files only, never a window
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from lmbench.reporting import comparisons  # noqa: E402
+from lmbench.reporting import comparisons, curves  # noqa: E402
 from lmbench.reporting.formats import to_markdown  # noqa: E402
 from lmbench.reporting.leaderboard import Board, build_boards, header, matches  # noqa: E402
 from lmbench.run import results  # noqa: E402
@@ -222,6 +223,14 @@ def write_report(roots: list[Path], out: Path, eval_mode: str = "native", filter
                       f"method, with {labels} labelled images (the paper's Figure 3).", ""]
         else:
             index += [f"Prediction overlays left out: {why_not}.", ""]
+        runs_curves = curves.read_curves(board_runs)
+        if runs_curves:
+            figure = out / f"{slug}-curves.png"
+            curves.plot_curves(runs_curves, board.dataset, figure)
+            figures.append(figure)
+            index += [f"![fine-tuning curves]({figure.name})", "",
+                      "Training and validation loss per fine-tuning epoch, and the learning rate the plateau "
+                      "schedule set, for each method and label count (every seed drawn).", ""]
         if any(r.landmarks for r in board.rows):
             heatmap = out / f"{slug}-landmarks.png"
             comparisons.plot_landmark_heatmap(board, heatmap)

@@ -12,29 +12,37 @@ from lmbench.core.interfaces import Dataset
 
 
 @dataclass
+class AnnotatorAgreement:
+    """Mean distance between annotators' points: the accuracy a detector cannot meaningfully beat."""
+
+    annotators: int  # most annotations of one image
+    images: int
+    unit: str
+    overall: float
+    per_landmark: dict[str, float]
+
+
+@dataclass
 class CheckReport:
     dataset: str
-    splits: dict[str, int] = field(default_factory=dict)
+    splits: dict[str, int] = field(default_factory=dict)  # samples per split that load
     image_sizes: tuple[tuple[int, int], tuple[int, int]] | None = None  # smallest and largest (H, W)
     landmark_range: tuple[np.ndarray, np.ndarray] | None = None  # per axis min and max (x, y)
     spacing_range: tuple[float, float] | None = None
+    agreement: AnnotatorAgreement | None = None
     warnings: list[str] = field(default_factory=list)
-    errors: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)  # one per sample left out, or failing to load
 
     @property
     def usable(self) -> bool:
-        return not self.errors and sum(self.splits.values()) > 0
+        """Whether runs can use the dataset: every split keeps at least one sample."""
+        return bool(self.splits) and all(self.splits.values())
 
 
 def check_dataset(name: str, dataset: Dataset) -> CheckReport:
-    report = CheckReport(name, warnings=list(dataset.problems()))
-    ids = []
-    for split in ("train", "val", "test"):
-        members = dataset.split(split)
-        report.splits[split] = len(members)
-        if not members:
-            report.warnings.append(f"the {split} split is empty: runs need all three splits")
-        ids.extend(members)
+    report = CheckReport(name, warnings=list(dataset.problems()),
+                         errors=[f"left out: {why}" for why in dataset.excluded().values()])
+    members = {split: dataset.split(split) for split in ("train", "val", "test")}
 
     def inspect(sample_id):
         try:
@@ -43,17 +51,43 @@ def check_dataset(name: str, dataset: Dataset) -> CheckReport:
             return str(exc)
         if sample.landmarks.shape != (dataset.num_landmarks, 2):
             return f"{name} sample {sample_id}: landmarks have shape {sample.landmarks.shape}, expected ({dataset.num_landmarks}, 2)"
-        return sample.image.shape, sample.landmarks.min(axis=0), sample.landmarks.max(axis=0), sample.spacing
+        return sample
 
     with ThreadPoolExecutor() as pool:
-        outcomes = list(pool.map(inspect, dict.fromkeys(ids)))
-    found = [o for o in outcomes if not isinstance(o, str)]
-    report.errors = [o for o in outcomes if isinstance(o, str)]
+        ids = list(dict.fromkeys(i for split in members.values() for i in split))
+        outcomes = dict(zip(ids, pool.map(inspect, ids)))
+    found = [o for o in outcomes.values() if not isinstance(o, str)]
+    report.errors += [o for o in outcomes.values() if isinstance(o, str)]
+    for split, split_ids in members.items():
+        report.splits[split] = sum(not isinstance(outcomes[i], str) for i in split_ids)
+        if not report.splits[split]:
+            report.warnings.append(f"the {split} split is empty: runs need all three splits")
     if found:
-        areas = [shape[0] * shape[1] for shape, *_ in found]
-        report.image_sizes = (found[int(np.argmin(areas))][0], found[int(np.argmax(areas))][0])
-        report.landmark_range = (np.min([lo for _, lo, _, _ in found], axis=0), np.max([hi for _, _, hi, _ in found], axis=0))
-        spacings = [s for *_, s in found if s is not None]
+        areas = [s.image.shape[0] * s.image.shape[1] for s in found]
+        report.image_sizes = (found[int(np.argmin(areas))].image.shape[:2], found[int(np.argmax(areas))].image.shape[:2])
+        report.landmark_range = (np.min([s.landmarks.min(axis=0) for s in found], axis=0),
+                                 np.max([s.landmarks.max(axis=0) for s in found], axis=0))
+        spacings = [s.spacing for s in found if s.spacing is not None]
         if spacings:
             report.spacing_range = (min(spacings), max(spacings))
+        report.agreement = annotator_agreement(dataset, found)
     return report
+
+
+def annotator_agreement(dataset: Dataset, samples: list) -> AnnotatorAgreement | None:
+    """Per landmark, the distance between two annotators' points (the mean over pairs where an
+    image has more), in the dataset's unit, averaged over the images annotated more than once."""
+    distances, most = [], 0
+    for sample in samples:
+        points = list(dataset.annotations(sample.id).values())
+        if len(points) < 2:
+            continue
+        most = max(most, len(points))
+        pairs = [np.linalg.norm(a - b, axis=-1) for i, a in enumerate(points) for b in points[i + 1:]]
+        scale = sample.spacing if dataset.unit == "mm" and sample.spacing else 1.0
+        distances.append(np.mean(pairs, axis=0) * scale)
+    if not distances:
+        return None
+    table = np.stack(distances)
+    return AnnotatorAgreement(most, len(distances), dataset.unit, float(table.mean()),
+                              {n: float(v) for n, v in zip(dataset.landmark_names, table.mean(axis=0))})

@@ -31,7 +31,7 @@ class FinetuneResult:
     epochs: int
     best_epoch: int
     best_val_loss: float
-    history: list[tuple[float, float]] = field(default_factory=list)  # (train, val) per epoch
+    history: list[tuple[float, float, float]] = field(default_factory=list)  # (train loss, val loss, lr) per epoch
 
 
 def autocast(device: torch.device, precision: str = "bf16"):
@@ -139,9 +139,9 @@ def finetune(
                        for v, data in zip(views, vals)) / sum(len(data.ids) for data in vals)
         if not math.isfinite(val_loss):
             raise LmbenchError(f"validation loss became {val_loss} at epoch {epoch}")
+        result.history.append((train_loss, val_loss, optimiser.param_groups[0]["lr"]))  # the epoch's own lr
         plateau.step(val_loss)
         result.epochs = epoch
-        result.history.append((train_loss, val_loss))
         if val_loss < result.best_val_loss:
             result.best_val_loss, result.best_epoch, stale = val_loss, epoch, 0
             best_state = copy.deepcopy(model.state_dict())

@@ -11,7 +11,7 @@ from PIL import Image
 
 from lmbench.core.errors import DataError
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".dcm")
 
 
 def find_image(folders: Iterable[Path], stem: str) -> Path | None:
@@ -26,6 +26,15 @@ def find_image(folders: Iterable[Path], stem: str) -> Path | None:
 
 def read_image(path: Path) -> np.ndarray:
     """A grayscale (H, W) float32 image in [0, 1], whatever the file's mode and bit depth."""
+    return read_image_and_spacing(path)[0]
+
+
+def read_image_and_spacing(path: Path) -> tuple[np.ndarray, float | None]:
+    """``read_image``, and the file's own pixel spacing in mm where it has one (DICOM)."""
+    path = Path(path)
+    if path.suffix.lower() == ".dcm":
+        pixels, spacing = _read_dicom(path)
+        return _unit_range(pixels, path), spacing
     try:
         with Image.open(path) as image:
             image.load()
@@ -34,6 +43,58 @@ def read_image(path: Path) -> np.ndarray:
         raise DataError(f"{path}: image file is missing") from None
     except (OSError, ValueError, SyntaxError) as exc:  # PIL's errors for unreadable or truncated files
         raise DataError(f"{path}: unreadable image ({exc})") from None
+    return _unit_range(pixels, path), None
+
+
+def image_shape(path: Path) -> tuple[int, int]:
+    """(H, W) of an image file, from its header alone."""
+    try:
+        if path.suffix.lower() == ".dcm":
+            header = _dicom().dcmread(path, stop_before_pixels=True)
+            return int(header.Rows), int(header.Columns)
+        with Image.open(path) as image:
+            return image.height, image.width
+    except FileNotFoundError:
+        raise DataError(f"{path}: image file is missing") from None
+    except (OSError, ValueError, SyntaxError, AttributeError) as exc:
+        raise DataError(f"{path}: unreadable image ({exc})") from None
+
+
+def _dicom():
+    try:
+        import pydicom
+    except ImportError:
+        raise DataError("DICOM images need pydicom: pip install 'lmbench[dicom]'") from None
+    return pydicom
+
+
+def _read_dicom(path: Path) -> tuple[np.ndarray, float | None]:
+    """Pixels (MONOCHROME1 inverted, so that bone is bright) and the spacing from PixelSpacing
+    (or ImagerPixelSpacing), which must be the same along both axes."""
+    pydicom = _dicom()
+    try:
+        ds = pydicom.dcmread(path)
+        pixels = ds.pixel_array.astype(np.float32)
+    except FileNotFoundError:
+        raise DataError(f"{path}: image file is missing") from None
+    except Exception as exc:  # pydicom raises many kinds for broken files
+        raise DataError(f"{path}: unreadable DICOM ({type(exc).__name__}: {exc})") from None
+    if pixels.ndim != 2:
+        raise DataError(f"{path}: DICOM holds {pixels.ndim}-d pixels; one grayscale frame is expected")
+    if ds.get("PhotometricInterpretation") == "MONOCHROME1":
+        pixels = pixels.max() - pixels
+    pixels = (pixels - pixels.min()) / max(float(pixels.max() - pixels.min()), 1e-12)
+    spacing = ds.get("PixelSpacing") or ds.get("ImagerPixelSpacing")
+    if spacing is None:
+        return pixels, None
+    row, column = (float(v) for v in spacing)
+    if abs(row - column) > 1e-6 * max(row, column):
+        raise DataError(f"{path}: pixel spacing {row} x {column} mm differs between axes; lmbench needs square pixels")
+    return pixels, row
+
+
+def _unit_range(pixels: np.ndarray, path: Path) -> np.ndarray:
+    """Grayscale float32 in [0, 1]: 8- and 16-bit by their full range, other depths min-max."""
     if pixels.ndim == 3:
         pixels = pixels[..., :3].mean(axis=-1)
     if pixels.dtype in (np.uint8, np.uint16):

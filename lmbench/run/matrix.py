@@ -43,6 +43,7 @@ class MatrixFile:
     pretrain_seed: int | Literal["seed"] = 0
     output: str = "results"
     cache_dir: str | None = None
+    save_models: bool = False  # keep every fine-tuned detector (models/<run_key>.pt); or per entry
     finetune: dict = field(default_factory=dict)
     datasets: list[dict] = field(default_factory=list)
     pretrainers: list[dict] = field(default_factory=list)
@@ -65,6 +66,7 @@ class ComponentSpec:
     keyed: dict[str, Any]  # the params that change the numbers
     checkpoint: int | None = None  # for pretrainers whose runs keep several checkpoints
     code: str = ""  # the plugin's distribution and version, or a hash of its source (Registry.code_version)
+    save_models: bool = False  # keep the detectors of the runs using this entry (changes no numbers)
 
     def identity(self) -> dict[str, Any]:
         """What identifies the component's work: its code and params; for a checkpointing
@@ -99,6 +101,11 @@ class RunSpec:
     #: the one this run scores), and the group's label
     joint: tuple[ComponentSpec, ...] = ()
     joint_label: str | None = None
+    save_models: bool = False  # keep the fine-tuned detector beside the results
+
+    @property
+    def keeps_model(self) -> bool:
+        return self.save_models or any(s.save_models for s in (self.dataset, self.pretrainer, self.backbone, self.head))
 
     @property
     def pool_dataset(self) -> ComponentSpec:
@@ -174,7 +181,7 @@ def _expand_path(value: str) -> str:
 def _component(kind: str, table: Any, profile: str, reg: Registry, where: str, extra_keys=()) -> ComponentSpec:
     if not isinstance(table, dict):
         raise MatrixError(f"{where}: expected a table with 'name', got {table!r}")
-    allowed = ["label", "name", "params", *extra_keys]
+    allowed = ["label", "name", "params", "save_models", *extra_keys]
     for key in table:
         if key not in allowed:
             raise P.unknown_key_error(key, sorted(allowed), where)
@@ -201,7 +208,8 @@ def _component(kind: str, table: Any, profile: str, reg: Registry, where: str, e
             keyed["checkpoints"] = component.checkpoints()
         except LmbenchError as exc:
             raise MatrixError(f"{where}.params: {exc}") from None
-    return ComponentSpec(kind, name, label, params, keyed, checkpoint, reg.code_version(kind, name))
+    save_models = P.coerce(table.get("save_models", False), bool, f"{where}.save_models")
+    return ComponentSpec(kind, name, label, params, keyed, checkpoint, reg.code_version(kind, name), save_models)
 
 
 def _matches(pattern: dict[str, Any], run: RunSpec) -> bool:
@@ -290,7 +298,7 @@ def parse_matrix(data: dict[str, Any], path: Path, reg: Registry | None = None) 
                 backbone=backbone, head=head, labels=labels, seed=seed, selection=top.selection,
                 image_size=image_size, pretrain_seed=seed if top.pretrain_seed == "seed" else top.pretrain_seed,
                 finetune=dataclasses.asdict(finetune), pretrain_dataset=pools.get(pretrainer.label),
-                joint=members if joint_label else (), joint_label=joint_label,
+                joint=members if joint_label else (), joint_label=joint_label, save_models=top.save_models,
             )
             reason = _incompatibility(run, instances, reg)
             if reason is None:

@@ -5,6 +5,8 @@ Layout under a matrix's results folder::
     runs/<run_key>.parquet         one row: identity, config, provenance, cost, status
     metrics/<run_key>.parquet      long format: split, eval_mode, metric, landmark, value
     predictions/<run_key>.parquet  one row per test image and landmark
+    curves/<run_key>.parquet       one row per fine-tuning epoch: train and validation loss, lr
+    models/<run_key>.pt            the fine-tuned detector, for runs with ``save_models``
 
 The run row is written last, so a run with a run row is complete; a process killed
 mid-write leaves only a hidden temporary file, which no reader looks at.
@@ -36,6 +38,8 @@ RUN_SCHEMA = pa.schema(
         ("device_name", _s), ("cuda_version", _s), ("deterministic", _b), ("git_sha", _s),
         ("wall_time_s", _f), ("pretrain_time_s", _f), ("pretrain_cache_hit", _b), ("peak_memory_mb", _f),
         ("n_parameters", _i), ("epochs", _i), ("best_epoch", _i), ("finished_at", _s),
+        ("excluded", _s),  # JSON: sample id -> why the dataset left it out (bad annotation or image)
+        ("model_saved", _b),
     ]
 )
 METRIC_SCHEMA = pa.schema(
@@ -51,7 +55,12 @@ PREDICTION_SCHEMA = pa.schema(
         ("error", _f), ("unit", _s),
     ]
 )
-TABLES = {"runs": RUN_SCHEMA, "metrics": METRIC_SCHEMA, "predictions": PREDICTION_SCHEMA}
+CURVE_SCHEMA = pa.schema(
+    [
+        ("schema_version", _i), ("run_key", _s), ("epoch", _i), ("train_loss", _f), ("val_loss", _f), ("lr", _f),
+    ]
+)
+TABLES = {"runs": RUN_SCHEMA, "metrics": METRIC_SCHEMA, "predictions": PREDICTION_SCHEMA, "curves": CURVE_SCHEMA}
 
 
 def write_atomic(table: pa.Table, path: Path) -> None:
@@ -66,10 +75,14 @@ def _table(kind: str, rows: list[dict]) -> pa.Table:
     return pa.Table.from_pylist(rows, schema=TABLES[kind])
 
 
-def write_run(results_dir: Path, run: dict, metrics: list[dict] = (), predictions: list[dict] = ()) -> None:
-    """Write a run's metric and prediction files, then its run row (the completion marker)."""
+def write_run(results_dir: Path, run: dict, metrics: list[dict] = (), predictions: list[dict] = (),
+              curves: list[dict] = (), save_model=None) -> None:
+    """Write a run's metric, prediction and curve files and, through ``save_model(path)``, its
+    detector, then its run row (the completion marker)."""
     key = run["run_key"]
-    for kind, rows in (("metrics", metrics), ("predictions", predictions)):
+    if save_model is not None:
+        save_model(results_dir / "models" / f"{key}.pt")
+    for kind, rows in (("metrics", metrics), ("predictions", predictions), ("curves", curves)):
         path = results_dir / kind / f"{key}.parquet"
         if rows:
             write_atomic(_table(kind, [{"run_key": key, **r} for r in rows]), path)

@@ -9,6 +9,7 @@ import resource
 import subprocess
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -24,7 +25,7 @@ from lmbench.core.errors import DataError, LmbenchError, PluginError, SkipRun
 from lmbench.core.interfaces import Backbone, Dataset, HeadStrategy, LoadReport, PretrainContext, Pretrainer
 from lmbench.core.keys import canonical_json, content_key
 from lmbench.core.plugins import registry
-from lmbench.run import cache, engine, results
+from lmbench.run import cache, detector, engine, results
 from lmbench.run.data import Prepared, prepare, select_labelled
 from lmbench.run.geometry import to_original
 from lmbench.run.locks import file_lock
@@ -240,9 +241,9 @@ def _score(spec: RunSpec, data: Splits, model, head: HeadStrategy, config: Finet
     return metrics, predictions
 
 
-def execute(specs: list[RunSpec], ctx: RunContext, on_stage=lambda text, done, total: None) -> list[tuple[dict, list, list]]:
+def execute(specs: list[RunSpec], ctx: RunContext, on_stage=lambda text, done, total: None) -> list[Outcome]:
     """Train once for runs sharing a ``training_key`` (one run, or members of a joint group) and
-    return (run row, metric rows, prediction rows) for each. Raises on failure."""
+    return each one's outcome. Raises on failure."""
     start = time.perf_counter()
     lead = specs[0]
     members = lead.joint or (lead.dataset,)
@@ -272,12 +273,16 @@ def execute(specs: list[RunSpec], ctx: RunContext, on_stage=lambda text, done, t
     )
 
     on_stage("testing", 0, 1)
+    curves = [{"epoch": epoch, "train_loss": train, "val_loss": val, "lr": lr}
+              for epoch, (train, val, lr) in enumerate(fit.history, start=1)]
     outcomes = []
     for spec in specs:
         domain = members.index(spec.dataset)
         view = engine.DomainView(model, domain) if lead.joint else model
         data = parts[domain]
         metrics, predictions = _score(spec, data, view, head, config, ctx)
+        save = detector.saver(model, head, counts if lead.joint else counts[0], domain if lead.joint else None,
+                              data.dataset.landmark_names, spec.image_size, config.precision) if spec.keeps_model else None
         row = {
             **_config_row(spec), "status": "ok", "labelled_ids": json.dumps(data.labelled),
             "unit": data.dataset.unit, "thresholds": json.dumps(list(data.dataset.thresholds)),
@@ -286,9 +291,21 @@ def execute(specs: list[RunSpec], ctx: RunContext, on_stage=lambda text, done, t
             "n_parameters": sum(p.numel() for p in model.parameters()),
             "epochs": fit.epochs, "best_epoch": fit.best_epoch,
             "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
+            "excluded": json.dumps(data.dataset.excluded()), "model_saved": save is not None,
         }
-        outcomes.append((row, metrics, predictions))
+        outcomes.append(Outcome(row, metrics, predictions, curves, save))
     return outcomes
+
+
+@dataclass
+class Outcome:
+    """What one run leaves in the results folder."""
+
+    row: dict
+    metrics: list = field(default_factory=list)
+    predictions: list = field(default_factory=list)
+    curves: list = field(default_factory=list)
+    save_model: Callable[[Path], None] | None = None
 
 
 @dataclass
@@ -375,8 +392,8 @@ class GroupJob:
         except Exception as exc:  # any failure is recorded and the matrix goes on
             status = "skipped" if isinstance(exc, SkipRun) else "failed"
             error = one_line(exc)
-            outcomes = [({**_config_row(spec), **_provenance(ctx), "status": status, "error": error,
-                          "finished_at": datetime.now(UTC).isoformat(timespec="seconds")}, [], [])
+            outcomes = [Outcome({**_config_row(spec), **_provenance(ctx), "status": status, "error": error,
+                                 "finished_at": datetime.now(UTC).isoformat(timespec="seconds")})
                         for spec in specs]
             setattr(summary, status, len(specs))
             for spec in specs:
@@ -390,8 +407,9 @@ class GroupJob:
                         where += f", cache {ctx.cache_dir / 'pretrain' / spec.pretrain_key}"
                     note = f"{error} [{where}; log {log}]"
                 summary.notes.append((status, spec.title, note))
-        for row, metrics, predictions in outcomes:
-            results.write_run(self.results_dir, row, metrics, predictions)
+        for outcome in outcomes:
+            results.write_run(self.results_dir, outcome.row, outcome.metrics, outcome.predictions, outcome.curves,
+                              outcome.save_model)
         return summary
 
 

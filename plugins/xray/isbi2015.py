@@ -65,6 +65,10 @@ class Isbi2015(Dataset):
         check_inside(landmarks, image.shape, self.root / "400_senior" / f"{sample_id}.txt")
         return Sample(sample_id, image, landmarks, self.spacing)
 
+    def annotations(self, sample_id):
+        return {a: read_point_lines(self.root / f"400_{a}" / f"{sample_id}.txt", len(LANDMARKS))
+                for a in ("senior", "junior")}
+
     def paper_axis_scale(self, truth, shape, spacing):
         """The published code scales x by the image height and y by its width (2400 and 1935
         px), the axes swapped."""

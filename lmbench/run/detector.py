@@ -1,0 +1,158 @@
+"""A fine-tuned detector kept beside its run's results, and put to use on new images.
+
+A run with ``save_models`` writes ``models/<run_key>.pt``: the network's weights, the head's
+calibration (its tensor attributes), and what rebuilding needs beyond the run row, which
+holds the backbone and head specs: the landmark count and names, the input size, precision.
+``lmbench predict`` loads one and writes its predictions at each image's original size as a
+CSV file and as labelme files.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from lmbench.core.errors import LmbenchError
+from lmbench.core.interfaces import HeadStrategy
+from lmbench.run import engine, results
+from lmbench.run.geometry import resize_image, to_original
+from lmbench.run.io import IMAGE_SUFFIXES, read_image
+
+FORMAT = 1
+LABELME_VERSION = "5.4.1"
+
+
+def model_file(run: dict) -> Path:
+    return run["_file"].parent.parent / "models" / f"{run['run_key']}.pt"
+
+
+def saver(model: torch.nn.Module, head: HeadStrategy, num_landmarks, domain: int | None,
+          landmark_names, image_size: int, precision: str):
+    """``save(path)`` writing the detector atomically; called before the run row is written."""
+    def save(path: Path) -> None:
+        payload = {
+            "format": FORMAT, "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+            "head_state": {k: v.cpu() for k, v in vars(head).items() if isinstance(v, torch.Tensor)},
+            "num_landmarks": num_landmarks, "domain": domain, "landmark_names": list(landmark_names),
+            "image_size": image_size, "precision": precision,
+        }
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        torch.save(payload, tmp)
+        os.replace(tmp, path)
+    return save
+
+
+@dataclass
+class Detector:
+    run: dict
+    model: torch.nn.Module
+    head: HeadStrategy
+    landmark_names: list[str]
+    image_size: int
+    precision: str
+
+    def predict(self, images: list[np.ndarray], device: torch.device, batch_size: int = 8) -> np.ndarray:
+        """(M, N, 2) landmarks in each image's own pixels, for (H, W) images in [0, 1]."""
+        inputs = torch.stack([resize_image(image, self.image_size) for image in images])
+        points = engine.predict(self.model, self.head, inputs, batch_size, device, self.precision).numpy()
+        return np.stack([to_original(p, image.shape[:2], self.image_size) for p, image in zip(points, images)])
+
+
+def load_detector(run: dict) -> Detector:
+    """Rebuild a run's fine-tuned detector from its saved model and its run row."""
+    from lmbench.run.matrix import ComponentSpec  # plugins load on first use
+
+    path = model_file(run)
+    if not path.exists():
+        raise LmbenchError(f"{path}: run {run['run_key']} kept no model; run it again with save_models = true")
+    payload = torch.load(path, map_location="cpu", weights_only=False)
+    if payload.get("format") != FORMAT:
+        raise LmbenchError(f"{path}: saved by another lmbench version (format {payload.get('format')}, "
+                           f"this one reads {FORMAT})")
+    backbone, head = (ComponentSpec(kind, run[kind], run[f"{kind}_label"], json.loads(run[f"{kind}_params"]), {})
+                      .instantiate() for kind in ("backbone", "head"))
+    model = backbone.build(payload["num_landmarks"], payload["image_size"])
+    model.load_state_dict(payload["state_dict"])
+    if payload["domain"] is not None:
+        model = engine.DomainView(model, payload["domain"])
+    for name, value in payload["head_state"].items():
+        setattr(head, name, value)
+    return Detector(run, model.eval(), head, payload["landmark_names"], payload["image_size"], payload["precision"])
+
+
+def test_set_mre(run: dict) -> float:
+    table = results.read_table("metrics", run["_file"], split="test")
+    values = [m["value"] for m in (table.to_pylist() if table is not None else [])
+              if m["eval_mode"] == "native" and m["metric"] == "mre" and m["landmark"] == "all"]
+    return values[0] if values else float("inf")
+
+
+def choose_run(roots: list[Path], run_key: str | None = None, dataset: str | None = None,
+               labels: int | None = None) -> dict:
+    """A run by its key, or the finished run with a saved model and the lowest test MRE for
+    ``dataset`` (label or name) at ``labels`` labels."""
+    runs = results.read_runs(roots)
+    if run_key:
+        found = [r for r in runs if r["run_key"] == run_key]
+        if not found:
+            raise LmbenchError(f"no run {run_key!r} under {', '.join(map(str, roots))}")
+        return found[0]
+    if dataset is None or labels is None:
+        raise LmbenchError("name a run: --run KEY, or --dataset D with --labels N for the best one")
+    candidates = [r for r in runs if r["status"] == "ok" and r["labels"] == labels
+                  and dataset in (r["dataset"], r["dataset_label"])]
+    if not candidates:
+        raise LmbenchError(f"no finished run for dataset {dataset!r} with {labels} labels")
+    kept = [r for r in candidates if model_file(r).exists()]
+    if not kept:
+        raise LmbenchError(f"none of the {len(candidates)} finished runs for {dataset!r} with {labels} labels kept "
+                           f"its model; run them with save_models = true")
+    return min(kept, key=test_set_mre)
+
+
+def image_files(folder: Path) -> list[Path]:
+    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    if not files:
+        raise LmbenchError(f"{folder}: no images ({', '.join(IMAGE_SUFFIXES)})")
+    return files
+
+
+def labelme_document(points: np.ndarray, names: list[str], image: Path, shape: tuple[int, int], folder: Path) -> dict:
+    """A labelme file of one point per landmark, naming ``image`` relative to ``folder``."""
+    return {
+        "version": LABELME_VERSION, "flags": {},
+        "shapes": [{"label": name, "points": [[float(x), float(y)]], "group_id": None, "description": "",
+                    "shape_type": "point", "flags": {}, "mask": None} for name, (x, y) in zip(names, points)],
+        "imagePath": os.path.relpath(image, folder), "imageData": None,
+        "imageHeight": int(shape[0]), "imageWidth": int(shape[1]),
+    }
+
+
+def predict_folder(detector: Detector, images: Path, out: Path, device: torch.device,
+                   batch_size: int = 8, on_progress=lambda done, total: None) -> tuple[Path, Path]:
+    """Predict every image of ``images``; write ``out/predictions.csv`` (one row per image:
+    id, then x and y of each landmark) and ``out/labelme/<id>.json``. Returns both paths."""
+    files = image_files(images)
+    labelme = out / "labelme"
+    labelme.mkdir(parents=True, exist_ok=True)
+    names = detector.landmark_names
+    table = out / "predictions.csv"
+    with table.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["id", *(f"{n}_{axis}" for n in names for axis in ("x", "y"))])
+        for start in range(0, len(files), batch_size):
+            chunk = files[start:start + batch_size]
+            pixels = [read_image(path) for path in chunk]
+            for path, image, points in zip(chunk, pixels, detector.predict(pixels, device, batch_size)):
+                writer.writerow([path.stem, *(f"{v:.3f}" for v in points.ravel())])
+                document = labelme_document(points, names, path.resolve(), image.shape, labelme.resolve())
+                (labelme / f"{path.stem}.json").write_text(json.dumps(document, indent=2))
+            on_progress(min(start + batch_size, len(files)), len(files))
+    return table, labelme

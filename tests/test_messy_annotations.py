@@ -1,0 +1,236 @@
+"""A researcher's labelme folder as it really is (two annotators, slips in some files), from
+``data check`` to a run that leaves the bad samples out, to ``lmbench predict``."""
+
+import csv
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from lmbench.core.errors import DataError
+from lmbench.reporting.figures import write_report
+from lmbench.run import results
+from lmbench.run.datacheck import check_dataset
+from lmbench.run.detector import choose_run, load_detector, predict_folder
+from lmbench.run.io import read_image, read_image_and_spacing
+from lmbench.run.matrix import load_matrix
+from lmbench.run.runner import run_matrix
+from lmbench_plugins.xray.folder import FolderDataset
+
+from conftest import lmbench_cli
+
+NAMES = ["l1", "l2", "l3", "l4"]
+HEIGHT, WIDTH = 64, 80
+
+
+def point(label, x, y):
+    return {"label": label, "points": [[x, y]], "group_id": None, "shape_type": "point", "flags": {}}
+
+
+def write_labelme(path, shapes, image_path=None):
+    path.write_text(json.dumps({"version": "5.4.1", "shapes": shapes, "imagePath": image_path, "imageData": None}))
+
+
+def messy_folder(tmp_path, count=16):
+    """``count`` generated images, each with a bright blob at every landmark, annotated by two
+    annotators who disagree by about a pixel, with these slips:
+    003: annotator a names l2 twice and lacks l3 (b is fine); 005: b names an unknown landmark;
+    007: a's file is not JSON and b's has a NaN; 009: both put l4 outside the image;
+    010: the image is scan_010.png, named by the files' imagePath."""
+    rng = np.random.default_rng(0)
+    root = tmp_path / "ceph"
+    for folder in ("images", "ann_a", "ann_b"):
+        (root / folder).mkdir(parents=True)
+    truth = {}
+    yy, xx = np.mgrid[:HEIGHT, :WIDTH]
+    for i in range(1, count + 1):
+        sample_id = f"{i:03d}"
+        points = np.column_stack([rng.uniform(8, WIDTH - 8, 4), rng.uniform(8, HEIGHT - 8, 4)])
+        truth[sample_id] = points
+        image = 0.2 + 0.05 * rng.standard_normal((HEIGHT, WIDTH))
+        for x, y in points:
+            image += 0.6 * np.exp(-((xx - x) ** 2 + (yy - y) ** 2) / 8)
+        name = "scan_010.png" if sample_id == "010" else f"{sample_id}.png"
+        Image.fromarray((np.clip(image, 0, 1) * 255).astype(np.uint8)).save(root / "images" / name)
+        for annotator, offset in (("ann_a", -0.5), ("ann_b", 0.5)):
+            shapes = [point(n, float(x + offset), float(y)) for n, (x, y) in zip(NAMES, points)]
+            write_labelme(root / annotator / f"{sample_id}.json", shapes, f"../images/{name}")
+    a, b = root / "ann_a", root / "ann_b"
+    shapes = json.loads((a / "003.json").read_text())["shapes"]
+    write_labelme(a / "003.json", [shapes[0], shapes[1], shapes[1], shapes[3]])
+    shapes = json.loads((b / "005.json").read_text())["shapes"]
+    write_labelme(b / "005.json", shapes + [point("lx", 3.0, 4.0)], "../images/005.png")
+    (a / "007.json").write_text("{not json")
+    shapes = json.loads((b / "007.json").read_text())["shapes"]
+    shapes[2]["points"] = [["NaN", 3.0]]
+    write_labelme(b / "007.json", shapes)
+    for annotator in (a, b):
+        shapes = json.loads((annotator / "009.json").read_text())["shapes"]
+        shapes[3]["points"] = [[WIDTH + 20.0, 10.0]]
+        write_labelme(annotator / "009.json", shapes, "../images/009.png")
+    return root, truth
+
+
+def folder(root, **params):
+    return FolderDataset(FolderDataset.Params(root=str(root), labels=["ann_a", "ann_b"], landmarks=NAMES, **params))
+
+
+def test_data_check_lists_every_slip_and_the_rest_is_used(tmp_path):
+    root, truth = messy_folder(tmp_path)
+    dataset = folder(root)
+    excluded = dataset.excluded()
+    assert sorted(excluded) == ["007", "009"]
+    assert "007.json: not a labelme file" in excluded["007"] and "'l3' has coordinates (NaN, 3.0)" in excluded["007"]
+    assert "landmark(s) 'l4' lie outside the 80x64 image" in excluded["009"]
+    problems = "\n".join(dataset.problems())
+    assert "003: averaged over 1 of 2 annotators" in problems and "'l2' appear(s) twice" in problems
+    assert "'l3' missing" in problems and "005: averaged over 1 of 2" in problems and "'lx' not in params.landmarks" in problems
+    every = sum((dataset.split(s) for s in ("train", "val", "test")), [])
+    assert sorted(every) == sorted(set(truth) - {"007", "009"})
+    report = check_dataset("folder", dataset)
+    assert report.usable and len(report.errors) == 2 and all(line.startswith("left out: ") for line in report.errors)
+    assert report.agreement.images == 12 and report.agreement.overall == pytest.approx(1.0)  # a and b 1 px apart
+
+    shown = lmbench_cli("data", "check", "--dataset", "folder", "--root", str(root), "-p", 'labels=["ann_a", "ann_b"]',
+                        "-p", f"landmarks={json.dumps(NAMES)}")
+    assert shown.returncode == 0, shown.stderr
+    assert shown.stdout.count("left out:") == 2 and "inter-annotator distance (px) over 12 images: 1 overall" in shown.stdout
+
+
+def test_annotators_average_or_one_is_picked(tmp_path):
+    root, truth = messy_folder(tmp_path)
+    np.testing.assert_allclose(folder(root).load("001").landmarks, truth["001"], atol=1e-9)  # -0.5 and +0.5
+    np.testing.assert_allclose(folder(root).load("003").landmarks, truth["003"] + [0.5, 0], atol=1e-9)  # b alone
+    only_a = folder(root, annotator="ann_a")
+    np.testing.assert_allclose(only_a.load("001").landmarks, truth["001"] - [0.5, 0], atol=1e-9)
+    assert sorted(only_a.excluded()) == ["003", "007", "009"]
+    assert only_a.annotations("001").keys() == {"ann_a", "ann_b"}
+    assert folder(root).load("010").image.shape == (HEIGHT, WIDTH)  # found through imagePath
+    with pytest.raises(DataError, match=r"2 sample\(s\) with bad annotations or images, first .*007.json") as error:
+        folder(root, on_problem="error")
+    assert "\n" not in str(error.value)
+    with pytest.raises(DataError, match="params.annotator 'ann_c' is not one of"):
+        folder(root, annotator="ann_c")
+
+
+def test_a_run_leaves_bad_samples_out_and_its_detector_predicts_new_images(tmp_path):
+    root, truth = messy_folder(tmp_path)
+    matrix = tmp_path / "mine.toml"
+    matrix.write_text(f"""
+name = "mine"
+profile = "smoke"
+image_size = 32
+labels = [4]
+output = "{tmp_path / 'results'}"
+cache_dir = "{tmp_path / 'cache'}"
+save_models = true
+
+[finetune]
+epochs = 3
+samples_per_epoch = 8
+
+[[datasets]]
+name = "folder"
+params = {{ root = "{root}", labels = ["ann_a", "ann_b"], landmarks = {json.dumps(NAMES)}, spacing = 0.1 }}
+
+[[pretrainers]]
+name = "scratch"
+
+[[backbones]]
+name = "smp-unet"
+params = {{ encoder = "tu-resnet10t", encoder_depth = 3, decoder_channels = [32, 16, 8] }}
+
+[[heads]]
+name = "gaussian"
+""")
+    m = load_matrix(matrix)
+    assert run_matrix(m, quiet=True).ok == 1
+    (run,) = results.read_runs([m.results_dir])
+    assert sorted(json.loads(run["excluded"])) == ["007", "009"] and run["model_saved"]
+    curves = results.read_table("curves", run["_file"]).to_pylist()
+    assert [c["epoch"] for c in curves] == [1, 2, 3] and all(c["lr"] > 0 and c["val_loss"] > 0 for c in curves)
+
+    stored = results.read_table("predictions", run["_file"], split="test").to_pylist()
+    test_ids = sorted({r["image_id"] for r in stored})
+    new_images = tmp_path / "new"
+    new_images.mkdir()
+    for sample_id in test_ids:
+        source = root / "images" / ("scan_010.png" if sample_id == "010" else f"{sample_id}.png")
+        (new_images / f"{sample_id}.png").write_bytes(source.read_bytes())
+    chosen = choose_run([m.results_dir], dataset="folder", labels=4)
+    table, labelme = predict_folder(load_detector(chosen), new_images, tmp_path / "out", device=torch_cpu())
+    with table.open() as handle:
+        predicted = {row["id"]: row for row in csv.DictReader(handle)}
+    for r in stored:  # the run's own test predictions, again
+        row = predicted[r["image_id"]]
+        assert float(row[f"{r['landmark']}_x"]) == pytest.approx(r["x"], abs=2e-3)
+        assert float(row[f"{r['landmark']}_y"]) == pytest.approx(r["y"], abs=2e-3)
+    reread = FolderDataset(FolderDataset.Params(root=str(tmp_path / "out"), images="none", labels="labelme",
+                                                landmarks=NAMES, fractions=[1.0, 0.0, 0.0]))
+    assert sorted(reread.split("train")) == test_ids  # labelme opens them, and so does lmbench
+    for sample_id in test_ids:
+        sample = reread.load(sample_id)
+        assert sample.image.shape == (HEIGHT, WIDTH)
+        expected = [[float(predicted[sample_id][f"{n}_{a}"]) for a in "xy"] for n in NAMES]
+        np.testing.assert_allclose(sample.landmarks, expected, atol=1e-3)
+
+    shown = lmbench_cli("predict", str(m.results_dir), "--images", str(new_images), "--out", str(tmp_path / "cli"),
+                        "--run", run["run_key"], "--device", "cpu")
+    assert shown.returncode == 0, shown.stderr
+    assert (tmp_path / "cli" / "predictions.csv").read_text() == table.read_text()
+    figures = write_report([m.results_dir], tmp_path / "report")
+    assert "folder-curves.png" in {f.name for f in figures}
+
+
+def test_predict_says_what_is_missing(tmp_path):
+    from lmbench.core.errors import LmbenchError
+
+    with pytest.raises(LmbenchError, match="name a run"):
+        choose_run([tmp_path])
+    with pytest.raises(LmbenchError, match="no finished run for dataset 'folder' with 4 labels"):
+        choose_run([tmp_path], dataset="folder", labels=4)
+
+
+def torch_cpu():
+    import torch
+
+    return torch.device("cpu")
+
+
+@pytest.mark.parametrize("suffix", [".png", ".tif", ".bmp", ".jpg"])
+def test_8_and_16_bit_images_load(tmp_path, suffix):
+    ramp = np.linspace(0, 1, 60 * 50).reshape(60, 50)
+    eight = (ramp * 255).round().astype(np.uint8)
+    Image.fromarray(eight).save(tmp_path / f"a8{suffix}")
+    assert np.abs(read_image(tmp_path / f"a8{suffix}") - ramp).max() < (0.05 if suffix == ".jpg" else 0.003)
+    if suffix in (".png", ".tif"):
+        sixteen = (ramp * 65535).round().astype(np.uint16)
+        Image.fromarray(sixteen).save(tmp_path / f"a16{suffix}")
+        assert np.abs(read_image(tmp_path / f"a16{suffix}") - ramp).max() < 1e-4  # all 16 bits kept
+
+
+def test_dicom_brings_its_pixel_spacing(tmp_path):
+    pydicom = pytest.importorskip("pydicom")
+    from pydicom.dataset import FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
+
+    pixels = (np.linspace(0, 1, HEIGHT * WIDTH).reshape(HEIGHT, WIDTH) * 4095).astype(np.uint16)
+    meta = FileMetaDataset()
+    meta.TransferSyntaxUID, meta.MediaStorageSOPClassUID = ExplicitVRLittleEndian, SecondaryCaptureImageStorage
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    ds = pydicom.Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID, ds.SOPInstanceUID = SecondaryCaptureImageStorage, meta.MediaStorageSOPInstanceUID
+    ds.Rows, ds.Columns, ds.SamplesPerPixel, ds.PhotometricInterpretation = HEIGHT, WIDTH, 1, "MONOCHROME1"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
+    ds.PixelSpacing = [0.15, 0.15]
+    ds.PixelData = pixels.tobytes()
+    root = tmp_path / "dicom"
+    (root / "images").mkdir(parents=True)
+    ds.save_as(root / "images" / "001.dcm", enforce_file_format=True)
+    image, spacing = read_image_and_spacing(root / "images" / "001.dcm")
+    assert spacing == pytest.approx(0.15) and image[0, 0] == pytest.approx(1.0) and image[-1, -1] == pytest.approx(0.0)
+    (root / "landmarks.csv").write_text("id,x,y\n001,10,20\n")
+    dataset = FolderDataset(FolderDataset.Params(root=str(root), train=["001"], val=["001"], test=["001"]))
+    assert dataset.unit == "mm" and dataset.load("001").spacing == pytest.approx(0.15)
