@@ -327,7 +327,7 @@ def data_check(
         console.print(f"  [yellow]warning[/yellow] {warning}", soft_wrap=True)
     for error in report.errors:
         console.print(f"  [red]error[/red] {error}", soft_wrap=True)
-    console.print("usable" if report.usable else "[red]not usable[/red]: a split has no sample left")
+    console.print("usable" if report.usable else "[red]not usable[/red]: no sample is left")
     if not report.usable:
         raise typer.Exit(1)
 

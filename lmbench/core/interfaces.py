@@ -42,6 +42,14 @@ class Component:
         #: the name the component was registered under (set when a matrix instantiates it)
         self.name = type(self).__name__.lower()
 
+    @classmethod
+    def finetune_defaults(cls, params: Any) -> dict[str, Any]:
+        """Fine-tuning settings this component brings, over the profile's and under the matrix's
+        ``[finetune]``: a dataset's augmentation (chest: no scaling), a backbone's own training
+        recipe. Keys are those of ``lmbench.run.profiles.FinetuneConfig``. Read without building
+        the component, so that a matrix validates without its data."""
+        return {}
+
     def key_params(self) -> dict[str, Any]:
         """The params that change the numbers, as plain JSON-able values."""
         values = dataclasses.asdict(self.params)

@@ -1,7 +1,9 @@
 """The shared fine-tuning engine: every backbone and head is trained and tested the same way.
 
 AdamW, ReduceLROnPlateau on the validation loss, early stopping, gradient accumulation,
-and the weights of the best validation epoch kept for testing. bf16 autocast on CUDA.
+and the weights of the best validation epoch kept for testing. bf16 autocast on CUDA. A
+backbone's own recipe (Adam, a cyclic learning rate, a summed loss) is switched on by the
+same settings.
 """
 
 from __future__ import annotations
@@ -47,12 +49,13 @@ def _epoch_order(n: int, count: int, generator: torch.Generator) -> torch.Tensor
     return torch.cat(passes)[:count]
 
 
-def _batch_loss(model: nn.Module, head: HeadStrategy, images, landmarks, device, precision="bf16") -> torch.Tensor:
+def _batch_loss(model: nn.Module, head: HeadStrategy, images, landmarks, device, config: FinetuneConfig) -> torch.Tensor:
     images, landmarks = images.to(device), landmarks.to(device)
     targets = head.targets(landmarks, tuple(images.shape[-2:]))
-    with autocast(device, precision):
+    with autocast(device, config.precision):
         logits = model(images)
-    return head.loss(logits.float(), targets)
+    loss = head.loss(logits.float(), targets)
+    return loss * targets.numel() if config.loss_reduction == "sum" else loss
 
 
 @torch.no_grad()
@@ -63,7 +66,7 @@ def validation_loss(model: nn.Module, head: HeadStrategy, data: Prepared, config
     losses, sizes = [], []
     for start in range(0, len(data.ids), config.batch_size):
         sl = slice(start, start + config.batch_size)
-        losses.append(float(_batch_loss(model, head, data.images[sl], data.landmarks[sl], device, config.precision)))
+        losses.append(float(_batch_loss(model, head, data.images[sl], data.landmarks[sl], device, config)))
         sizes.append(len(data.ids[sl]))
     weights = sizes if config.validation_average == "image" else [1] * len(sizes)
     return sum(w * loss for w, loss in zip(weights, losses)) / sum(weights)
@@ -103,10 +106,15 @@ def finetune(
         raise LmbenchError("fine-tuning needs at least one training and one validation image")
     generator = torch.Generator().manual_seed(seed)
     model.to(device)
-    optimiser = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=config.weight_decay)
+    optimiser_class = torch.optim.AdamW if config.optimizer == "adamw" else torch.optim.Adam
+    optimiser = optimiser_class(model.parameters(), lr=lr, weight_decay=config.weight_decay)
     plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(
         optimiser, factor=config.plateau_factor, patience=config.plateau_patience
     )
+    cyclic = torch.optim.lr_scheduler.CyclicLR(
+        optimiser, base_lr=lr, max_lr=config.cyclic_max_lr, step_size_up=config.cyclic_half_period,
+        mode="triangular2", cycle_momentum=False,
+    ) if config.schedule == "cyclic" else None
     per_epoch = [config.samples_per_epoch or len(t.ids) for t in trains]
     result = FinetuneResult(epochs=0, best_epoch=0, best_val_loss=math.inf)
     best_state = copy.deepcopy(model.state_dict())
@@ -126,21 +134,24 @@ def finetune(
                 pairs = [augment(im, pts, config, generator) for im, pts in zip(images, landmarks)]
                 images = torch.stack([im for im, _ in pairs])
                 landmarks = torch.stack([pts for _, pts in pairs])
-            loss = _batch_loss(views[d], head, images, landmarks, device, config.precision)
+            loss = _batch_loss(views[d], head, images, landmarks, device, config)
             if not torch.isfinite(loss):
                 raise LmbenchError(f"training loss became {float(loss)} at epoch {epoch}, step {step}")
             (loss / config.accumulation).backward()
             if step % config.accumulation == 0 or step == len(batches):
                 optimiser.step()
                 optimiser.zero_grad(set_to_none=True)
+                if cyclic is not None:
+                    cyclic.step()
             train_loss += loss.item() * len(index)
         train_loss /= sum(per_epoch)
         val_loss = sum(validation_loss(v, head, data, config, device) * len(data.ids)
                        for v, data in zip(views, vals)) / sum(len(data.ids) for data in vals)
         if not math.isfinite(val_loss):
             raise LmbenchError(f"validation loss became {val_loss} at epoch {epoch}")
-        result.history.append((train_loss, val_loss, optimiser.param_groups[0]["lr"]))  # the epoch's own lr
-        plateau.step(val_loss)
+        result.history.append((train_loss, val_loss, optimiser.param_groups[0]["lr"]))  # the epoch's last lr
+        if cyclic is None:
+            plateau.step(val_loss)
         result.epochs = epoch
         if val_loss < result.best_val_loss:
             result.best_val_loss, result.best_epoch, stale = val_loss, epoch, 0

@@ -67,6 +67,7 @@ class ComponentSpec:
     checkpoint: int | None = None  # for pretrainers whose runs keep several checkpoints
     code: str = ""  # the plugin's distribution and version, or a hash of its source (Registry.code_version)
     save_models: bool = False  # keep the detectors of the runs using this entry (changes no numbers)
+    finetune: dict[str, Any] = dataclasses.field(default_factory=dict)  # a dataset's or backbone's entry's overrides
 
     def identity(self) -> dict[str, Any]:
         """What identifies the component's work: its code and params; for a checkpointing
@@ -209,7 +210,11 @@ def _component(kind: str, table: Any, profile: str, reg: Registry, where: str, e
         except LmbenchError as exc:
             raise MatrixError(f"{where}.params: {exc}") from None
     save_models = P.coerce(table.get("save_models", False), bool, f"{where}.save_models")
-    return ComponentSpec(kind, name, label, params, keyed, checkpoint, reg.code_version(kind, name), save_models)
+    finetune = P.coerce(table.get("finetune", {}), dict, f"{where}.finetune")
+    if finetune:
+        P.build(FinetuneConfig, finetune, f"{where}.finetune")
+    return ComponentSpec(kind, name, label, params, keyed, checkpoint, reg.code_version(kind, name), save_models,
+                         finetune)
 
 
 def _matches(pattern: dict[str, Any], run: RunSpec) -> bool:
@@ -247,15 +252,25 @@ def parse_matrix(data: dict[str, Any], path: Path, reg: Registry | None = None) 
     if any(n < 1 for n in top.labels):
         raise MatrixError(f"{where}.labels: label counts must be at least 1, got {top.labels}")
     profile = PROFILES[top.profile]
-    finetune = P.build(FinetuneConfig, {**profile.finetune, **top.finetune}, f"{where}.finetune")
+    P.build(FinetuneConfig, {**profile.finetune, **top.finetune}, f"{where}.finetune")  # checked once, here
     image_size = top.image_size or profile.image_size
+
+    def finetune(dataset: ComponentSpec, backbone: ComponentSpec) -> dict[str, Any]:
+        """Profile, what the dataset and backbone bring, the matrix's [finetune], then the
+        dataset's and the backbone's entries' own ``finetune`` tables."""
+        brought = {}
+        for spec in (dataset, backbone):
+            cls = reg.get(spec.kind, spec.name)
+            brought.update(cls.finetune_defaults(cls.Params(**spec.params)))
+        values = {**profile.finetune, **brought, **top.finetune, **dataset.finetune, **backbone.finetune}
+        return dataclasses.asdict(P.build(FinetuneConfig, values, f"{where}.finetune ({dataset.label}, {backbone.label})"))
 
     sections: dict[str, list[ComponentSpec]] = {}
     for section, kind in SECTIONS.items():
         tables = getattr(top, section)
         if not tables:
             raise MatrixError(f"{where}: [[{section}]] must list at least one {kind}")
-        extra = ("dataset",) if kind == "pretrainer" else ()
+        extra = {"pretrainer": ("dataset",), "dataset": ("finetune",), "backbone": ("finetune",)}.get(kind, ())
         specs = [
             _component(kind, t, top.profile, reg, f"{where}.{section}[{i}]", extra) for i, t in enumerate(tables)
         ]
@@ -297,7 +312,7 @@ def parse_matrix(data: dict[str, Any], path: Path, reg: Registry | None = None) 
                 matrix=top.name, profile=top.profile, dataset=dataset, pretrainer=pretrainer,
                 backbone=backbone, head=head, labels=labels, seed=seed, selection=top.selection,
                 image_size=image_size, pretrain_seed=seed if top.pretrain_seed == "seed" else top.pretrain_seed,
-                finetune=dataclasses.asdict(finetune), pretrain_dataset=pools.get(pretrainer.label),
+                finetune=finetune(members[0], backbone), pretrain_dataset=pools.get(pretrainer.label),
                 joint=members if joint_label else (), joint_label=joint_label, save_models=top.save_models,
             )
             reason = _incompatibility(run, instances, reg)

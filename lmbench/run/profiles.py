@@ -34,6 +34,13 @@ class FinetuneConfig:
     max_rotation: float = 2.0  # degrees
     precision: Literal["bf16", "fp32"] = "bf16"  # autocast on CUDA; the published code runs fp32
     validation_average: Literal["image", "batch"] = "image"  # the published code averages batch losses
+    # A backbone may bring its own recipe (``Component.finetune_defaults``): GU2Net's is Adam,
+    # a cyclic learning rate stepped every batch, and the loss summed over pixels
+    optimizer: Literal["adamw", "adam"] = "adamw"  # Adam's weight decay is an L2 term in the gradient
+    schedule: Literal["plateau", "cyclic"] = "plateau"
+    cyclic_max_lr: float = 1e-2  # CyclicLR from lr to this, triangular2, ...
+    cyclic_half_period: int = 2000  # ... optimiser steps up, as many down
+    loss_reduction: Literal["mean", "sum"] = "mean"  # "sum": the head's mean times its target's size
 
 
 @dataclass(frozen=True)

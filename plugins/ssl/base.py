@@ -2,14 +2,26 @@
 in optimiser steps with gradient accumulation, and checkpoints at chosen iterations.
 
 Each method is an ``SslMethod``: a module holding the encoder and its heads, which turns one
-batch of views into a loss and updates its momentum networks after each optimiser step. Only
-the encoder's weights are handed on; the U-Net's decoder starts fresh.
+batch of views into a loss and updates its momentum networks. Only the encoder's weights
+are handed on; the U-Net's decoder starts fresh.
+
+Two recipes (``recipe``):
+
+- ``"published"``, the authors' ``ssl_pretraining/`` code: ImageNet-strength views of the
+  gray image repeated to 3 channels (normalised with mean 0.5 and ImageNet's std) through a
+  3-channel stem, gradients summed over the accumulated batches, momentum networks updated
+  at every batch (before the keys are computed), and each method's own details (below).
+  The stem is folded back to one channel (summed over its input channels, as smp does for
+  3-channel weights), which is the same function on a gray image.
+- ``"xray"``: milder one-channel views (``views.py`` says why), gradients averaged, momentum
+  updates after each optimiser step.
 """
 
 from __future__ import annotations
 
 from copy import deepcopy
 from dataclasses import dataclass, field
+from typing import Literal
 
 import torch
 from lightly.models.utils import deactivate_requires_grad
@@ -40,24 +52,46 @@ def momentum_copy(module: nn.Module, blank: nn.Module | None = None) -> nn.Modul
     return copy
 
 
+def widen_stem(encoder: nn.Module) -> str:
+    """Make the encoder's first one-channel convolution take 3 channels, each with a third of
+    its weights (the same function on a gray image repeated); returns its state-dict name."""
+    name, conv = next((n, m) for n, m in encoder.named_modules() if isinstance(m, nn.Conv2d) and m.in_channels == 1)
+    conv.weight = nn.Parameter(conv.weight.detach().repeat(1, 3, 1, 1) / 3)
+    conv.in_channels = 3
+    return f"{name}.weight"
+
+
 class SslMethod(nn.Module):
     """One self-supervised method around ``self.student``, the encoder being trained.
 
     Momentum networks normalise with the statistics of their own batches, as in the methods'
-    own code; their parameters change only through lightly's ``update_momentum``.
+    own code; their parameters change only through lightly's ``update_momentum``, at every
+    batch (``per_batch``, the published code) or after each optimiser step.
     """
 
     student: PooledEncoder
+    per_batch: bool = False
+    stem: str | None = None  # the widened stem's weight, folded back to one channel on the way out
 
     def loss(self, views: list[torch.Tensor], step: int, total: int) -> torch.Tensor:
         raise NotImplementedError
 
+    def update_momentum(self, step: int, total: int) -> None:
+        """Move the momentum networks towards the student."""
+
     def after_step(self, step: int, total: int) -> None:
-        """Called after each optimiser step (momentum updates)."""
+        if not self.per_batch:
+            self.update_momentum(step, total)
+
+    def handed_on(self) -> PooledEncoder:
+        """The encoder the detector starts from."""
+        return self.student
 
     def encoder_weights(self) -> dict[str, torch.Tensor]:
-        """The encoder to hand to the detector."""
-        return self.student.encoder.state_dict()
+        weights = dict(self.handed_on().encoder.state_dict())
+        if self.stem is not None:
+            weights[self.stem] = weights[self.stem].sum(dim=1, keepdim=True)
+        return weights
 
 
 class SslPretrainer(Pretrainer):
@@ -71,20 +105,22 @@ class SslPretrainer(Pretrainer):
         accumulation: int = 8
         lr: float = 1e-4
         weight_decay: float = 0.01  # AdamW's default
-        min_scale: float = 0.4  # smallest random-resized-crop area, as a fraction of the image
-        jitter: float = 0.5  # strength of the brightness and contrast jitter (lightly's cj_strength)
+        recipe: Literal["published", "xray"] = "published"
+        min_scale: float = 0.4  # xray recipe: smallest random-resized-crop area, as a fraction of the image
+        jitter: float = 0.5  # xray recipe: strength of the brightness and contrast jitter (lightly's cj_strength)
         workers: int = 0  # data-loading processes for the views
 
     profile_defaults = {
-        "smoke": {"iterations": 150, "batch_size": 16, "accumulation": 1, "lr": 1e-3},
-        "quick": {"iterations": 200, "batch_size": 16, "accumulation": 1, "lr": 5e-4},
+        "smoke": {"iterations": 150, "batch_size": 16, "accumulation": 1, "lr": 1e-3, "recipe": "xray"},
+        "quick": {"iterations": 200, "batch_size": 16, "accumulation": 1, "lr": 5e-4, "recipe": "xray"},
     }
     unkeyed_params = frozenset({"workers"})
     checkpoint_param = "iterations"
     produces = "unet-encoder"
 
     def method(self, encoder: PooledEncoder, size: int) -> tuple[SslMethod, object]:
-        """The method around ``encoder`` and its lightly view transform for ``size`` px images."""
+        """The method around ``encoder`` and its lightly view transform for ``size`` px images,
+        following ``params.recipe``."""
         raise NotImplementedError
 
     def pretrain(self, context: PretrainContext):
@@ -93,21 +129,26 @@ class SslPretrainer(Pretrainer):
             raise LmbenchError(f"{self.name}: the pre-training pool needs at least 2 images, it has {len(context.images)}")
         torch.manual_seed(context.seed)
         size = context.images.shape[-1]
-        encoder = PooledEncoder(context.backbone.build_part("unet-encoder", context.num_landmarks, size))
-        method, transform = self.method(encoder, size)
+        published = p.recipe == "published"
+        part = context.backbone.build_part("unet-encoder", context.num_landmarks, size)
+        stem = widen_stem(part) if published else None
+        method, transform = self.method(PooledEncoder(part), size)
+        method.stem, method.per_batch = stem, published
         method.to(device).train()
         optimiser = torch.optim.AdamW(
             [q for q in method.parameters() if q.requires_grad], lr=p.lr, weight_decay=p.weight_decay
         )
         checkpoints = self.checkpoints()
         batches = iter(view_batches(context.images, transform, p.batch_size, checkpoints[-1] * p.accumulation,
-                                    context.seed, p.workers))
+                                    context.seed, p.workers, channels=3 if published else 1))
 
         def batch_loss(step, total):
+            if method.per_batch:
+                method.update_momentum(step, total)
             return method.loss([v.to(device, non_blocking=True) for v in next(batches)], step, total)
 
         self.losses = train_steps(  # mean loss per optimiser step
             context, optimiser, batch_loss, who=self.name, checkpoints=checkpoints, weights=method.encoder_weights,
-            accumulation=p.accumulation, after_step=method.after_step,
+            accumulation=p.accumulation, accumulate="sum" if published else "mean", after_step=method.after_step,
         )
         return None

@@ -1,7 +1,13 @@
 """DINO (Caron et al., ICCV 2021): a student matches a momentum teacher's centred, sharpened
 output across multi-crop views (2 global crops seen by both, local crops by the student only).
-The teacher, updated only by the momentum average on a cosine schedule, is the encoder
-handed to the detector, as in DINO's own evaluations."""
+lightly's loss updates the centre at every batch.
+
+- published recipe: global crops from 4% of the image, six local crops of 3/7 of its size
+  from 5% to all of it, ImageNet-strength jitter, the second global crop solarised; the
+  teacher moves by a fixed momentum at every batch, and the student is handed on;
+- xray recipe: milder one-channel views, the teacher's momentum on a cosine schedule after
+  each optimiser step, and the teacher handed on, as in DINO's own evaluations.
+"""
 
 from __future__ import annotations
 
@@ -15,7 +21,7 @@ from lightly.transforms import DINOTransform
 from lightly.utils.scheduler import cosine_schedule
 
 from lmbench_plugins.ssl.base import PooledEncoder, SslMethod, SslPretrainer, momentum_copy
-from lmbench_plugins.ssl.views import xray_view_args
+from lmbench_plugins.ssl.views import published_view_args, xray_view_args
 
 
 class DinoMethod(SslMethod):
@@ -30,7 +36,7 @@ class DinoMethod(SslMethod):
             output_dim=p.output_dim, warmup_teacher_temp=p.teacher_temperature, teacher_temp=p.teacher_temperature,
             student_temp=p.student_temperature, center_momentum=p.center_momentum,
         )
-        self.teacher_momentum = p.teacher_momentum
+        self.params = p
 
     def loss(self, views, step, total):
         with torch.no_grad():
@@ -38,19 +44,21 @@ class DinoMethod(SslMethod):
         student_out = [self.student_head(self.student(v)) for v in views]
         return self.criterion(teacher_out, student_out)
 
-    def after_step(self, step, total):
-        m = cosine_schedule(step - 1, total, self.teacher_momentum, 1.0)
+    def update_momentum(self, step, total):
+        m = self.params.teacher_momentum
+        if not self.per_batch:
+            m = cosine_schedule(step - 1, total, m, 1.0)
         update_momentum(self.student, self.teacher, m)
         update_momentum(self.student_head, self.teacher_head, m)
 
-    def encoder_weights(self):
-        return self.teacher.encoder.state_dict()
+    def handed_on(self):
+        return self.student if self.params.recipe == "published" else self.teacher
 
 
 class Dino(SslPretrainer):
     @dataclass
     class Params(SslPretrainer.Params):
-        min_scale: float = 0.4  # global crops cover 40-100% of the image, local ones 5-40%
+        min_scale: float = 0.4  # xray recipe: global crops cover 40-100% of the image, local ones 5-40%
         output_dim: int = 256
         hidden_dim: int = 2048
         bottleneck_dim: int = 256
@@ -59,7 +67,7 @@ class Dino(SslPretrainer):
         center_momentum: float = 0.5
         teacher_momentum: float = 0.996
         local_views: int = 6
-        local_crop_size: int = 0  # 0: 96/224 of the input size, as DINO, in multiples of 32
+        local_crop_size: int = 0  # 0: 3/7 of the input size (published); xray: 96/224, in multiples of 32
 
     profile_defaults = {  # two local crops instead of six on a CPU
         name: {**values, "local_views": 2} for name, values in SslPretrainer.profile_defaults.items()
@@ -67,6 +75,13 @@ class Dino(SslPretrainer):
 
     def method(self, encoder, size):
         p = self.params
+        if p.recipe == "published":
+            transform = DINOTransform(
+                global_crop_size=size, global_crop_scale=(0.04, 1.0), local_crop_size=p.local_crop_size or int(size * 3 / 7),
+                local_crop_scale=(0.05, 1.0), n_local_views=p.local_views, cj_strength=0.5, gaussian_blur=(0.5, 0.5, 0.5),
+                solarization_prob=0.2, **published_view_args(),
+            )
+            return DinoMethod(encoder, p), transform
         local_size = p.local_crop_size or max(32, 32 * round(size * 96 / 224 / 32))
         transform = DINOTransform(
             global_crop_size=size, global_crop_scale=(p.min_scale, 1.0), local_crop_size=local_size,

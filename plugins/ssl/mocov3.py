@@ -1,19 +1,31 @@
 """MoCo v3 (Chen, Xie and He, ICCV 2021): a query encoder with projection and prediction heads
-learns to match a momentum encoder's projection of another view, with a symmetric
-contrastive loss (lightly's NT-Xent; the other images of the batch are the negatives)."""
+learns to match a momentum encoder's projection of another view.
+
+- published recipe: MoCo v3's own contrastive loss (cross-entropy of each query against the
+  batch's keys, summed over both directions; lightly has none), ImageNet-strength views as
+  BYOL's (crops from 8%, the second view also solarised), momentum update at every batch;
+- xray recipe: lightly's NT-Xent over both views, averaged over the directions.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from lightly.loss import NTXentLoss
 from lightly.models.modules.heads import BYOLPredictionHead, MoCoProjectionHead
 from lightly.models.utils import update_momentum
-from lightly.transforms import MoCoV2Transform
+from lightly.transforms import BYOLTransform, BYOLView1Transform, BYOLView2Transform, MoCoV2Transform
 
 from lmbench_plugins.ssl.base import PooledEncoder, SslMethod, SslPretrainer, momentum_copy
-from lmbench_plugins.ssl.views import xray_view_args
+from lmbench_plugins.ssl.views import published_view_args, xray_view_args
+
+
+def moco_v3_loss(queries: torch.Tensor, keys: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Each query's positive is the key of the same image; the batch's other keys are negatives."""
+    logits = F.normalize(queries, dim=1) @ F.normalize(keys, dim=1).T / temperature
+    return F.cross_entropy(logits, torch.arange(len(queries), device=queries.device))
 
 
 class MoCoV3Method(SslMethod):
@@ -26,18 +38,21 @@ class MoCoV3Method(SslMethod):
         self.momentum_encoder = momentum_copy(self.student)
         self.momentum_projection = momentum_copy(self.projection)
         self.criterion = NTXentLoss(temperature=p.temperature)
-        self.momentum = p.momentum
+        self.params = p
 
     def loss(self, views, step, total):
         first, second = views
         queries = [self.prediction(self.projection(self.student(v))) for v in (first, second)]
         with torch.no_grad():
             keys = [self.momentum_projection(self.momentum_encoder(v)) for v in (first, second)]
+        if self.params.recipe == "published":
+            t = self.params.temperature
+            return moco_v3_loss(queries[0], keys[1], t) + moco_v3_loss(queries[1], keys[0], t)
         return 0.5 * (self.criterion(queries[0], keys[1]) + self.criterion(queries[1], keys[0]))
 
-    def after_step(self, step, total):
-        update_momentum(self.student, self.momentum_encoder, self.momentum)
-        update_momentum(self.projection, self.momentum_projection, self.momentum)
+    def update_momentum(self, step, total):
+        update_momentum(self.student, self.momentum_encoder, self.params.momentum)
+        update_momentum(self.projection, self.momentum_projection, self.params.momentum)
 
 
 class MoCoV3(SslPretrainer):
@@ -49,5 +64,11 @@ class MoCoV3(SslPretrainer):
         momentum: float = 0.999
 
     def method(self, encoder, size):
-        transform = MoCoV2Transform(input_size=size, min_scale=self.params.min_scale, **xray_view_args(size, self.params.jitter))
-        return MoCoV3Method(encoder, self.params), transform
+        p = self.params
+        if p.recipe == "published":
+            common = dict(input_size=size, min_scale=0.08, gaussian_blur=0.5, **published_view_args())
+            transform = BYOLTransform(BYOLView1Transform(**common, solarization_prob=0.0),
+                                      BYOLView2Transform(**common, solarization_prob=0.2))
+        else:
+            transform = MoCoV2Transform(input_size=size, min_scale=p.min_scale, **xray_view_args(size, p.jitter))
+        return MoCoV3Method(encoder, p), transform

@@ -1,5 +1,10 @@
 """SimCLR v2 (Chen et al., NeurIPS 2020): two views of each image, a 3-layer projection head,
-and lightly's NT-Xent loss with the batch's other views as negatives."""
+and lightly's NT-Xent loss with the batch's other views as negatives.
+
+- published recipe: ImageNet-strength views (crops from 20%, SimCLR's full colour jitter),
+  the projection head as wide as the encoder's features;
+- xray recipe: milder one-channel views, a 2048-wide head.
+"""
 
 from __future__ import annotations
 
@@ -10,14 +15,15 @@ from lightly.models.modules.heads import SimCLRProjectionHead
 from lightly.transforms import SimCLRTransform
 
 from lmbench_plugins.ssl.base import PooledEncoder, SslMethod, SslPretrainer
-from lmbench_plugins.ssl.views import xray_view_args
+from lmbench_plugins.ssl.views import published_view_args, xray_view_args
 
 
 class SimCLRv2Method(SslMethod):
     def __init__(self, encoder: PooledEncoder, p: SimCLRv2.Params):
         super().__init__()
         self.student = encoder
-        self.projection = SimCLRProjectionHead(encoder.dim, p.hidden_dim, p.output_dim, num_layers=3)
+        hidden = encoder.dim if p.recipe == "published" else p.hidden_dim
+        self.projection = SimCLRProjectionHead(encoder.dim, hidden, p.output_dim, num_layers=3)
         self.criterion = NTXentLoss(temperature=p.temperature)
 
     def loss(self, views, step, total):
@@ -29,9 +35,13 @@ class SimCLRv2(SslPretrainer):
     @dataclass
     class Params(SslPretrainer.Params):
         output_dim: int = 128
-        hidden_dim: int = 2048
+        hidden_dim: int = 2048  # xray recipe; the published head is as wide as the encoder's features
         temperature: float = 0.5
 
     def method(self, encoder, size):
-        transform = SimCLRTransform(input_size=size, min_scale=self.params.min_scale, **xray_view_args(size, self.params.jitter))
-        return SimCLRv2Method(encoder, self.params), transform
+        p = self.params
+        if p.recipe == "published":
+            transform = SimCLRTransform(input_size=size, min_scale=0.2, gaussian_blur=0.5, **published_view_args())
+        else:
+            transform = SimCLRTransform(input_size=size, min_scale=p.min_scale, **xray_view_args(size, p.jitter))
+        return SimCLRv2Method(encoder, p), transform

@@ -28,6 +28,10 @@ class ShenzhenChest(Dataset):
         exclude: list[str] = field(default_factory=lambda: list(PAPER_EXCLUSIONS))
 
     unkeyed_params = frozenset({"root"})
+
+    @classmethod
+    def finetune_defaults(cls, params):
+        return {"max_scale": 0.0}  # the published code scales the other datasets only
     landmark_names = tuple(f"L{i}" for i in range(NUM_LANDMARKS))
     unit = "px"
     thresholds = (3.0, 6.0, 9.0)

@@ -35,6 +35,7 @@ class Annotations:
 
     points: dict[str, np.ndarray] = field(default_factory=dict)  # id -> (N, 2)
     image_paths: dict[str, Path] = field(default_factory=dict)  # id -> the image a labelme file names
+    files: dict[str, str] = field(default_factory=dict)  # id -> where its annotation is: a file, or a line of one
     problems: dict[str, str] = field(default_factory=dict)  # id -> "file: what is wrong"
 
 
@@ -75,9 +76,9 @@ class FolderDataset(Dataset):
         self.thresholds = tuple(p.thresholds)
         self._excluded: dict[str, str] = {}
         self._partial: list[str] = []
-        self.labels = self._combine(used)
         self._images = self._find_images(used)
-        self._check_images()
+        self._check_points(used)
+        self.labels = self._combine(used)
         self.unit = "mm" if p.spacing > 0 or any(path.suffix.lower() == ".dcm" for path in self._images.values()) else "px"
         if self._excluded and p.on_problem == "error":
             first_id, why = next(iter(self._excluded.items()))
@@ -104,26 +105,11 @@ class FolderDataset(Dataset):
                             f"{len(self.params.landmarks)}")
         return count
 
-    def _combine(self, used: dict[str, Annotations]) -> dict[str, np.ndarray]:
-        """id -> the mean of its valid annotations; ids valid for no annotator are excluded."""
-        labels = {}
-        for sample_id in natural_sorted({i for a in used.values() for i in (*a.points, *a.problems)}):
-            valid = [a.points[sample_id] for a in used.values() if sample_id in a.points]
-            bad = [a.problems[sample_id] for a in used.values() if sample_id in a.problems]
-            if not valid:
-                self._excluded[sample_id] = "; ".join(bad)
-                continue
-            labels[sample_id] = np.mean(valid, axis=0)
-            if bad:
-                self._partial.append(f"{sample_id}: averaged over {len(valid)} of {len(used)} annotators "
-                                     f"({'; '.join(bad)})")
-        return labels
-
     def _find_images(self, used: dict[str, Annotations]) -> dict[str, Path]:
         """id -> image: the one a labelme file names (its ``imagePath``), else ``<images>/<id>.*``."""
         folder = self.root / self.params.images
         found, missing = {}, []
-        for sample_id in self.labels:
+        for sample_id in {i for a in used.values() for i in (*a.points, *a.problems)}:
             named = [a.image_paths[sample_id] for a in used.values() if sample_id in a.image_paths]
             candidates = [path for path in named if path.is_file()] + [folder / path.name for path in named]
             path = next((c for c in candidates if c.is_file()), None) or find_image([folder], sample_id)
@@ -134,8 +120,9 @@ class FolderDataset(Dataset):
         self._missing_images = missing
         return found
 
-    def _check_images(self) -> None:
-        """Leave out samples whose image cannot be read or whose points lie outside it."""
+    def _check_points(self, used: dict[str, Annotations]) -> None:
+        """Leave out samples whose image cannot be read; an annotation with a point outside its
+        image becomes a problem of that annotator's."""
         for sample_id, path in list(self._images.items()):
             try:
                 height, width = image_shape(path)
@@ -143,12 +130,33 @@ class FolderDataset(Dataset):
                 self._excluded[sample_id] = str(exc)
                 del self._images[sample_id]
                 continue
-            points = self.labels[sample_id]
-            outside = (points[:, 0] < -0.5) | (points[:, 0] > width - 0.5) | (points[:, 1] < -0.5) | (points[:, 1] > height - 0.5)
-            if outside.any():
-                names = ", ".join(repr(self.landmark_names[i]) for i in np.flatnonzero(outside))
-                self._excluded[sample_id] = f"{path}: landmark(s) {names} lie outside the {width}x{height} image"
+            for annotator in used.values():
+                points = annotator.points.get(sample_id)
+                if points is None:
+                    continue
+                outside = ((points[:, 0] < -0.5) | (points[:, 0] > width - 0.5)
+                           | (points[:, 1] < -0.5) | (points[:, 1] > height - 0.5))
+                if outside.any():
+                    names = ", ".join(repr(self.landmark_names[i]) for i in np.flatnonzero(outside))
+                    annotator.problems[sample_id] = (f"{annotator.files[sample_id]}: landmark(s) {names} lie "
+                                                     f"outside the {width}x{height} image {path.name}")
+                    del annotator.points[sample_id]
+
+    def _combine(self, used: dict[str, Annotations]) -> dict[str, np.ndarray]:
+        """id -> the mean of its valid annotations; ids valid for no annotator are excluded."""
+        labels = {}
+        for sample_id in natural_sorted(self._images):
+            valid = [a.points[sample_id] for a in used.values() if sample_id in a.points]
+            bad = [a.problems[sample_id] for a in used.values() if sample_id in a.problems]
+            if not valid:
+                self._excluded[sample_id] = "; ".join(bad)
                 del self._images[sample_id]
+                continue
+            labels[sample_id] = np.mean(valid, axis=0)
+            if bad:
+                self._partial.append(f"{sample_id}: averaged over {len(valid)} of {len(used)} annotators "
+                                     f"({'; '.join(bad)})")
+        return labels
 
     def _make_splits(self, ids: list[str]) -> dict[str, list[str]]:
         p = self.params
@@ -223,6 +231,7 @@ def read_landmark_csv(path: Path) -> Annotations:
             found.problems[sample_id] = f"{path}: line {number}: coordinate {bad!r} is not a finite number"
             continue
         found.points[sample_id] = np.array(values).reshape(-1, 2)
+        found.files[sample_id] = f"{path}: line {number}"
     if not lines:
         raise DataError(f"{path}: no landmark rows")
     return found
@@ -249,6 +258,7 @@ def read_labelme_folder(folder: Path, names: list[str]) -> Annotations:
             found.problems[path.stem] = f"{path}: {'; '.join(wrong)}"
         else:
             found.points[path.stem] = np.array([points[n] for n in names])
+            found.files[path.stem] = str(path)
         if isinstance(document.get("imagePath"), str) and document["imagePath"]:
             found.image_paths[path.stem] = path.parent / document["imagePath"].replace("\\", "/")
     return found

@@ -3,9 +3,21 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
 
 from lmbench.api import Backbone, PluginError
 from lmbench_plugins.yolo_universal.network import GU2Net
+
+#: GU2Net's own training (its config.yaml): Adam 1e-4 with weight decay 1e-4, a cyclic
+#: learning rate up to 1e-2 (triangular2, 2000 steps up and down, stepped every batch), the
+#: BCE summed over pixels, batch 4, 100 epochs of one pass over the labelled images, the best
+#: validation epoch kept; rotation and translation each with probability 0.1, no scaling
+PUBLISHED_RECIPE = {
+    "optimizer": "adam", "lr": 1e-4, "lr_scratch": 1e-4, "weight_decay": 1e-4, "schedule": "cyclic",
+    "cyclic_max_lr": 1e-2, "cyclic_half_period": 2000, "loss_reduction": "sum", "batch_size": 4,
+    "accumulation": 1, "epochs": 100, "early_stopping": 100, "samples_per_epoch": 0,
+    "augment_probability": 0.1, "max_scale": 0.0,
+}
 
 
 class YoloUniversal(Backbone):
@@ -14,21 +26,27 @@ class YoloUniversal(Backbone):
 
     @dataclass
     class Params:
-        widths: list[int] = field(default_factory=lambda: [64, 128, 256, 512, 512])
+        width: int = 64  # the local U-Net's first level; widths double per level
+        depth: int = 5  # levels of the local U-Net
         global_channels: int = 128
         dilations: list[int] = field(default_factory=lambda: [1, 2, 5, 2, 1])
+        recipe: Literal["published", "lmbench"] = "published"  # GU2Net's own training, or the shared engine's
 
     # GU2Net keeps full resolution in its first level, so it costs far more per image than
-    # the smp U-Net: the CPU profiles halve its widths
+    # the smp U-Net: the CPU profiles shrink it
     profile_defaults = {
-        "smoke": {"widths": [8, 16, 32], "global_channels": 16},
-        "quick": {"widths": [16, 32, 64, 128], "global_channels": 32},
+        "smoke": {"width": 8, "depth": 3, "global_channels": 16},
+        "quick": {"width": 16, "depth": 4, "global_channels": 32},
     }
     joint_training = True
 
+    @classmethod
+    def finetune_defaults(cls, params):
+        return dict(PUBLISHED_RECIPE) if params.recipe == "published" else {}
+
     def build(self, num_landmarks, image_size):
         p = self.params
-        if image_size % 2 ** (len(p.widths) - 1) or image_size % 4:
-            raise PluginError(f"yolo-universal: image size {image_size} is not divisible by 2**{len(p.widths) - 1} and 4")
+        if image_size % 2 ** (p.depth - 1) or image_size % 4:
+            raise PluginError(f"yolo-universal: image size {image_size} is not divisible by 2**{p.depth - 1} and 4")
         counts = list(num_landmarks) if isinstance(num_landmarks, (list, tuple)) else [num_landmarks]
-        return GU2Net(counts, list(p.widths), p.global_channels, list(p.dilations))
+        return GU2Net(counts, p.width, p.depth, p.global_channels, list(p.dilations))

@@ -1,8 +1,11 @@
-"""GU2Net's head: a Gaussian of width ``sigma`` around each landmark with a peak of 1, one
-binary cross-entropy per pixel and landmark (sigmoid outputs, not a softmax), argmax decoding."""
+"""GU2Net's head: a Gaussian of width ``sigma`` around each landmark, cut to a square window
+of ``window`` sigmas either side and min-max scaled within it (peak 1, window corners 0), as
+its published code; one binary cross-entropy per pixel and landmark (sigmoid outputs, not a
+softmax), argmax decoding."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -15,6 +18,7 @@ class GaussianBceHead(HeadStrategy):
     @dataclass
     class Params:
         sigma: float = 3.0  # in network-input pixels, as GU2Net at its input size
+        window: float = 3.0  # half-width of the window in sigmas; 0: the whole Gaussian
 
     profile_defaults = {"smoke": {"sigma": 1.5}, "quick": {"sigma": 2.0}}
 
@@ -22,8 +26,15 @@ class GaussianBceHead(HeadStrategy):
         height, width = size
         ys = torch.arange(height, device=landmarks.device, dtype=torch.float32).view(1, 1, -1, 1)
         xs = torch.arange(width, device=landmarks.device, dtype=torch.float32).view(1, 1, 1, -1)
-        squared = (xs - landmarks[..., 0, None, None]) ** 2 + (ys - landmarks[..., 1, None, None]) ** 2
-        return torch.exp(-squared / (2 * self.params.sigma**2))
+        dx, dy = xs - landmarks[..., 0, None, None], ys - landmarks[..., 1, None, None]
+        sigma = self.params.sigma
+        heat = torch.exp(-(dx**2 + dy**2) / (2 * sigma**2))
+        if not self.params.window:
+            return heat
+        radius = round(self.params.window * sigma)
+        corner = math.exp(-(2 * radius**2) / (2 * sigma**2))
+        inside = (dx.abs() < radius) & (dy.abs() < radius)
+        return torch.where(inside, (heat - corner) / (1 - corner), torch.zeros_like(heat)).clamp(min=0)
 
     def loss(self, logits, targets):
         return F.binary_cross_entropy_with_logits(logits, targets)
