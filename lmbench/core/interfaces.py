@@ -277,7 +277,8 @@ class HeadStrategy(Component):
 
     def calibrate(self, logits: torch.Tensor, landmarks: torch.Tensor) -> None:
         """Fit decoding settings (a temperature, say) on the validation split's (M, N, H, W)
-        logits and (M, N, 2) landmarks, before the test set is decoded."""
+        logits and (M, N, 2) landmarks, before the test set is decoded. Keep them in tensor
+        attributes: a saved detector (``save_models``) carries those."""
 
 
 class Executor(Component):

@@ -143,7 +143,8 @@ def build_boards(roots: Iterable[Path], eval_mode: str = "native", filters: dict
             metrics=[m for m in available if metrics is None or m in metrics],
             method_columns=["Pre-training", "Head"] + (["Backbone"] if multiple_backbones else []),
             not_ok=Counter(r["status"] for r in dataset_runs if r["status"] != "ok"),
-            split=split, confidence=confidence, significance=significance, ci=ci,
+            split=split, confidence=confidence, significance=significance,
+            ci=ci if eval_mode == "native" else "std",  # intervals need the per-image errors of native evaluation
         )
         board.rows = _rows(ok, eval_mode, board.metrics, multiple_backbones, split)
         _rank(board)
