@@ -44,9 +44,9 @@ class Component:
 
     @classmethod
     def finetune_defaults(cls, params: Any) -> dict[str, Any]:
-        """Fine-tuning settings this component brings, over the profile's and under the matrix's
-        ``[finetune]``: a dataset's augmentation (chest: no scaling), a backbone's own training
-        recipe. Keys are those of ``lmbench.run.profiles.FinetuneConfig``. Read without building
+        """Fine-tuning settings a dataset or backbone brings, over the profile's and under the
+        matrix's ``[finetune]``: a dataset's augmentation (chest: no scaling), a backbone's own
+        training recipe. Keys are those of ``lmbench.run.profiles.FinetuneConfig``. Read without building
         the component, so that a matrix validates without its data."""
         return {}
 
