@@ -33,7 +33,8 @@ OVERLAY_IMAGES = 3
 
 
 def _slug(text: str) -> str:
-    return "".join(ch if ch.isalnum() else "-" for ch in text).strip("-").lower()
+    """A file-name part: "ceph (2 annotators)" -> "ceph-2-annotators"."""
+    return "-".join("".join(ch if ch.isalnum() else " " for ch in text).split()).lower()
 
 
 def _methods(board: Board) -> list[tuple[str, ...]]:
