@@ -129,6 +129,8 @@ def test_the_leaderboard_marks_ties_with_the_best(hand_made):
     worse = next(r for r in parsed["rows"] if r["pre_training"] == "worse" and r["labels"] == 1)
     assert worse["mre_p_vs_best"] < 0.05 and worse["mre_bold"] is False and worse["mre_ci_low"] < worse["mre"]
     assert parsed["bootstrap_seed"] == stats.BOOTSTRAP_SEED
+    (sdr_only,) = build_boards([hand_made], metrics=["sdr@2"])
+    assert all("sdr@2" in r.intervals and "mre" not in r.values for r in sdr_only.rows)
 
 
 def test_significance_zero_bolds_the_best_mean_only(hand_made):

@@ -199,8 +199,8 @@ def _row(labels: int, method: tuple[str, ...], runs: list[dict], eval_mode: str,
     row = Row(labels, method, max((len(v) for v in values.values()), default=0),
               {k: (float(np.mean(v)), float(np.std(v))) for k, v in values.items() if k in metrics},
               landmarks={k: float(np.mean(v)) for k, v in landmarks.items()})
-    if per_seed and len(per_seed) == row.seeds:
-        row.images = sorted(set.intersection(*(set(seed["mre"]) for seed in per_seed)))
+    if per_seed and metrics and len(per_seed) == row.seeds:
+        row.images = sorted(set.intersection(*(set(seed[metrics[0]]) for seed in per_seed)))
         row.per_image = {metric: np.array([[seed[metric][i] for i in row.images] for seed in per_seed])
                          for metric in metrics}
     return row
