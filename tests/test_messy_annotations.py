@@ -234,3 +234,18 @@ def test_dicom_brings_its_pixel_spacing(tmp_path):
     (root / "landmarks.csv").write_text("id,x,y\n001,10,20\n")
     dataset = FolderDataset(FolderDataset.Params(root=str(root), train=["001"], val=["001"], test=["001"]))
     assert dataset.unit == "mm" and dataset.load("001").spacing == pytest.approx(0.15)
+
+
+def test_a_messy_csv_is_read_row_by_row(tmp_path):
+    root, truth = messy_folder(tmp_path)
+    rows = ["id," + ",".join(f"{n}_x,{n}_y" for n in NAMES)]
+    rows += [f"{i}," + ",".join(f"{v:.3f}" for v in truth[i].ravel()) for i in ("001", "002", "003")]
+    rows += ["004," + ",".join(f"{v:.3f}" for v in truth["004"].ravel()) + ",5,5",  # one landmark too many
+             "005,1,2,3", "006,1,2,3,4,5,6,7,nan", "002,1,2,3,4,5,6,7,8"]
+    (root / "landmarks.csv").write_text("\n".join(rows) + "\n")
+    dataset = FolderDataset(FolderDataset.Params(root=str(root), landmarks=NAMES, fractions=[0.34, 0.33, 0.33]))
+    excluded = dataset.excluded()
+    assert sorted(excluded) == ["002", "004", "005", "006"]
+    assert "line 5: 5 landmarks, expected 4" in excluded["004"] and "appears on lines 3 and 8" in excluded["002"]
+    assert "line 6: expected an id then x,y pairs, got 4 fields" in excluded["005"] and "'nan' is not a finite number" in excluded["006"]
+    np.testing.assert_allclose(dataset.load("003").landmarks, truth["003"], atol=1e-3)

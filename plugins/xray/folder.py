@@ -19,6 +19,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -81,7 +82,7 @@ class FolderDataset(Dataset):
         self.labels = self._combine(used)
         self.unit = "mm" if p.spacing > 0 or any(path.suffix.lower() == ".dcm" for path in self._images.values()) else "px"
         if self._excluded and p.on_problem == "error":
-            first_id, why = next(iter(self._excluded.items()))
+            why = next(iter(self._excluded.values()))
             raise DataError(f"{self.root}: {len(self._excluded)} sample(s) with bad annotations or images, first "
                             f"{why}; `lmbench data check` lists them all (on_problem = \"skip\" leaves them out)")
         self._splits = self._make_splits(natural_sorted(self._images))
@@ -94,16 +95,19 @@ class FolderDataset(Dataset):
         return read_landmark_csv(source)
 
     def _landmark_count(self, used: dict[str, Annotations]) -> int:
-        counts = {len(points) for a in used.values() for points in a.points.values()}
+        """``params.landmarks``' length, else the most common count; an annotation with another
+        count becomes a problem of its own."""
+        counts = Counter(len(points) for a in used.values() for points in a.points.values())
         if not counts:
             raise DataError(f"{self.root}: no valid annotation in {', '.join(used)}; `lmbench data check` says why")
-        if len(counts) != 1:
-            raise DataError(f"{self.root}: images have different numbers of landmarks: {sorted(counts)}")
-        count = counts.pop()
-        if self.params.landmarks and len(self.params.landmarks) != count:
-            raise DataError(f"{self.root}: {count} landmarks per image but params.landmarks names "
-                            f"{len(self.params.landmarks)}")
-        return count
+        expected = len(self.params.landmarks) or counts.most_common(1)[0][0]
+        for annotator in used.values():
+            for sample_id, points in list(annotator.points.items()):
+                if len(points) != expected:
+                    annotator.problems[sample_id] = (f"{annotator.files[sample_id]}: {len(points)} landmarks, "
+                                                     f"expected {expected}")
+                    del annotator.points[sample_id]
+        return expected
 
     def _find_images(self, used: dict[str, Annotations]) -> dict[str, Path]:
         """id -> image: the one a labelme file names (its ``imagePath``), else ``<images>/<id>.*``."""
