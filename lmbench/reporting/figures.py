@@ -4,10 +4,10 @@ Per dataset: MRE against the number of labels per method (bars with the spread o
 as the paper's supplementary charts), SDR at each threshold, the pre-training-iterations
 sweep (the paper's Figure 2) when the results hold one, prediction overlays on a few
 test images at one label count (the paper's Figure 3), fine-tuning curves, and MRE per
-landmark and method.
-Across datasets and label counts: mean ranks with a critical-difference diagram. Figures come from the results files
-alone, except the overlays, which reload the test images through the dataset plugin and are
-left out, with the reason in the index, where the data is not at hand.
+landmark and method; across datasets and label counts, mean ranks with a critical-difference
+diagram. Figures come from the results files alone, except the overlays, which reload the
+test images through the dataset plugin and are left out, with the reason in the index,
+where the data is not at hand.
 """
 
 from __future__ import annotations
@@ -111,12 +111,10 @@ def sweep_points(runs: list[dict], eval_mode: str) -> dict[tuple[str, int], list
         if "iterations" not in params:
             continue
         rest = json.dumps({k: v for k, v in params.items() if k != "iterations"}, sort_keys=True)
-        table = results.read_table("metrics", run["_file"], split="val")
-        mre = [m["value"] for m in (table.to_pylist() if table is not None else [])
-               if m["eval_mode"] == eval_mode and m["metric"] == "mre" and m["landmark"] == "all"]
-        if mre:
+        mre = results.overall(run["_file"], "val", eval_mode)
+        if mre is not None:
             key = (run["pretrainer"], rest, run["head_label"], run["labels"])
-            groups[key][params["iterations"]].append(mre[0])
+            groups[key][params["iterations"]].append(mre)
     return {(f"{pretrainer} / {head}", labels): sorted((it, float(np.mean(v))) for it, v in by_it.items())
             for (pretrainer, _, head, labels), by_it in groups.items() if len(by_it) > 1}
 

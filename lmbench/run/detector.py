@@ -87,13 +87,6 @@ def load_detector(run: dict) -> Detector:
     return Detector(run, model.eval(), head, payload["landmark_names"], payload["image_size"], payload["precision"])
 
 
-def test_set_mre(run: dict) -> float:
-    table = results.read_table("metrics", run["_file"], split="test")
-    values = [m["value"] for m in (table.to_pylist() if table is not None else [])
-              if m["eval_mode"] == "native" and m["metric"] == "mre" and m["landmark"] == "all"]
-    return values[0] if values else float("inf")
-
-
 def choose_run(roots: list[Path], run_key: str | None = None, dataset: str | None = None,
                labels: int | None = None) -> dict:
     """A run by its key, or the finished run with a saved model and the lowest test MRE for
@@ -114,7 +107,12 @@ def choose_run(roots: list[Path], run_key: str | None = None, dataset: str | Non
     if not kept:
         raise LmbenchError(f"none of the {len(candidates)} finished runs for {dataset!r} with {labels} labels kept "
                            f"its model; run them with save_models = true")
-    return min(kept, key=test_set_mre)
+
+    def test_mre(run: dict) -> float:
+        mre = results.overall(run["_file"], "test", "native")
+        return float("inf") if mre is None else mre
+
+    return min(kept, key=test_mre)
 
 
 def image_files(folder: Path) -> list[Path]:

@@ -138,10 +138,16 @@ def read_point_lines(path: Path, count: int, separator: str | None = ",", skip: 
     return points
 
 
+def outside_image(points: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """(N,) mask of the points lying outside an image of ``shape`` (H, W) by more than half a pixel."""
+    height, width = shape
+    return (points[:, 0] < -0.5) | (points[:, 0] > width - 0.5) | (points[:, 1] < -0.5) | (points[:, 1] > height - 0.5)
+
+
 def check_inside(points: np.ndarray, shape: tuple[int, int], path: Path) -> None:
     """Raise if any point lies outside an image of ``shape`` (H, W), by more than half a pixel."""
     height, width = shape
-    outside = (points[:, 0] < -0.5) | (points[:, 0] > width - 0.5) | (points[:, 1] < -0.5) | (points[:, 1] > height - 0.5)
+    outside = outside_image(points, shape)
     if outside.any():
         i = int(np.argmax(outside))
         raise DataError(

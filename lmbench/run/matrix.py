@@ -301,6 +301,7 @@ def parse_matrix(data: dict[str, Any], path: Path, reg: Registry | None = None) 
                                   f"known: {', '.join(sorted(by_label))}")
         groups.append((tuple(by_label[label] for label in group.datasets), group.label or "+".join(group.datasets)))
 
+    finetunes = {(d.label, b.label): finetune(d, b) for d in sections["datasets"] for b in sections["backbones"]}
     runs: list[RunSpec] = []
     pruned: list[tuple[RunSpec, str]] = []
     instances = {}
@@ -312,7 +313,7 @@ def parse_matrix(data: dict[str, Any], path: Path, reg: Registry | None = None) 
                 matrix=top.name, profile=top.profile, dataset=dataset, pretrainer=pretrainer,
                 backbone=backbone, head=head, labels=labels, seed=seed, selection=top.selection,
                 image_size=image_size, pretrain_seed=seed if top.pretrain_seed == "seed" else top.pretrain_seed,
-                finetune=finetune(members[0], backbone), pretrain_dataset=pools.get(pretrainer.label),
+                finetune=finetunes[(members[0].label, backbone.label)], pretrain_dataset=pools.get(pretrainer.label),
                 joint=members if joint_label else (), joint_label=joint_label, save_models=top.save_models,
             )
             reason = _incompatibility(run, instances, reg)

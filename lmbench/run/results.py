@@ -109,6 +109,14 @@ def read_table(kind: str, run_file: Path, split: str | None = None) -> pa.Table 
     return pq.read_table(path, schema=TABLES[kind], filters=[("split", "==", split)] if split else None)
 
 
+def overall(run_file: Path, split: str, eval_mode: str, metric: str = "mre") -> float | None:
+    """A run's ``metric`` over all landmarks on one split, or None when it has none."""
+    table = read_table("metrics", run_file, split=split)
+    values = [m["value"] for m in (table.to_pylist() if table is not None else [])
+              if m["eval_mode"] == eval_mode and m["metric"] == metric and m["landmark"] == "all"]
+    return values[0] if values else None
+
+
 def read_runs(roots: Iterable[Path]) -> list[dict]:
     """Run rows of every run under ``roots``, deduplicated on run_key (first found wins)."""
     seen: dict[str, dict] = {}

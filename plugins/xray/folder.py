@@ -26,7 +26,7 @@ from typing import Literal
 
 import numpy as np
 
-from lmbench.api import DataError, Dataset, Sample, find_image, image_shape, read_image_and_spacing
+from lmbench.api import DataError, Dataset, Sample, find_image, image_shape, outside_image, read_image_and_spacing
 from lmbench_plugins.xray.common import data_root, natural_sorted, summarize_ids
 
 
@@ -138,8 +138,7 @@ class FolderDataset(Dataset):
                 points = annotator.points.get(sample_id)
                 if points is None:
                     continue
-                outside = ((points[:, 0] < -0.5) | (points[:, 0] > width - 0.5)
-                           | (points[:, 1] < -0.5) | (points[:, 1] > height - 0.5))
+                outside = outside_image(points, (height, width))
                 if outside.any():
                     names = ", ".join(repr(self.landmark_names[i]) for i in np.flatnonzero(outside))
                     annotator.problems[sample_id] = (f"{annotator.files[sample_id]}: landmark(s) {names} lie "
