@@ -10,6 +10,7 @@ from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from lmbench.core.errors import LmbenchError
@@ -181,7 +182,7 @@ def leaderboard(
     reference: Annotated[Optional[str], typer.Option(help="Published numbers to show beside ours, e.g. 'paper' (results/reference/paper.parquet).")] = None,
     split: Annotated[Split, typer.Option(help="test, or val to choose settings (a checkpoint, say) without reading the test set.")] = Split.test,
     format: Annotated[OutputFormat, typer.Option("--format", help="rich, markdown, latex, csv or json.")] = OutputFormat.rich,
-    failures: Annotated[bool, typer.Option(help="Also list failed and skipped runs with their reasons.")] = False,
+    failures: Annotated[bool, typer.Option(help="Also list failed and skipped runs, and runs whose health verdict found a problem, with their reasons.")] = False,
     ci: Annotated[Spread, typer.Option("--ci", help="After each mean: std over seeds, the bootstrap confidence interval, or its half-width (CSV and JSON always hold the interval).")] = Spread.std,
     confidence: Annotated[float, typer.Option(min=0.5, max=0.999, help="Level of the confidence intervals.")] = 0.95,
     significance: Annotated[float, typer.Option(min=0.0, max=0.5, help="Level of the paired tests against the best: bold marks the methods not significantly worse; 0 bolds the best mean only.")] = 0.05,
@@ -213,9 +214,12 @@ def leaderboard(
         sys.stdout.write(RENDERERS[format.value](boards))
     if failures:
         for run in results.read_runs(roots):
-            if run["status"] != "ok":
-                console.print(f"[red]{run['status']}[/red] {run['run_key']} {run['dataset_label']} | "
-                              f"{run['pretrainer_label']} | {run['head_label']} | {run['labels']} labels: {run['error']}")
+            flagged = run["status"] == "ok" and run.get("health") not in (None, "ok")
+            if run["status"] != "ok" or flagged:
+                console.print(f"[red]{'flagged' if flagged else run['status']}[/red] {run['run_key']} "
+                              f"{escape(run['dataset_label'])} | {escape(run['pretrainer_label'])} | "
+                              f"{escape(run['head_label'])} | {run['labels']} labels | seed {run['seed']}: "
+                              f"{escape(run['health'] if flagged else run['error'] or '')}")
 
 
 @app.command()

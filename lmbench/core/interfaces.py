@@ -129,6 +129,9 @@ class PretrainContext:
     progress: Callable[[int, int], None]  # (done, total) in optimiser steps
     #: store the weights of one checkpoint of the run (see ``Pretrainer.checkpoints``)
     save_checkpoint: Callable[[int, dict[str, torch.Tensor]], None] = lambda step, weights: None
+    #: record the pre-training curve: (iteration, the step's loss, the loss of a model that
+    #: learned nothing or None); ``train_steps`` calls it after every optimiser step
+    record_loss: Callable[[int, float, float | None], None] = lambda step, loss, chance: None
 
 
 @dataclass(frozen=True)
@@ -191,6 +194,22 @@ class Pretrainer(Component):
             return None
         parts = ", ".join(s.part for s in backbone.weight_slots())
         return f"{self.name} produces {self.produces} weights; {backbone.name} accepts {parts}"
+
+    def features(self, part: nn.Module, images: torch.Tensor) -> torch.Tensor | None:
+        """(B, D) features of ``images`` computed by the part this pretrainer produces, for the
+        health check of whether what it hands on collapsed. By default: a part returning a
+        list of feature maps (an encoder) gives its deepest one, average-pooled; any other
+        part None (no such check). Override for parts of another shape."""
+        out = part(images)
+        if isinstance(out, (list, tuple)) and out[-1].ndim == 4:
+            return out[-1].mean(dim=(2, 3))
+        return None
+
+    def held_out_loss(self, backbone: Backbone, part: nn.Module, images: torch.Tensor) -> tuple[float, float] | None:
+        """(the pretext loss of the trained ``part`` of ``backbone`` on ``images`` it never
+        trained on, the same loss of a model that learned nothing), for the health check;
+        None: no such check."""
+        return None
 
     @abstractmethod
     def pretrain(self, context: PretrainContext) -> dict[str, torch.Tensor] | None:

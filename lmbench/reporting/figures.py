@@ -23,7 +23,7 @@ matplotlib.use("Agg")  # files only, never a window
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from lmbench.reporting import comparisons, curves  # noqa: E402
+from lmbench.reporting import comparisons, curves, health  # noqa: E402
 from lmbench.reporting.formats import to_markdown  # noqa: E402
 from lmbench.reporting.leaderboard import Board, build_boards, header, matches  # noqa: E402
 from lmbench.run import results  # noqa: E402
@@ -254,5 +254,32 @@ def write_report(roots: list[Path], out: Path, eval_mode: str = "native", filter
                       f"Friedman test over the blocks: p = {ranking.pvalue:.3g}. Methods joined by a red bar differ "
                       f"in mean rank by less than the Nemenyi critical difference ({ranking.critical_difference:.2f} "
                       f"at {ranking.alpha:g}): the data cannot tell them apart (Demšar, JMLR 2006).", ""]
+    index += _health_section(runs, out, figures)
     (out / "index.md").write_text("\n".join(index))
     return figures
+
+
+def _health_section(runs: list[dict], out: Path, figures: list[Path]) -> list[str]:
+    """Whether every run trained: pre-training curves against chance, the measures of each
+    pre-training's verdict, and the flagged runs."""
+    lines = ["## Training health", "",
+             "Every run's verdict (`health` in its run row): whether pre-training left chance, whether what it "
+             "handed on is less spread than its initialisation (lightly's std_of_l2_normalized of pooled features "
+             "over the pool images, batch norm calibrated on them), DDPM's denoising loss on unseen test images "
+             "against predicting zero, and whether fine-tuning stopped while still improving or predicted one "
+             "point for a landmark on every test image. Thresholds: the matrix's `[health]` table.", ""]
+    pretrain = health.pretrain_curves(runs)
+    if pretrain:
+        figure = out / "pretraining-curves.png"
+        health.plot_pretrain_curves(pretrain, figure)
+        figures.append(figure)
+        lines += [f"![pre-training curves]({figure.name})", "",
+                  "Pre-training loss per iteration; the dashed line is chance, the loss of a model that learned "
+                  "nothing.", ""]
+    table = health.measures_markdown(runs)
+    if table:
+        lines += ["Pre-trainings: the first step's loss, the mean loss over the curve's last tenth, chance, "
+                  "and what the verdict probed.", "", table, ""]
+    flagged = health.flagged_markdown(runs)
+    lines += (["Flagged runs:", "", flagged, ""] if flagged else ["No run was flagged.", ""])
+    return lines

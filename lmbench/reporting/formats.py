@@ -21,14 +21,14 @@ def to_markdown(boards: list[Board]) -> str:
         for row in board.rows:
             texts = [f"**{text}**" if bold else text for text, bold in cells(board, row)]
             lines.append("| " + " | ".join(t.replace("|", "\\|") for t in texts) + " |")
-        lines += ["", footnote(board)]
+        lines += [""] + [line + "  " for line in footnote(board).split("\n")]
         parts.append("\n".join(lines))
     return "\n\n".join(parts) + "\n"
 
 
 _LATEX_ESCAPES = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
                   "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
-                  "±": r"$\pm$", "↓": r"$\downarrow$", "↑": r"$\uparrow$"}
+                  "±": r"$\pm$", "↓": r"$\downarrow$", "↑": r"$\uparrow$", "†": r"$\dagger$"}
 
 
 def latex_escape(text: str) -> str:
@@ -52,7 +52,8 @@ def to_latex(boards: list[Board]) -> str:
             lines.append(" & ".join(texts) + r" \\")
             previous = row.labels
         lines += [r"\bottomrule", r"\end{tabular}"]
-        lines.append(f"\\par\\footnotesize {latex_escape(footnote(board))}")
+        legend = r" \\ ".join(latex_escape(line) for line in footnote(board).split("\n"))
+        lines.append(f"\\par\\footnotesize {legend}")
         lines.append(r"\end{table}")
         parts.append("\n".join(lines))
     return "\n\n".join(parts) + "\n"
@@ -65,7 +66,8 @@ def records(boards: list[Board]) -> list[dict]:
     for board in boards:
         for row in board.rows:
             record = {"dataset": board.dataset, "eval_mode": board.eval_mode, "unit": board.unit,
-                      "labels": row.labels, "source": row.source, "seeds": row.seeds, "avg_rank": row.rank}
+                      "labels": row.labels, "source": row.source, "seeds": row.seeds, "avg_rank": row.rank,
+                      "health": row.health if row.source == "lmbench" else None}
             record.update({name.lower().replace(" ", "_").replace("-", "_"): value
                            for name, value in zip(board.method_columns, row.method)})
             for metric in board.metrics:

@@ -42,6 +42,12 @@ class Row:
     intervals: dict[str, tuple[float, float]] = field(default_factory=dict)  # metric -> bootstrap interval
     pvalues: dict[str, float] = field(default_factory=dict)  # metric -> Holm-adjusted p of "worse than the best"
     landmarks: dict[str, float] = field(default_factory=dict)  # landmark -> MRE, mean over seeds
+    flagged: int = 0  # of its runs, those whose health verdict found a problem
+    problems: list[str] = field(default_factory=list)  # what those verdicts found, each once
+
+    @property
+    def health(self) -> str:
+        return "; ".join(self.problems) + f" ({self.flagged} of {self.seeds} runs)" if self.problems else "ok"
 
 
 @dataclass
@@ -196,9 +202,11 @@ def _row(labels: int, method: tuple[str, ...], runs: list[dict], eval_mode: str,
         if predictions is not None and predictions.num_rows:
             ids, errors = np.asarray(predictions.column("image_id").to_pylist()), predictions.column("error").to_numpy()
             per_seed.append({metric: stats.per_image(ids, errors, metric) for metric in metrics})
+    verdicts = [run.get("health") for run in runs if run.get("health") not in (None, "ok")]
     row = Row(labels, method, max((len(v) for v in values.values()), default=0),
               {k: (float(np.mean(v)), float(np.std(v))) for k, v in values.items() if k in metrics},
-              landmarks={k: float(np.mean(v)) for k, v in landmarks.items()})
+              landmarks={k: float(np.mean(v)) for k, v in landmarks.items()}, flagged=len(verdicts),
+              problems=list(dict.fromkeys(problem for v in verdicts for problem in v.split("; "))))
     if per_seed and metrics and len(per_seed) == row.seeds:
         row.images = sorted(set.intersection(*(set(seed[metrics[0]]) for seed in per_seed)))
         row.per_image = {metric: np.array([[seed[metric][i] for i in row.images] for seed in per_seed])
@@ -302,26 +310,48 @@ def columns(board: Board) -> list[str]:
     return ["Labels", *board.method_columns, *source, "Seeds", *(header(m, board.unit) for m in board.metrics), "Avg rank"]
 
 
+HEALTH_MARK = "†"
+
+
+def flagged_rows(board: Board) -> list[Row]:
+    """The rows with a run whose health verdict found a problem, numbered in this order."""
+    return [row for row in board.rows if row.problems]
+
+
 def cells(board: Board, row: Row) -> list[tuple[str, bool]]:
-    """One row's cells as (text, bold), in ``columns`` order."""
+    """One row's cells as (text, bold), in ``columns`` order; a flagged row's method carries
+    its mark, which the legend explains."""
     source = [(row.source, False)] if board.has_reference else []
-    out = [(str(row.labels), False), *((m, False) for m in row.method), *source, (str(row.seeds), False)]
+    method = list(row.method)
+    if row.problems:
+        method[0] += f" {HEALTH_MARK}{flagged_rows(board).index(row) + 1}"
+    out = [(str(row.labels), False), *((m, False) for m in method), *source, (str(row.seeds), False)]
     for metric in board.metrics:
         out.append((cell_text(row, metric, board.ci), board.bold(row, metric)))
     out.append((f"{row.rank:.1f}" if row.rank is not None else "-", False))
     return out
 
 
+def health_legend(board: Board) -> list[str]:
+    """One line per flagged row: its mark, method, label count and what its verdicts found."""
+    return [f"{HEALTH_MARK}{i} {' / '.join(row.method)}, {row.labels} labels: {row.health}"
+            for i, row in enumerate(flagged_rows(board), start=1)]
+
+
 def footnote(board: Board) -> str:
-    """The legend, then what is not shown."""
-    if not board.not_ok:
-        return board.legend()
-    parts = [f"{count} {status}" for status, count in sorted(board.not_ok.items())]
-    return f"{board.legend()} Not shown: {', '.join(parts)} run(s); see `lmbench leaderboard --failures`."
+    """The legend, then the flagged rows' problems, then what is not shown."""
+    text = board.legend()
+    if flagged_rows(board):
+        text += (f" {HEALTH_MARK}: a run of the row may not have trained (its health verdict; "
+                 f"`lmbench leaderboard --failures` lists them):\n" + "\n".join(health_legend(board)))
+    if board.not_ok:
+        parts = [f"{count} {status}" for status, count in sorted(board.not_ok.items())]
+        text += f"\nNot shown: {', '.join(parts)} run(s); see `lmbench leaderboard --failures`."
+    return text
 
 
 def render_rich(board: Board) -> Table:
-    table = Table(title=board.title(), caption=footnote(board))
+    table = Table(title=board.title(), caption=footnote(board), caption_justify="left")
     for i, name in enumerate(columns(board)):
         table.add_column(name, justify="right" if right_aligned(i, name) else "left")
     previous = None

@@ -33,6 +33,11 @@ def save_atomic(obj, path: Path) -> None:
     os.replace(tmp, path)
 
 
+def entry(cache_dir: Path, key: str) -> Path:
+    """The folder of one pre-training in the cache."""
+    return cache_dir / "pretrain" / key
+
+
 def cached(
     cache_dir: Path,
     key: str,
@@ -45,7 +50,7 @@ def cached(
     ``train(save)`` returns the final weights, or passes each checkpoint of a run that keeps
     several to ``save(step, weights)``; ``checkpoint`` picks the one returned.
     """
-    folder = cache_dir / "pretrain" / key
+    folder = entry(cache_dir, key)
     name = "weights.pt" if checkpoint is None else f"checkpoint-{checkpoint}.pt"
     with file_lock(cache_dir / "pretrain" / f"{key}.lock"):
         if (folder / MARKER).exists():

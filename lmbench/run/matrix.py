@@ -14,6 +14,7 @@ from lmbench.core import params as P
 from lmbench.core.errors import LmbenchError, MatrixError
 from lmbench.core.keys import content_key
 from lmbench.core.plugins import Registry, registry
+from lmbench.run.health import HealthSettings
 from lmbench.run.profiles import PROFILES, FinetuneConfig
 
 SECTIONS = {"datasets": "dataset", "pretrainers": "pretrainer", "backbones": "backbone", "heads": "head"}
@@ -44,6 +45,7 @@ class MatrixFile:
     output: str = "results"
     cache_dir: str | None = None
     save_models: bool = False  # keep every fine-tuned detector (models/<run_key>.pt); or per entry
+    health: HealthSettings = field(default_factory=HealthSettings)  # thresholds of the health verdict
     finetune: dict = field(default_factory=dict)
     datasets: list[dict] = field(default_factory=list)
     pretrainers: list[dict] = field(default_factory=list)
@@ -103,6 +105,7 @@ class RunSpec:
     joint: tuple[ComponentSpec, ...] = ()
     joint_label: str | None = None
     save_models: bool = False  # keep the fine-tuned detector beside the results
+    health: HealthSettings = HealthSettings()  # the verdict's thresholds: never part of a key
 
     @property
     def keeps_model(self) -> bool:
@@ -315,6 +318,7 @@ def parse_matrix(data: dict[str, Any], path: Path, reg: Registry | None = None) 
                 image_size=image_size, pretrain_seed=seed if top.pretrain_seed == "seed" else top.pretrain_seed,
                 finetune=finetunes[(members[0].label, backbone.label)], pretrain_dataset=pools.get(pretrainer.label),
                 joint=members if joint_label else (), joint_label=joint_label, save_models=top.save_models,
+                health=top.health,
             )
             reason = _incompatibility(run, instances, reg)
             if reason is None:

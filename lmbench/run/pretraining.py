@@ -4,8 +4,10 @@ An iteration is an optimiser step, made of ``accumulation`` batches whose gradie
 averaged (``accumulate = "mean"``) or summed (``"sum"``, as some published code does). Each
 batch's loss is computed under bf16 autocast on CUDA (``precision = "fp32"`` to stay in
 fp32) and checked to be finite; gradients are clipped by value or norm if asked; after
-each step ``after_step`` runs (momentum or EMA updates), progress is reported, and the
-weights of each requested checkpoint go to ``context.save_checkpoint``.
+each step ``after_step`` runs (momentum or EMA updates), the step's loss goes to
+``context.record_loss`` with ``chance`` (the loss of a model that learned nothing, for the
+health check), progress is reported, and the weights of each requested checkpoint go to
+``context.save_checkpoint``.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ def train_steps(
     precision: Literal["bf16", "fp32"] = "bf16",
     after_step: Callable[[int, int], None] | None = None,
     iterations_per_step: int = 1,
+    chance: float | None = None,
 ) -> list[float]:
     """Train until the last of ``checkpoints`` (in iterations) and return the mean loss of
     each optimiser step. ``batch_loss(step, total)`` draws one batch and returns its loss;
@@ -63,6 +66,7 @@ def train_steps(
         if after_step is not None:
             after_step(step, total)
         losses.append(step_loss)
+        context.record_loss(step * iterations_per_step, step_loss, chance)
         if step * iterations_per_step in checkpoints:
             kept = {name: tensor.detach().clone() for name, tensor in weights().items()}
             context.save_checkpoint(step * iterations_per_step, kept)

@@ -6,6 +6,7 @@ Layout under a matrix's results folder::
     metrics/<run_key>.parquet      long format: split, eval_mode, metric, landmark, value
     predictions/<run_key>.parquet  one row per test image and landmark
     curves/<run_key>.parquet       one row per fine-tuning epoch: train and validation loss, lr
+    pretrain_curves/<pretrain_key>.parquet  one row per pre-training step: loss and chance
     models/<run_key>.pt            the fine-tuned detector, for runs with ``save_models``
 
 The run row is written last, so a run with a run row is complete; a process killed
@@ -14,7 +15,9 @@ mid-write leaves only a hidden temporary file, which no reader looks at.
 
 from __future__ import annotations
 
+import logging
 import os
+import shutil
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -40,6 +43,8 @@ RUN_SCHEMA = pa.schema(
         ("n_parameters", _i), ("epochs", _i), ("best_epoch", _i), ("finished_at", _s),
         ("excluded", _s),  # JSON: sample id -> why the dataset left it out (bad annotation or image)
         ("model_saved", _b),
+        ("health", _s),  # "ok", or one line naming each problem found (lmbench.run.health)
+        ("health_measures", _s),  # JSON: what the verdict was computed from
     ]
 )
 METRIC_SCHEMA = pa.schema(
@@ -60,7 +65,18 @@ CURVE_SCHEMA = pa.schema(
         ("schema_version", _i), ("run_key", _s), ("epoch", _i), ("train_loss", _f), ("val_loss", _f), ("lr", _f),
     ]
 )
-TABLES = {"runs": RUN_SCHEMA, "metrics": METRIC_SCHEMA, "predictions": PREDICTION_SCHEMA, "curves": CURVE_SCHEMA}
+PRETRAIN_CURVE_SCHEMA = pa.schema(
+    [
+        ("schema_version", _i), ("pretrain_key", _s), ("step", _i), ("loss", _f),
+        ("chance", _f),  # the loss of a model that learned nothing; null where the pretrainer gives none
+    ]
+)
+TABLES = {"runs": RUN_SCHEMA, "metrics": METRIC_SCHEMA, "predictions": PREDICTION_SCHEMA, "curves": CURVE_SCHEMA,
+          "pretrain_curves": PRETRAIN_CURVE_SCHEMA}
+#: a pre-training's curve, in its cache entry
+PRETRAIN_CURVE = "curve.parquet"
+
+log = logging.getLogger("lmbench")
 
 
 def write_atomic(table: pa.Table, path: Path) -> None:
@@ -75,13 +91,34 @@ def _table(kind: str, rows: list[dict]) -> pa.Table:
     return pa.Table.from_pylist(rows, schema=TABLES[kind])
 
 
+def write_pretrain_curve(pretrain_key: str, rows: list[dict], path: Path) -> None:
+    write_atomic(_table("pretrain_curves", [{"pretrain_key": pretrain_key, **r} for r in rows]), path)
+
+
+def read_pretrain_curve(path: Path) -> list[dict]:
+    """The rows of a pre-training curve file; none when it is missing or unreadable (said once)."""
+    if not path.exists():
+        return []
+    try:
+        return pq.read_table(path, schema=PRETRAIN_CURVE_SCHEMA).to_pylist()
+    except (OSError, pa.ArrowException) as exc:
+        log.warning("pre-training curve %s is unreadable (%s): left out", path, exc)
+        return []
+
+
 def write_run(results_dir: Path, run: dict, metrics: list[dict] = (), predictions: list[dict] = (),
-              curves: list[dict] = (), save_model=None) -> None:
-    """Write a run's metric, prediction and curve files and, through ``save_model(path)``, its
-    detector, then its run row (the completion marker)."""
+              curves: list[dict] = (), save_model=None, pretrain_curve: Path | None = None) -> None:
+    """Write a run's metric, prediction and curve files, a copy of its pre-training's curve and,
+    through ``save_model(path)``, its detector, then its run row (the completion marker)."""
     key = run["run_key"]
     if save_model is not None:
         save_model(results_dir / "models" / f"{key}.pt")
+    if pretrain_curve is not None:
+        target = results_dir / "pretrain_curves" / f"{run['pretrain_key']}.parquet"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+        shutil.copyfile(pretrain_curve, tmp)
+        os.replace(tmp, target)
     for kind, rows in (("metrics", metrics), ("predictions", predictions), ("curves", curves)):
         path = results_dir / kind / f"{key}.parquet"
         if rows:

@@ -25,7 +25,7 @@ from lmbench.core.errors import DataError, LmbenchError, PluginError, SkipRun
 from lmbench.core.interfaces import Backbone, Dataset, HeadStrategy, LoadReport, PretrainContext, Pretrainer
 from lmbench.core.keys import canonical_json, content_key
 from lmbench.core.plugins import registry
-from lmbench.run import cache, detector, engine, results
+from lmbench.run import cache, detector, engine, health, results
 from lmbench.run.data import Prepared, prepare, select_labelled
 from lmbench.run.geometry import to_original
 from lmbench.run.locks import file_lock
@@ -130,26 +130,57 @@ def _config_row(spec: RunSpec) -> dict:
 
 def _pretrain(spec: RunSpec, pretrainer: Pretrainer, backbone: Backbone, num_landmarks: int,
               ctx: RunContext, progress) -> tuple:
+    """(weights, cache hit, seconds spent training, health measures) of the run's pre-training."""
+    curve: list[dict] = []
+
     def compute(images: torch.Tensor, save=lambda step, weights: None):
         context = PretrainContext(
             images=images, backbone=backbone, num_landmarks=num_landmarks,
             seed=spec.pretrain_seed, device=ctx.device, progress=progress, save_checkpoint=save,
+            record_loss=lambda step, loss, chance: curve.append({"step": step, "loss": loss, "chance": chance}),
         )
         return pretrainer.pretrain(context)
 
     if not pretrainer.trains:
-        return compute(torch.zeros(0, 1, spec.image_size, spec.image_size)), False, 0.0
+        return compute(torch.zeros(0, 1, spec.image_size, spec.image_size)), False, 0.0, {}
+
+    folder = cache.entry(ctx.cache_dir, spec.pretrain_key)
 
     def train_on_pool(save):
         dataset, prepared = ctx.data.get(spec.pool_dataset, spec.image_size)
         saved = []
         weights = compute(prepared.subset(dataset.pretrain_pool()).images,
                           lambda step, w: (saved.append(step), save(step, w)))
+        results.write_pretrain_curve(spec.pretrain_key, curve, folder / results.PRETRAIN_CURVE)
         return checked_result(spec.pretrainer.name, pretrainer, weights, saved)
 
-    return cache.cached(
+    weights, hit, seconds = cache.cached(
         ctx.cache_dir, spec.pretrain_key, spec.pretrain_identity(), train_on_pool, spec.pretrainer.checkpoint
     )
+    return weights, hit, seconds, _pretrain_health(spec, pretrainer, backbone, weights, num_landmarks, ctx, folder)
+
+
+def _pretrain_health(spec: RunSpec, pretrainer: Pretrainer, backbone: Backbone, weights, num_landmarks: int,
+                     ctx: RunContext, folder: Path) -> dict:
+    """The health measures of one checkpoint of a pre-training: its network probed once and
+    kept in the cache entry, its curve (up to that checkpoint) read every time."""
+    checkpoint = spec.pretrainer.checkpoint
+    path = folder / f"health-{checkpoint or 'final'}.json"
+    measures = health.read_measures(path)
+    if measures is None:
+        measures = {}
+        if weights is not None and pretrainer.produces is not None:
+            dataset, prepared = ctx.data.get(spec.pool_dataset, spec.image_size)
+            pool = dataset.pretrain_pool()
+            held_out = [i for i in dataset.split("test") if i not in set(pool)]
+            measures = health.pretrain_measures(
+                pretrainer, backbone, weights, prepared.subset(pool).images, prepared.subset(held_out).images,
+                num_landmarks, spec.pretrain_seed, ctx.device, spec.health)
+        health.write_measures(measures, path)
+    curve = [r for r in results.read_pretrain_curve(folder / results.PRETRAIN_CURVE)
+             if checkpoint is None or r["step"] <= checkpoint]
+    chance = curve[-1]["chance"] if curve else None
+    return {**measures, **health.curve_measures([r["loss"] for r in curve], chance, spec.health.curve_tail)}
 
 
 def checked_result(name: str, pretrainer: Pretrainer, weights, saved: list[int]):
@@ -238,7 +269,7 @@ def _score(spec: RunSpec, data: Splits, model, head: HeadStrategy, config: Finet
             for i, image_id in enumerate(part.ids)
             for j, name in enumerate(dataset.landmark_names)
         ]
-    return metrics, predictions
+    return metrics, predictions, predicted_input  # the last: the test split's, in input pixels
 
 
 def execute(specs: list[RunSpec], ctx: RunContext, on_stage=lambda text, done, total: None) -> list[Outcome]:
@@ -256,7 +287,7 @@ def execute(specs: list[RunSpec], ctx: RunContext, on_stage=lambda text, done, t
 
     on_stage("pre-training", 0, 1)
     torch.manual_seed(lead.pretrain_seed)
-    weights, cache_hit, pretrain_seconds = _pretrain(
+    weights, cache_hit, pretrain_seconds, measures = _pretrain(
         lead, pretrainer, backbone, counts[0], ctx, lambda done, total: on_stage("pre-training", done, total),
     )
 
@@ -280,7 +311,9 @@ def execute(specs: list[RunSpec], ctx: RunContext, on_stage=lambda text, done, t
         domain = members.index(spec.dataset)
         view = engine.DomainView(model, domain) if lead.joint else model
         data = parts[domain]
-        metrics, predictions = _score(spec, data, view, head, config, ctx)
+        metrics, predictions, predicted_test = _score(spec, data, view, head, config, ctx)
+        findings = (health.pretrain_findings(measures, spec.health)
+                    + health.finetune_findings(fit.epochs, fit.best_epoch, predicted_test, spec.health))
         save = detector.saver(model, head, counts if lead.joint else counts[0], domain if lead.joint else None,
                               data.dataset.landmark_names, spec.image_size, config.precision) if spec.keeps_model else None
         row = {
@@ -292,8 +325,10 @@ def execute(specs: list[RunSpec], ctx: RunContext, on_stage=lambda text, done, t
             "epochs": fit.epochs, "best_epoch": fit.best_epoch,
             "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
             "excluded": json.dumps(data.dataset.excluded()), "model_saved": save is not None,
+            "health": health.verdict(findings), "health_measures": json.dumps(measures, sort_keys=True),
         }
-        outcomes.append(Outcome(row, metrics, predictions, curves, save))
+        curve = cache.entry(ctx.cache_dir, spec.pretrain_key) / results.PRETRAIN_CURVE
+        outcomes.append(Outcome(row, metrics, predictions, curves, save, curve if curve.exists() else None))
     return outcomes
 
 
@@ -306,6 +341,7 @@ class Outcome:
     predictions: list = field(default_factory=list)
     curves: list = field(default_factory=list)
     save_model: Callable[[Path], None] | None = None
+    pretrain_curve: Path | None = None  # the pre-training's curve in the cache, copied beside the results
 
 
 @dataclass
@@ -409,7 +445,7 @@ class GroupJob:
                 summary.notes.append((status, spec.title, note))
         for outcome in outcomes:
             results.write_run(self.results_dir, outcome.row, outcome.metrics, outcome.predictions, outcome.curves,
-                              outcome.save_model)
+                              outcome.save_model, outcome.pretrain_curve)
         return summary
 
 

@@ -31,20 +31,23 @@ from lmbench.api import LmbenchError, PretrainContext, Pretrainer, augment_image
 from lmbench_plugins.ddpm.backbone import predict_noise
 
 
-def noise_prediction_loss(model, clean: torch.Tensor, scheduler: DDPMScheduler, min_timestep: int,
-                          generator: torch.Generator | None = None) -> torch.Tensor:
-    """MSE of the noise ``model`` predicts for ``clean`` images noised at random timesteps.
+def noised(clean: torch.Tensor, scheduler: DDPMScheduler, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """The U-Net's input for ``clean`` noised with ``noise`` at timesteps ``t``.
 
     ``clean`` is the U-Net's input: the all-zero self-conditioning channel first where the
     U-Net has one (it stays zero), then the image channel.
     """
+    return torch.cat([clean[:, :-1], scheduler.add_noise(clean[:, -1:], noise, t)], dim=1)
+
+
+def noise_prediction_loss(model, clean: torch.Tensor, scheduler: DDPMScheduler, min_timestep: int,
+                          generator: torch.Generator | None = None) -> torch.Tensor:
+    """MSE of the noise ``model`` predicts for ``clean`` images noised at random timesteps."""
     device = clean.device
-    image = clean[:, -1:]
-    timesteps = scheduler.config.num_train_timesteps
-    noise = torch.randn(image.shape, generator=generator, device=device)
-    t = torch.randint(min_timestep, timesteps, (len(clean),), generator=generator, device=device)
-    noisy = torch.cat([clean[:, :-1], scheduler.add_noise(image, noise, t)], dim=1)
-    return F.mse_loss(predict_noise(model, noisy, t).float(), noise)
+    noise = torch.randn(clean[:, -1:].shape, generator=generator, device=device)
+    t = torch.randint(min_timestep, scheduler.config.num_train_timesteps, (len(clean),), generator=generator,
+                      device=device)
+    return F.mse_loss(predict_noise(model, noised(clean, scheduler, noise, t), t).float(), noise)
 
 
 def shuffled_batches(count: int, batch: int, generator: torch.Generator, device) -> Iterator[torch.Tensor]:
@@ -100,6 +103,35 @@ class DdpmPretrainer(Pretrainer):
             raise LmbenchError(f"ddpm: checkpoints {steps} must be multiples of batch_multiplier {k}")
         return steps
 
+    def scheduler(self, device) -> DDPMScheduler:
+        p = self.params
+        scheduler = DDPMScheduler(
+            num_train_timesteps=p.timesteps, beta_start=p.beta_start, beta_end=p.beta_end, beta_schedule="linear"
+        )
+        scheduler.alphas_cumprod = scheduler.alphas_cumprod.to(device)
+        return scheduler
+
+    def features(self, part, images):
+        return None  # a noise-prediction U-Net's health is its held-out denoising loss
+
+    #: where along the schedule the held-out denoising loss is measured
+    HELD_OUT_TIMESTEPS = (0.1, 0.3, 0.5, 0.7, 0.9)
+
+    @torch.no_grad()
+    def held_out_loss(self, backbone, part, images):
+        """The noise-prediction loss on unseen images at fixed timesteps with fixed noise, and
+        that of predicting zero (the noise's mean square, about 1)."""
+        scheduler, generator = self.scheduler(images.device), torch.Generator(images.device).manual_seed(0)
+        clean = backbone.input_adapter()(images)
+        losses, zero = [], []
+        for fraction in self.HELD_OUT_TIMESTEPS:
+            t = torch.full((len(images),), round(fraction * (self.params.timesteps - 1)), device=images.device)
+            noise = torch.randn(clean[:, -1:].shape, generator=generator, device=images.device)
+            predicted = predict_noise(part, noised(clean, scheduler, noise, t), t).float()
+            losses.append(F.mse_loss(predicted, noise).item())
+            zero.append(noise.pow(2).mean().item())
+        return sum(losses) / len(losses), sum(zero) / len(zero)
+
     def pretrain(self, context: PretrainContext):
         p, device = self.params, context.device
         if len(context.images) == 0:
@@ -118,10 +150,7 @@ class DdpmPretrainer(Pretrainer):
         average = ema(unet, p.ema_decay)
         model = torch.compile(unet) if p.compile else unet
         k = p.batch_multiplier
-        scheduler = DDPMScheduler(
-            num_train_timesteps=p.timesteps, beta_start=p.beta_start, beta_end=p.beta_end, beta_schedule="linear"
-        )
-        scheduler.alphas_cumprod = scheduler.alphas_cumprod.to(device)
+        scheduler = self.scheduler(device)
         images = context.images.to(device)  # the whole pool stays on the device
         generator = torch.Generator(device=device).manual_seed(context.seed)
         batches = shuffled_batches(len(images), p.batch_size * k, generator, device)
@@ -139,5 +168,6 @@ class DdpmPretrainer(Pretrainer):
             weights=lambda: (average.module if p.use_ema else unet).state_dict(),
             accumulation=p.accumulation, accumulate=p.accumulate, clip=p.clip, clip_at=p.clip_at,
             precision=p.precision, after_step=lambda step, total: average.update_parameters(unet),
+            chance=1.0,  # predicting zero noise: the mean square of unit normal noise
         )
         return None

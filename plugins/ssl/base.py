@@ -76,6 +76,10 @@ class SslMethod(nn.Module):
     def loss(self, views: list[torch.Tensor], step: int, total: int) -> torch.Tensor:
         raise NotImplementedError
 
+    def chance(self, batch: int) -> float:
+        """The loss of a network that learned nothing (every output alike), for ``batch`` images."""
+        raise NotImplementedError
+
     def update_momentum(self, step: int, total: int) -> None:
         """Move the momentum networks towards the student."""
 
@@ -150,5 +154,6 @@ class SslPretrainer(Pretrainer):
         self.losses = train_steps(  # mean loss per optimiser step
             context, optimiser, batch_loss, who=self.name, checkpoints=checkpoints, weights=method.encoder_weights,
             accumulation=p.accumulation, accumulate="sum" if published else "mean", after_step=method.after_step,
+            chance=method.chance(p.batch_size),
         )
         return None

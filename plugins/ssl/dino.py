@@ -11,6 +11,7 @@ lightly's loss updates the centre at every batch.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -25,17 +26,27 @@ from lmbench_plugins.ssl.base import PooledEncoder, SslMethod, SslPretrainer, mo
 from lmbench_plugins.ssl.views import published_view_args, xray_view_args
 
 
+#: each recipe's teacher temperature, centre momentum and head; a param set in the matrix wins
+RECIPES = {
+    "published": {"teacher_temperature": 0.5, "center_momentum": 0.5, "head_batch_norm": False},
+    "xray": {"teacher_temperature": 0.04, "center_momentum": 0.9, "head_batch_norm": True},
+}
+
+
 class DinoMethod(SslMethod):
     def __init__(self, encoder: PooledEncoder, p: Dino.Params):
         super().__init__()
         self.student = encoder
-        head = lambda: DINOProjectionHead(encoder.dim, p.hidden_dim, p.bottleneck_dim, p.output_dim)  # noqa: E731
+        recipe = {**RECIPES[p.recipe], **{k: v for k, v in vars(p).items() if k in RECIPES[p.recipe] and v is not None}}
+        head = lambda: DINOProjectionHead(  # noqa: E731
+            encoder.dim, p.hidden_dim, p.bottleneck_dim, p.output_dim, batch_norm=recipe["head_batch_norm"])
         self.student_head = head()
         self.teacher = momentum_copy(self.student)
         self.teacher_head = momentum_copy(self.student_head, blank=head())
         self.criterion = DINOLoss(
-            output_dim=p.output_dim, warmup_teacher_temp=p.teacher_temperature, teacher_temp=p.teacher_temperature,
-            student_temp=p.student_temperature, center_momentum=p.center_momentum,
+            output_dim=p.output_dim, warmup_teacher_temp=recipe["teacher_temperature"],
+            teacher_temp=recipe["teacher_temperature"], student_temp=p.student_temperature,
+            center_momentum=recipe["center_momentum"],
         )
         self.params = p
 
@@ -44,6 +55,9 @@ class DinoMethod(SslMethod):
             teacher_out = [self.teacher_head(self.teacher(v)) for v in views[:2]]
         student_out = [self.student_head(self.student(v)) for v in views]
         return self.criterion(teacher_out, student_out)
+
+    def chance(self, batch):
+        return math.log(self.params.output_dim)  # uniform teacher and student
 
     def update_momentum(self, step, total):
         m = self.params.teacher_momentum
@@ -64,8 +78,9 @@ class Dino(SslPretrainer):
         hidden_dim: int = 2048
         bottleneck_dim: int = 256
         student_temperature: float = 0.1
-        teacher_temperature: float = 0.5
-        center_momentum: float = 0.5
+        teacher_temperature: float | None = None  # None: the recipe's (RECIPES)
+        center_momentum: float | None = None
+        head_batch_norm: bool | None = None  # batch norm in the projection head's MLP
         teacher_momentum: float = 0.996
         local_views: int = 6
         local_crop_size: int = 0  # 0: 3/7 of the input size (published); xray: 96/224, in multiples of 32

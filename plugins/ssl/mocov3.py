@@ -9,6 +9,7 @@ learns to match a momentum encoder's projection of another view.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -49,6 +50,11 @@ class MoCoV3Method(SslMethod):
             t = self.params.temperature
             return moco_v3_loss(queries[0], keys[1], t) + moco_v3_loss(queries[1], keys[0], t)
         return 0.5 * (self.criterion(queries[0], keys[1]) + self.criterion(queries[1], keys[0]))
+
+    def chance(self, batch):
+        if self.params.recipe == "published":
+            return 2 * math.log(batch)  # each query against the N keys, both directions summed
+        return math.log(2 * batch - 1)  # NT-Xent
 
     def update_momentum(self, step, total):
         update_momentum(self.student, self.momentum_encoder, self.params.momentum)

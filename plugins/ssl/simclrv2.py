@@ -8,6 +8,7 @@ and lightly's NT-Xent loss with the batch's other views as negatives.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from lightly.loss import NTXentLoss
@@ -29,6 +30,9 @@ class SimCLRv2Method(SslMethod):
     def loss(self, views, step, total):
         first, second = (self.projection(self.student(v)) for v in views)
         return self.criterion(first, second)
+
+    def chance(self, batch):
+        return math.log(2 * batch - 1)  # NT-Xent: each view against the 2N - 1 others
 
 
 class SimCLRv2(SslPretrainer):
