@@ -57,8 +57,10 @@ def check_backbone(backbone: Backbone, num_landmarks: int = 3, image_size: int =
 def check_pretrainer(pretrainer: Pretrainer, backbone: Backbone, num_landmarks: int = 3, image_size: int = 32,
                      images: torch.Tensor | None = None) -> dict[str, torch.Tensor] | None:
     """Pre-trains on tiny images as a matrix would, checks the result as the runner does
-    (a state dict, or every checkpoint saved) and that it loads into the backbone's network.
-    Returns the weights the detector would start from."""
+    (a state dict, or every checkpoint saved), that it loads into the backbone's network and
+    that the health probes (``Pretrainer.features``, ``held_out_loss``) run on it. Returns
+    the weights the detector would start from."""
+    from lmbench.run import health
     from lmbench.run.runner import checked_result, load_part
 
     reason = pretrainer.incompatibility(backbone)
@@ -84,6 +86,10 @@ def check_pretrainer(pretrainer: Pretrainer, backbone: Backbone, num_landmarks: 
     model = backbone.build(num_landmarks, image_size)
     load_part(backbone, model, pretrainer, weights)
     assert model(tiny_images(2, image_size)).shape == (2, num_landmarks, image_size, image_size)
+    if pretrainer.trains:
+        probes = health.pretrain_measures(pretrainer, backbone, weights, context.images, tiny_images(4, image_size),
+                                          num_landmarks, 0, torch.device("cpu"), health.HealthSettings())
+        assert "probe_error" not in probes, f"the health probes fail on its weights: {probes.get('probe_error')}"
     return weights
 
 

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 
+from lmbench.api import read_weights
 from lmbench.run import results
 from lmbench.run.data import prepare
 from lmbench.run.matrix import load_matrix
@@ -147,7 +148,7 @@ def test_a_checkpoint_sweep_is_one_training_run(tmp_path):
     runs = results.read_runs([m.results_dir])
     assert sorted(r["pretrain_cache_hit"] for r in runs) == [False, True]
     folder = m.cache_dir / "pretrain" / keys["ddpm 2"].pretrain_key
-    two, four = (torch.load(folder / f"checkpoint-{n}.pt") for n in (2, 4))
+    two, four = (read_weights(folder / f"checkpoint-{n}.safetensors") for n in (2, 4))
     assert not torch.equal(two["conv_in.weight"], four["conv_in.weight"])
 
     images = sample_images(folder, checkpoint=None, count=2, steps=3, seed=0)

@@ -40,11 +40,11 @@ def test_killed_during_pretraining_then_rerun_matches_a_clean_run(tmp_path):
     process = subprocess.Popen([sys.executable, "-m", "lmbench", "run", "--matrix", str(path), "--quiet"],
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 300
-    while time.time() < deadline and not list(cache.glob("*/checkpoint-2.pt")):
+    while time.time() < deadline and not list(cache.glob("*/checkpoint-2.safetensors")):
         time.sleep(0.02)
     process.kill()
     process.wait()
-    assert list(cache.glob("*/checkpoint-2.pt")) and not list(cache.glob("*/COMPLETE")), "killed mid pre-training"
+    assert list(cache.glob("*/checkpoint-2.safetensors")) and not list(cache.glob("*/COMPLETE")), "killed mid pre-training"
     out = lmbench_cli("run", "--matrix", str(path), "--quiet")
     assert out.returncode == 0 and "2 ok" in out.stdout, out.stdout + out.stderr
 
@@ -89,7 +89,7 @@ def test_a_corrupted_cached_checkpoint_is_detected_and_rebuilt(tmp_path, caplog)
     matrix = load_matrix(ddpm_matrix(tmp_path, iterations=4, labels=(1,)))
     run_matrix(matrix, quiet=True)
     before = metric_values(matrix.results_dir)
-    (weights,) = (tmp_path / "cache" / "pretrain").glob("*/checkpoint-4.pt")
+    (weights,) = (tmp_path / "cache" / "pretrain").glob("*/checkpoint-4.safetensors")
     weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])  # truncated
     with caplog.at_level(logging.WARNING, logger="lmbench"):
         summary = run_matrix(matrix, rerun="all", quiet=True)

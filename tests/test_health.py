@@ -62,6 +62,18 @@ def test_an_encoder_whose_features_collapsed_is_flagged_against_its_initialisati
     assert "features collapsed" in health.pretrain_findings(measures, SETTINGS)[0]
 
 
+def test_a_probe_that_cannot_run_is_reported_and_never_fails_the_run():
+    class Unprobed(SimCLRv2):
+        def features(self, part, images):
+            return part(images, torch.zeros(len(images)))  # a part whose forward takes one argument
+
+    pool = synthetic_images(8)
+    weights = SMALL.build_part("unet-encoder", 5, 32).state_dict()
+    measures = health.pretrain_measures(Unprobed(), SMALL, weights, pool, pool[:0], 5, 0, torch.device("cpu"), SETTINGS)
+    assert list(measures) == ["probe_error"] and measures["probe_error"].startswith("TypeError: ")
+    assert health.pretrain_findings(measures, SETTINGS)[0].startswith("health probe failed (TypeError: ")
+
+
 def test_ddpm_is_checked_on_held_out_images_against_predicting_zero():
     images = synthetic_images(12)
     backbone = DdpmUNet(DdpmUNet.Params(preset="smoke"))

@@ -1,9 +1,10 @@
 """Pre-trained weights cached by pretrain key, shared by every head, label count and seed.
 
-``<cache>/pretrain/<key>/weights.pt`` (or ``checkpoint-N.pt``) is written first and the
-``COMPLETE`` marker last, with the sha256 of every weights file: an interrupted pre-training
-is never mistaken for a finished one, and a file corrupted or truncated since is detected,
-reported and trained again. A lock per key makes concurrent processes wanting the same
+``<cache>/pretrain/<key>/weights.safetensors`` (or ``checkpoint-N.safetensors``) is written
+first and the ``COMPLETE`` marker last, with the sha256 of every weights file: an interrupted
+pre-training is never mistaken for a finished one, and a file corrupted, truncated or
+replaced since (by a pickle, say, which is never read) is detected, reported and trained
+again. A lock per key makes concurrent processes wanting the same
 pre-training wait for the one doing it, then read its result.
 """
 
@@ -12,13 +13,13 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
 
+from lmbench.run import tensorfile
 from lmbench.run.locks import file_lock
 
 log = logging.getLogger("lmbench")
@@ -26,11 +27,8 @@ log = logging.getLogger("lmbench")
 MARKER = "COMPLETE"
 
 
-def save_atomic(obj, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+def weights_file(checkpoint: int | None) -> str:
+    return f"weights{tensorfile.SUFFIX}" if checkpoint is None else f"checkpoint-{checkpoint}{tensorfile.SUFFIX}"
 
 
 def entry(cache_dir: Path, key: str) -> Path:
@@ -51,26 +49,30 @@ def cached(
     several to ``save(step, weights)``; ``checkpoint`` picks the one returned.
     """
     folder = entry(cache_dir, key)
-    name = "weights.pt" if checkpoint is None else f"checkpoint-{checkpoint}.pt"
+    name = weights_file(checkpoint)
     with file_lock(cache_dir / "pretrain" / f"{key}.lock"):
         if (folder / MARKER).exists():
             if _intact(folder, name):
-                return torch.load(folder / name, map_location="cpu", weights_only=True), True, 0.0
-            log.warning("pre-trained weights %s failed their checksum: pre-training again", folder / name)
+                try:
+                    return tensorfile.load(folder / name)[0], True, 0.0
+                except tensorfile.ForeignFile as exc:
+                    log.warning("%s: pre-training again", exc)
+            else:
+                log.warning("pre-trained weights %s failed their checksum: pre-training again", folder / name)
             (folder / MARKER).unlink()
 
         def save(step: int, weights: dict) -> None:
-            save_atomic({k: v.detach().cpu() for k, v in weights.items()}, folder / f"checkpoint-{step}.pt")
+            tensorfile.save(folder / weights_file(step), weights)
 
         start = time.perf_counter()
         weights = train(save)
         seconds = time.perf_counter() - start
         if checkpoint is None:
-            save_atomic(weights, folder / name)
+            tensorfile.save(folder / name, weights)
         (folder / "identity.json").write_text(json.dumps(identity, indent=2, sort_keys=True))
-        sums = {p.name: _sha256(p) for p in sorted(folder.glob("*.pt"))}
+        sums = {p.name: _sha256(p) for p in sorted(folder.glob(f"*{tensorfile.SUFFIX}"))}
         (folder / MARKER).write_text(json.dumps({"seconds": round(seconds, 3), "sha256": sums}, indent=2))
-        return torch.load(folder / name, map_location="cpu", weights_only=True), False, seconds
+        return tensorfile.load(folder / name)[0], False, seconds
 
 
 def _sha256(path: Path) -> str:

@@ -25,6 +25,19 @@ class Prepared:
     shapes: list[tuple[int, int]]  # original (H, W)
     spacings: list[float | None]
 
+    def to_tensors(self) -> tuple[dict[str, torch.Tensor], dict]:
+        """Tensors and JSON for ``tensorfile.save``: nothing that needs a pickle."""
+        tensors = {"images": self.images, "landmarks": self.landmarks,
+                   "original_landmarks": torch.from_numpy(np.asarray(self.original_landmarks, dtype=np.float64)),
+                   "shapes": torch.tensor(self.shapes, dtype=torch.int64).reshape(-1, 2)}
+        return tensors, {"ids": self.ids, "spacings": self.spacings}
+
+    @classmethod
+    def from_tensors(cls, tensors: dict[str, torch.Tensor], meta: dict) -> Prepared:
+        return cls(ids=meta["ids"], images=tensors["images"], landmarks=tensors["landmarks"],
+                   original_landmarks=tensors["original_landmarks"].numpy(),
+                   shapes=[tuple(shape) for shape in tensors["shapes"].tolist()], spacings=meta["spacings"])
+
     def subset(self, ids: list[str]) -> Prepared:
         index = [self.ids.index(i) for i in ids]
         return Prepared(

@@ -1,8 +1,10 @@
 """A fine-tuned detector kept beside its run's results, and put to use on new images.
 
-A run with ``save_models`` writes ``models/<run_key>.pt``: the network's weights, the head's
-calibration (its tensor attributes), and what rebuilding needs beyond the run row, which
-holds the backbone and head specs: the landmark count and names, the input size, precision.
+A run with ``save_models`` writes ``models/<run_key>.safetensors``: the network's weights
+(``model.``), the head's calibration (its tensor attributes, ``head.``), and as JSON what
+rebuilding needs beyond the run row, which holds the backbone and head specs: the landmark
+count and names, the input size, precision. A results folder shared with a colleague can
+be read without running anything it holds.
 ``lmbench predict`` loads one and writes its predictions at each image's original size as a
 CSV file and as labelme files.
 """
@@ -20,32 +22,28 @@ import torch
 
 from lmbench.core.errors import LmbenchError
 from lmbench.core.interfaces import HeadStrategy
-from lmbench.run import engine, results
+from lmbench.run import engine, results, tensorfile
 from lmbench.run.geometry import resize_image, to_original
 from lmbench.run.io import IMAGE_SUFFIXES, read_image
 
-FORMAT = 1
+FORMAT = 2
 LABELME_VERSION = "5.4.1"
 
 
 def model_file(run: dict) -> Path:
-    return run["_file"].parent.parent / "models" / f"{run['run_key']}.pt"
+    return run["_file"].parent.parent / "models" / f"{run['run_key']}{tensorfile.SUFFIX}"
 
 
 def saver(model: torch.nn.Module, head: HeadStrategy, num_landmarks, domain: int | None,
           landmark_names, image_size: int, precision: str):
     """``save(path)`` writing the detector atomically; called before the run row is written."""
     def save(path: Path) -> None:
-        payload = {
-            "format": FORMAT, "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-            "head_state": {k: v.cpu() for k, v in vars(head).items() if isinstance(v, torch.Tensor)},
-            "num_landmarks": num_landmarks, "domain": domain, "landmark_names": list(landmark_names),
-            "image_size": image_size, "precision": precision,
-        }
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        torch.save(payload, tmp)
-        os.replace(tmp, path)
+        tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
+        tensors.update({f"head.{k}": v for k, v in vars(head).items() if isinstance(v, torch.Tensor)})
+        tensorfile.save(path, tensors, {
+            "format": FORMAT, "num_landmarks": num_landmarks, "domain": domain,
+            "landmark_names": list(landmark_names), "image_size": image_size, "precision": precision,
+        })
     return save
 
 
@@ -70,21 +68,30 @@ def load_detector(run: dict) -> Detector:
     from lmbench.run.matrix import ComponentSpec  # plugins load on first use
 
     path = model_file(run)
+    old = path.with_suffix(".pt")
+    if not path.exists() and old.exists():
+        raise LmbenchError(f"{old}: an older lmbench's model file, a pickle, which lmbench no longer reads (it can "
+                           f"run code); run it again with save_models = true (lmbench run --rerun all)")
     if not path.exists():
         raise LmbenchError(f"{path}: run {run['run_key']} kept no model; run it again with save_models = true")
-    payload = torch.load(path, map_location="cpu", weights_only=False)
-    if payload.get("format") != FORMAT:
-        raise LmbenchError(f"{path}: saved by another lmbench version (format {payload.get('format')}, "
-                           f"this one reads {FORMAT})")
+    redo = "run it again with save_models = true (lmbench run --rerun all)"
+    try:
+        tensors, meta = tensorfile.load(path)
+    except tensorfile.ForeignFile as exc:
+        raise LmbenchError(f"{exc}; {redo}") from None
+    if meta.get("format") != FORMAT:
+        raise LmbenchError(f"{path}: saved by another lmbench version (format {meta.get('format')}, "
+                           f"this one reads {FORMAT}); {redo}")
     backbone, head = (ComponentSpec(kind, run[kind], run[f"{kind}_label"], json.loads(run[f"{kind}_params"]), {})
                       .instantiate() for kind in ("backbone", "head"))
-    model = backbone.build(payload["num_landmarks"], payload["image_size"])
-    model.load_state_dict(payload["state_dict"])
-    if payload["domain"] is not None:
-        model = engine.DomainView(model, payload["domain"])
-    for name, value in payload["head_state"].items():
-        setattr(head, name, value)
-    return Detector(run, model.eval(), head, payload["landmark_names"], payload["image_size"], payload["precision"])
+    model = backbone.build(meta["num_landmarks"], meta["image_size"])
+    model.load_state_dict({k.removeprefix("model."): v for k, v in tensors.items() if k.startswith("model.")})
+    if meta["domain"] is not None:
+        model = engine.DomainView(model, meta["domain"])
+    for name, value in tensors.items():
+        if name.startswith("head."):
+            setattr(head, name.removeprefix("head."), value)
+    return Detector(run, model.eval(), head, meta["landmark_names"], meta["image_size"], meta["precision"])
 
 
 def choose_run(roots: list[Path], run_key: str | None = None, dataset: str | None = None,

@@ -88,23 +88,28 @@ def pretrain_measures(pretrainer, backbone, weights: dict, pool, held_out, num_l
     out: dict = {}
     size = pool.shape[-1]
     probe = pool[: settings.probe_images].to(device)
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        torch.manual_seed(seed)  # the initialisation pre-training started from
-        fresh = backbone.build_part(pretrainer.produces, num_landmarks, size).to(device)
-        trained = backbone.build_part(pretrainer.produces, num_landmarks, size).to(device)
-        trained.load_state_dict(weights)
-        spread = feature_spread(pretrainer, trained, probe)
-        if spread is not None:
-            out.update(spread=spread, spread_init=feature_spread(pretrainer, fresh, probe))
-        if len(held_out):
-            result = pretrainer.held_out_loss(backbone, trained.eval(), held_out[: settings.probe_images].to(device))
-            if result is not None:
-                out.update(held_out_loss=result[0], held_out_chance=result[1])
+    try:
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            torch.manual_seed(seed)  # the initialisation pre-training started from
+            fresh = backbone.build_part(pretrainer.produces, num_landmarks, size).to(device)
+            trained = backbone.build_part(pretrainer.produces, num_landmarks, size).to(device)
+            trained.load_state_dict(weights)
+            spread = feature_spread(pretrainer, trained, probe)
+            if spread is not None:
+                out.update(spread=spread, spread_init=feature_spread(pretrainer, fresh, probe))
+            if len(held_out):
+                result = pretrainer.held_out_loss(backbone, trained.eval(), held_out[: settings.probe_images].to(device))
+                if result is not None:
+                    out.update(held_out_loss=result[0], held_out_chance=result[1])
+    except Exception as exc:  # a probe that cannot run leaves the run's numbers alone and says so
+        out["probe_error"] = f"{type(exc).__name__}: {' '.join(str(exc).split())}"
     return out
 
 
 def pretrain_findings(measures: dict, settings: HealthSettings) -> list[str]:
     found = []
+    if "probe_error" in measures:
+        found.append(f"health probe failed ({measures['probe_error']}): override Pretrainer.features or held_out_loss")
     last, chance = measures.get("last_loss"), measures.get("chance")
     if last is not None and chance and last >= (1 - settings.curve_tolerance) * chance:
         found.append(f"pre-training did not leave chance (loss {last:.3f}, chance {chance:.3f})")

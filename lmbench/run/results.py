@@ -7,7 +7,7 @@ Layout under a matrix's results folder::
     predictions/<run_key>.parquet  one row per test image and landmark
     curves/<run_key>.parquet       one row per fine-tuning epoch: train and validation loss, lr
     pretrain_curves/<pretrain_key>.parquet  one row per pre-training step: loss and chance
-    models/<run_key>.pt            the fine-tuned detector, for runs with ``save_models``
+    models/<run_key>.safetensors   the fine-tuned detector, for runs with ``save_models``
 
 The run row is written last, so a run with a run row is complete; a process killed
 mid-write leaves only a hidden temporary file, which no reader looks at.
@@ -112,7 +112,7 @@ def write_run(results_dir: Path, run: dict, metrics: list[dict] = (), prediction
     through ``save_model(path)``, its detector, then its run row (the completion marker)."""
     key = run["run_key"]
     if save_model is not None:
-        save_model(results_dir / "models" / f"{key}.pt")
+        save_model(results_dir / "models" / f"{key}.safetensors")
     if pretrain_curve is not None:
         target = results_dir / "pretrain_curves" / f"{run['pretrain_key']}.parquet"
         target.parent.mkdir(parents=True, exist_ok=True)

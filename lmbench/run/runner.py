@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import platform
 import resource
 import subprocess
@@ -25,7 +26,7 @@ from lmbench.core.errors import DataError, LmbenchError, PluginError, SkipRun
 from lmbench.core.interfaces import Backbone, Dataset, HeadStrategy, LoadReport, PretrainContext, Pretrainer
 from lmbench.core.keys import canonical_json, content_key
 from lmbench.core.plugins import registry
-from lmbench.run import cache, detector, engine, health, results
+from lmbench.run import cache, detector, engine, health, results, tensorfile
 from lmbench.run.data import Prepared, prepare, select_labelled
 from lmbench.run.geometry import to_original
 from lmbench.run.locks import file_lock
@@ -35,6 +36,7 @@ from lmbench.run.paper_eval import paper_errors
 from lmbench.run.profiles import FinetuneConfig
 
 Rerun = Literal["failed", "all"] | None
+log = logging.getLogger("lmbench")
 
 
 def pick_device() -> torch.device:
@@ -64,13 +66,17 @@ class DataCache:
         key = content_key({"name": spec.name, "params": spec.params, "size": size})
         if key not in self._entries:
             dataset = spec.instantiate()
-            path = self.folder / f"{spec.name}-{size}px-{key}.pt"
+            path = self.folder / f"{spec.name}-{size}px-{key}{tensorfile.SUFFIX}"
+            prepared = None
             if path.exists():
-                prepared = Prepared(**torch.load(path, weights_only=False))
-            else:
+                try:
+                    prepared = Prepared.from_tensors(*tensorfile.load(path))
+                except tensorfile.ForeignFile as exc:  # never read, decoded again over it
+                    log.warning("%s: decoding the dataset again", exc)
+            if prepared is None:
                 ids = list(dict.fromkeys(dataset.split("train") + dataset.split("val") + dataset.split("test")))
                 prepared = prepare(dataset, ids, size, on_progress)
-                cache.save_atomic(vars(prepared), path)
+                tensorfile.save(path, *prepared.to_tensors())
             if len(self._entries) >= 2:
                 self._entries.pop(next(iter(self._entries)))
             self._entries[key] = (dataset, prepared)
@@ -172,7 +178,7 @@ def _pretrain_health(spec: RunSpec, pretrainer: Pretrainer, backbone: Backbone, 
         if weights is not None and pretrainer.produces is not None:
             dataset, prepared = ctx.data.get(spec.pool_dataset, spec.image_size)
             pool = dataset.pretrain_pool()
-            held_out = [i for i in dataset.split("test") if i not in set(pool)]
+            held_out = sorted(set(dataset.split("test")) - set(pool))  # never pre-trained on; labels unused
             measures = health.pretrain_measures(
                 pretrainer, backbone, weights, prepared.subset(pool).images, prepared.subset(held_out).images,
                 num_landmarks, spec.pretrain_seed, ctx.device, spec.health)

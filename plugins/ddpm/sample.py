@@ -12,7 +12,7 @@ import typer
 from diffusers import DDIMScheduler
 from PIL import Image
 
-from lmbench.api import LmbenchError, default_cache_dir
+from lmbench.api import LmbenchError, default_cache_dir, read_weights
 from lmbench_plugins.ddpm.backbone import DdpmUNet, predict_noise
 
 
@@ -24,13 +24,13 @@ def sample_images(folder: Path, checkpoint: int | None, count: int, steps: int, 
         raise LmbenchError(f"{folder}: not a ddpm pre-training")
     pretrainer = identity["pretrainer"]["params"]
     checkpoint = checkpoint or max(pretrainer["checkpoints"])
-    path = folder / f"checkpoint-{checkpoint}.pt"
+    path = folder / f"checkpoint-{checkpoint}.safetensors"
     if not path.exists():
         raise LmbenchError(f"{path}: no such checkpoint; this run has {pretrainer['checkpoints']}")
     backbone = DdpmUNet(DdpmUNet.Params(**identity["backbone"]["params"]))
     size = identity["image_size"]
     unet = backbone.build_unet(size)
-    weights = torch.load(path, map_location="cpu", weights_only=True)
+    weights = read_weights(path)
     unet.load_state_dict({k.removeprefix("unet."): v for k, v in weights.items()})
     unet.eval()
     scheduler = DDIMScheduler(

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 from lightly.loss import DINOLoss
@@ -33,8 +34,8 @@ from lmbench_plugins.ssl.views import published_view_args, xray_view_args
 #: steps (radiographs look alike, so their pooled features share one large component); a
 #: teacher of 0.01 sharpens the small differences between images enough to learn from.
 RECIPES = {
-    "published": {"teacher_temperature": 0.5, "center_momentum": 0.5, "head_batch_norm": False},
-    "xray": {"teacher_temperature": 0.01, "center_momentum": 0.9, "head_batch_norm": True},
+    "published": {"teacher_temperature": 0.5, "center_momentum": 0.5, "head_batch_norm": False, "hand_on": "student"},
+    "xray": {"teacher_temperature": 0.01, "center_momentum": 0.9, "head_batch_norm": True, "hand_on": "teacher"},
 }
 
 
@@ -42,7 +43,8 @@ class DinoMethod(SslMethod):
     def __init__(self, encoder: PooledEncoder, p: Dino.Params):
         super().__init__()
         self.student = encoder
-        recipe = {**RECIPES[p.recipe], **{k: v for k, v in vars(p).items() if k in RECIPES[p.recipe] and v is not None}}
+        self.recipe = recipe = {**RECIPES[p.recipe], **{k: v for k, v in vars(p).items()
+                                                        if k in RECIPES[p.recipe] and v is not None}}
         head = lambda: DINOProjectionHead(  # noqa: E731
             encoder.dim, p.hidden_dim, p.bottleneck_dim, p.output_dim, batch_norm=recipe["head_batch_norm"])
         self.student_head = head()
@@ -72,7 +74,7 @@ class DinoMethod(SslMethod):
         update_momentum(self.student_head, self.teacher_head, m)
 
     def handed_on(self):
-        return self.student if self.params.recipe == "published" else self.teacher
+        return self.student if self.recipe["hand_on"] == "student" else self.teacher
 
 
 class Dino(SslPretrainer):
@@ -86,6 +88,7 @@ class Dino(SslPretrainer):
         teacher_temperature: float | None = None  # None: the recipe's (RECIPES)
         center_momentum: float | None = None
         head_batch_norm: bool | None = None  # batch norm in the projection head's MLP
+        hand_on: Literal["student", "teacher"] | None = None  # the encoder the detector starts from
         teacher_momentum: float = 0.996
         local_views: int = 6
         local_crop_size: int = 0  # 0: 3/7 of the input size (published); xray: 96/224, in multiples of 32

@@ -1,0 +1,69 @@
+"""The one format lmbench writes tensors in: safetensors, with JSON for what is not a tensor.
+
+A file another process wrote (a shared results folder, a cache someone handed over) must not
+be able to run code when it is read, so nothing lmbench reads back is a pickle: every
+tensor file is a safetensors file whose metadata holds one JSON document under ``"lmbench"``.
+Reading checks the format first and refuses anything else in one line that says what the
+file is; callers decide whether to recompute (caches) or to tell the user how to redo it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
+
+from lmbench.core.errors import LmbenchError
+
+SUFFIX = ".safetensors"
+_ZIP, _PICKLE = b"PK\x03\x04", b"\x80"
+
+
+class ForeignFile(LmbenchError):
+    """A file that is not one lmbench wrote in its tensor format."""
+
+
+def save(path: Path, tensors: dict[str, torch.Tensor], meta: dict | None = None) -> None:
+    """Write ``tensors`` and the JSON-able ``meta`` atomically: a reader never sees half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    # own contiguous copies: safetensors refuses tensors sharing memory (tied weights, views)
+    plain = {name: tensor.detach().cpu().contiguous().clone() for name, tensor in tensors.items()}
+    save_file(plain, tmp, metadata={"lmbench": json.dumps(meta or {})})
+    os.replace(tmp, path)
+
+
+def describe(path: Path) -> str:
+    """What a file that is not in lmbench's format looks like, for the one-line refusal."""
+    with open(path, "rb") as handle:
+        head = handle.read(4)
+    if head.startswith(_ZIP):
+        return "a torch.save archive (a pickle, which can run code when read)"
+    if head.startswith(_PICKLE):
+        return "a pickle (which can run code when read)"
+    if not head:
+        return "empty"
+    return "not a safetensors file (truncated or another format)"
+
+
+def load(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
+    """(tensors, meta) of a file ``save`` wrote; ``ForeignFile`` naming the file otherwise."""
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as handle:
+            metadata = handle.metadata() or {}
+            tensors = {name: handle.get_tensor(name) for name in handle.keys()}
+        return tensors, json.loads(metadata["lmbench"])
+    except (SafetensorError, OSError, ValueError, KeyError, RuntimeError) as exc:
+        if isinstance(exc, FileNotFoundError):
+            raise
+        what = describe(path) if path.exists() else "missing"
+        raise ForeignFile(f"{path}: {what}; lmbench reads only the safetensors files it writes") from exc
+
+
+def read_weights(path: Path) -> dict[str, torch.Tensor]:
+    """The tensors of a weights file lmbench wrote (a pre-training checkpoint, say)."""
+    return load(Path(path))[0]
