@@ -126,11 +126,18 @@ def test_pretraining_augmentation_warps_some_images_and_keeps_them_in_range():
 
 
 def test_pretraining_sees_every_image_once_per_epoch():
-    from lmbench_plugins.ddpm.pretrainer import shuffled_batches
+    from lmbench_plugins.ddpm.pretrainer import ShuffledBatches
 
-    batches = shuffled_batches(10, 4, torch.Generator().manual_seed(0), "cpu")
+    batches = ShuffledBatches(10, 4, torch.Generator().manual_seed(0), "cpu")
     drawn = torch.cat([next(batches) for _ in range(5)])  # 20 draws: two whole epochs
     assert sorted(drawn[:10].tolist()) == list(range(10)) and sorted(drawn[10:].tolist()) == list(range(10))
+    generator = torch.Generator().manual_seed(0)
+    again = ShuffledBatches(10, 4, generator, "cpu")
+    first = torch.cat([next(again) for _ in range(3)])  # mid-epoch: 2 of the second epoch pending
+    state, generator_state = again.state_dict(), generator.get_state()
+    resumed = ShuffledBatches(10, 4, torch.Generator().set_state(generator_state), "cpu")
+    resumed.load_state_dict(state)
+    assert torch.equal(torch.cat([first, *(next(resumed) for _ in range(2))]), drawn)
 
 
 def test_a_checkpoint_sweep_is_one_training_run(tmp_path):

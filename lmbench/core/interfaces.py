@@ -14,6 +14,7 @@ import dataclasses
 from abc import abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import numpy as np
@@ -132,6 +133,10 @@ class PretrainContext:
     #: record the pre-training curve: (iteration, the step's loss, the loss of a model that
     #: learned nothing or None); ``train_steps`` calls it after every optimiser step
     record_loss: Callable[[int, float, float | None], None] = lambda step, loss, chance: None
+    #: where ``train_steps`` keeps the state a killed pre-training resumes from (None: nowhere),
+    #: and how often it writes it, in seconds of training (0: after every optimiser step)
+    resume_path: Path | None = None
+    resume_every: float = 300.0
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,8 @@ from lmbench.run.locks import file_lock
 log = logging.getLogger("lmbench")
 
 MARKER = "COMPLETE"
+#: the state an interrupted pre-training resumes from (``train_steps``), removed once it is complete
+RESUME = f"resume{tensorfile.SUFFIX}"
 
 
 def weights_file(checkpoint: int | None) -> str:
@@ -70,8 +72,9 @@ def cached(
         if checkpoint is None:
             tensorfile.save(folder / name, weights)
         (folder / "identity.json").write_text(json.dumps(identity, indent=2, sort_keys=True))
-        sums = {p.name: _sha256(p) for p in sorted(folder.glob(f"*{tensorfile.SUFFIX}"))}
+        sums = {p.name: _sha256(p) for p in sorted(folder.glob(f"*{tensorfile.SUFFIX}")) if p.name != RESUME}
         (folder / MARKER).write_text(json.dumps({"seconds": round(seconds, 3), "sha256": sums}, indent=2))
+        (folder / RESUME).unlink(missing_ok=True)
         return tensorfile.load(folder / name)[0], False, seconds
 
 

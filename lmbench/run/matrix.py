@@ -46,6 +46,8 @@ class MatrixFile:
     cache_dir: str | None = None
     save_models: bool = False  # keep every fine-tuned detector (models/<run_key>.pt); or per entry
     health: HealthSettings = field(default_factory=HealthSettings)  # thresholds of the health verdict
+    #: seconds of pre-training between writes of the state a killed pre-training resumes from (0: every step)
+    resume_every: float = 300.0
     finetune: dict = field(default_factory=dict)
     datasets: list[dict] = field(default_factory=list)
     pretrainers: list[dict] = field(default_factory=list)
@@ -106,6 +108,7 @@ class RunSpec:
     joint_label: str | None = None
     save_models: bool = False  # keep the fine-tuned detector beside the results
     health: HealthSettings = HealthSettings()  # the verdict's thresholds: never part of a key
+    resume_every: float = 300.0  # seconds between resume states of a pre-training: never part of a key
 
     @property
     def keeps_model(self) -> bool:
@@ -252,6 +255,8 @@ def parse_matrix(data: dict[str, Any], path: Path, reg: Registry | None = None) 
     for key in ("labels", "seeds"):
         if not getattr(top, key):
             raise MatrixError(f"{where}.{key}: must list at least one value")
+    if top.resume_every < 0:
+        raise MatrixError(f"{where}.resume_every: must be 0 (every step) or more seconds, got {top.resume_every}")
     if any(n < 1 for n in top.labels):
         raise MatrixError(f"{where}.labels: label counts must be at least 1, got {top.labels}")
     profile = PROFILES[top.profile]
@@ -318,7 +323,7 @@ def parse_matrix(data: dict[str, Any], path: Path, reg: Registry | None = None) 
                 image_size=image_size, pretrain_seed=seed if top.pretrain_seed == "seed" else top.pretrain_seed,
                 finetune=finetunes[(members[0].label, backbone.label)], pretrain_dataset=pools.get(pretrainer.label),
                 joint=members if joint_label else (), joint_label=joint_label, save_models=top.save_models,
-                health=top.health,
+                health=top.health, resume_every=top.resume_every,
             )
             reason = _incompatibility(run, instances, reg)
             if reason is None:

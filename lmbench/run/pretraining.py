@@ -6,14 +6,17 @@ batch's loss is computed under bf16 autocast on CUDA (``precision = "fp32"`` to 
 fp32) and checked to be finite; gradients are clipped by value or norm if asked; after
 each step ``after_step`` runs (momentum or EMA updates), the step's loss goes to
 ``context.record_loss`` with ``chance`` (the loss of a model that learned nothing, for the
-health check), progress is reported, and the weights of each requested checkpoint go to
-``context.save_checkpoint``.
+health check), progress is reported, the weights of each requested checkpoint go to
+``context.save_checkpoint``, and the loop's whole state to ``context.resume_path`` every
+``context.resume_every`` seconds, from which a rerun goes on.
 """
 
 from __future__ import annotations
 
+import logging
+import time
 from collections.abc import Callable
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from torch import nn
@@ -21,7 +24,10 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from lmbench.core.errors import LmbenchError
 from lmbench.core.interfaces import PretrainContext
+from lmbench.run import resume
 from lmbench.run.engine import autocast
+
+log = logging.getLogger("lmbench")
 
 
 def train_steps(
@@ -40,15 +46,30 @@ def train_steps(
     after_step: Callable[[int, int], None] | None = None,
     iterations_per_step: int = 1,
     chance: float | None = None,
+    state: dict[str, Any] | None = None,
 ) -> list[float]:
     """Train until the last of ``checkpoints`` (in iterations) and return the mean loss of
     each optimiser step. ``batch_loss(step, total)`` draws one batch and returns its loss;
     ``weights()`` is the state dict a checkpoint keeps (the part the pretrainer produces);
-    one optimiser step counts as ``iterations_per_step`` iterations (larger batches)."""
+    one optimiser step counts as ``iterations_per_step`` iterations (larger batches).
+
+    ``state`` names everything besides the optimiser that a restart must get back: the
+    networks, EMA and momentum copies, ``torch.Generator`` s and data orders (objects with
+    ``state_dict``/``load_state_dict``). With ``context.resume_path`` set, the loop writes
+    them there every ``context.resume_every`` seconds and, finding the file at the start,
+    goes on from its step with the same result as an uninterrupted run."""
     parameters = [p for group in optimiser.param_groups for p in group["params"]]
     total = checkpoints[-1] // iterations_per_step
-    losses = []
-    for step in range(1, total + 1):
+    objects = {"optimiser": optimiser, **(state or {})}
+    losses: list[float] = []
+    if context.resume_path is not None and context.resume_path.exists():
+        losses = resume.load(context.resume_path, objects)["losses"]
+        log.warning("%s: resuming from iteration %d of %d (%s)", who, len(losses) * iterations_per_step,
+                    total * iterations_per_step, context.resume_path)
+        for step, earlier in enumerate(losses, start=1):
+            context.record_loss(step * iterations_per_step, earlier, chance)
+    saved_at = time.monotonic()
+    for step in range(len(losses) + 1, total + 1):
         step_loss = 0.0
         for _ in range(accumulation):
             with autocast(context.device, precision):
@@ -70,6 +91,10 @@ def train_steps(
         if step * iterations_per_step in checkpoints:
             kept = {name: tensor.detach().clone() for name, tensor in weights().items()}
             context.save_checkpoint(step * iterations_per_step, kept)
+        if (context.resume_path is not None and step < total
+                and time.monotonic() - saved_at >= context.resume_every):
+            resume.save(context.resume_path, objects, {"losses": losses})
+            saved_at = time.monotonic()
         context.progress(step, total)
     return losses
 

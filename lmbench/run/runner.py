@@ -139,22 +139,24 @@ def _pretrain(spec: RunSpec, pretrainer: Pretrainer, backbone: Backbone, num_lan
     """(weights, cache hit, seconds spent training, health measures) of the run's pre-training."""
     curve: list[dict] = []
 
+    folder = cache.entry(ctx.cache_dir, spec.pretrain_key)
+
     def compute(images: torch.Tensor, save=lambda step, weights: None):
         context = PretrainContext(
             images=images, backbone=backbone, num_landmarks=num_landmarks,
             seed=spec.pretrain_seed, device=ctx.device, progress=progress, save_checkpoint=save,
             record_loss=lambda step, loss, chance: curve.append({"step": step, "loss": loss, "chance": chance}),
+            resume_path=folder / cache.RESUME if pretrainer.trains else None, resume_every=spec.resume_every,
         )
         return pretrainer.pretrain(context)
 
     if not pretrainer.trains:
         return compute(torch.zeros(0, 1, spec.image_size, spec.image_size)), False, 0.0, {}
 
-    folder = cache.entry(ctx.cache_dir, spec.pretrain_key)
-
     def train_on_pool(save):
         dataset, prepared = ctx.data.get(spec.pool_dataset, spec.image_size)
-        saved = []
+        # checkpoints a killed run wrote before the state it resumes from
+        saved = [step for step in pretrainer.checkpoints() if (folder / cache.weights_file(step)).exists()]
         weights = compute(prepared.subset(dataset.pretrain_pool()).images,
                           lambda step, w: (saved.append(step), save(step, w)))
         results.write_pretrain_curve(spec.pretrain_key, curve, folder / results.PRETRAIN_CURVE)

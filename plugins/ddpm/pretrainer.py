@@ -19,7 +19,6 @@ counts stay in the protocol's units.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -50,15 +49,30 @@ def noise_prediction_loss(model, clean: torch.Tensor, scheduler: DDPMScheduler, 
     return F.mse_loss(predict_noise(model, noised(clean, scheduler, noise, t), t).float(), noise)
 
 
-def shuffled_batches(count: int, batch: int, generator: torch.Generator, device) -> Iterator[torch.Tensor]:
+class ShuffledBatches:
     """Endless batches of indices into ``count`` images: shuffled epochs, each image once per
-    epoch; a batch that crosses an epoch's end takes the rest from the next."""
-    pending = torch.empty(0, dtype=torch.long, device=device)
-    while True:
-        while len(pending) < batch:
-            pending = torch.cat([pending, torch.randperm(count, generator=generator, device=device)])
-        yield pending[:batch]
-        pending = pending[batch:]
+    epoch; a batch that crosses an epoch's end takes the rest from the next. Its state (what is
+    left of the epoch) goes into a resumable pre-training's; the generator's is saved beside."""
+
+    def __init__(self, count: int, batch: int, generator: torch.Generator, device):
+        self.count, self.batch, self.generator = count, batch, generator
+        self.pending = torch.empty(0, dtype=torch.long, device=device)
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> torch.Tensor:
+        while len(self.pending) < self.batch:
+            order = torch.randperm(self.count, generator=self.generator, device=self.pending.device)
+            self.pending = torch.cat([self.pending, order])
+        batch, self.pending = self.pending[: self.batch], self.pending[self.batch:]
+        return batch
+
+    def state_dict(self) -> dict:
+        return {"pending": self.pending}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.pending = state["pending"].to(self.pending.device)
 
 
 class DdpmPretrainer(Pretrainer):
@@ -153,7 +167,7 @@ class DdpmPretrainer(Pretrainer):
         scheduler = self.scheduler(device)
         images = context.images.to(device)  # the whole pool stays on the device
         generator = torch.Generator(device=device).manual_seed(context.seed)
-        batches = shuffled_batches(len(images), p.batch_size * k, generator, device)
+        batches = ShuffledBatches(len(images), p.batch_size * k, generator, device)
 
         def batch_loss(step, total):
             batch = images[next(batches)]
@@ -169,5 +183,6 @@ class DdpmPretrainer(Pretrainer):
             accumulation=p.accumulation, accumulate=p.accumulate, clip=p.clip, clip_at=p.clip_at,
             precision=p.precision, after_step=lambda step, total: average.update_parameters(unet),
             chance=1.0,  # predicting zero noise: the mean square of unit normal noise
+            state={"unet": unet, "ema": average, "generator": generator, "batches": batches},
         )
         return None

@@ -143,8 +143,8 @@ class SslPretrainer(Pretrainer):
             [q for q in method.parameters() if q.requires_grad], lr=p.lr, weight_decay=p.weight_decay
         )
         checkpoints = self.checkpoints()
-        batches = iter(view_batches(context.images, transform, p.batch_size, checkpoints[-1] * p.accumulation,
-                                    context.seed, p.workers, channels=3 if published else 1))
+        batches = view_batches(context.images, transform, p.batch_size, checkpoints[-1] * p.accumulation,
+                               context.seed, p.workers, channels=3 if published else 1)
 
         def batch_loss(step, total):
             if method.per_batch:
@@ -154,6 +154,6 @@ class SslPretrainer(Pretrainer):
         self.losses = train_steps(  # mean loss per optimiser step
             context, optimiser, batch_loss, who=self.name, checkpoints=checkpoints, weights=method.encoder_weights,
             accumulation=p.accumulation, accumulate="sum" if published else "mean", after_step=method.after_step,
-            chance=method.chance(p.batch_size),
+            chance=method.chance(p.batch_size), state={"method": method, "views": batches},
         )
         return None

@@ -16,6 +16,7 @@ channel in [0, 1], the same input range as fine-tuning, so no ImageNet normalisa
 
 from __future__ import annotations
 
+import random
 from collections.abc import Callable
 
 import numpy as np
@@ -43,36 +44,60 @@ def xray_view_args(size: int, jitter: float) -> dict:
                 random_gray_scale=0.0, sigmas=(0.1 * scale, 2.0 * scale), normalize=None)
 
 
-class ViewsDataset(torch.utils.data.Dataset):
-    """Pool images as 8-bit grayscale PIL images (repeated to RGB for 3 channels), each
-    returned as a list of views."""
+class ViewBatches(torch.utils.data.Dataset):
+    """Batch ``b`` of views: ``batch_size`` pool images drawn with replacement, each a list of
+    views, stacked per view. A function of (seed, b) alone: the same batches with any number of
+    workers, and a resumed pre-training draws the ones it would have drawn."""
 
-    def __init__(self, images: torch.Tensor, transform: Callable[[Image.Image], list[torch.Tensor]], channels: int = 1):
+    def __init__(self, images: torch.Tensor, transform: Callable[[Image.Image], list[torch.Tensor]], batch_size: int,
+                 seed: int, channels: int = 1):
         pixels = (images[:, 0].clamp(0, 1) * 255).round().to(torch.uint8).numpy()
         self.images = [Image.fromarray(p, mode="L").convert("RGB" if channels == 3 else "L") for p in pixels]
-        self.transform = transform
+        self.transform, self.batch_size, self.seed = transform, batch_size, seed
 
-    def __len__(self):
-        return len(self.images)
+    def __getitem__(self, b: int) -> list[torch.Tensor]:
+        draw, torch_seed, numpy_seed, python_seed = np.random.SeedSequence([self.seed, b]).generate_state(4)
+        index = torch.randint(len(self.images), (self.batch_size,), generator=torch.Generator().manual_seed(int(draw)))
+        # the transforms draw from torch's, numpy's (lightly's blur) and Python's global generators
+        numpy_state, python_state = np.random.get_state(), random.getstate()
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(int(torch_seed))
+            np.random.seed(int(numpy_seed))
+            random.seed(int(python_seed))
+            views = [self.transform(self.images[i]) for i in index.tolist()]
+        np.random.set_state(numpy_state)
+        random.setstate(python_state)
+        return [torch.stack(view) for view in zip(*views)]
 
-    def __getitem__(self, index):
-        return self.transform(self.images[index])
 
+class ViewStream:
+    """Batches ``start`` to ``count`` of ``ViewBatches``, loaded by ``workers`` processes; its
+    state is the next batch's number."""
 
-def seed_worker(worker_id: int) -> None:
-    # lightly's blur draws from numpy's global generator: seed it from torch's per-worker seed
-    np.random.seed(torch.initial_seed() % 2**32)
+    def __init__(self, batches: ViewBatches, count: int, workers: int):
+        self.batches, self.count, self.workers = batches, count, workers
+        self.next, self._loader = 0, None
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> list[torch.Tensor]:
+        if self._loader is None:
+            self._loader = iter(torch.utils.data.DataLoader(
+                self.batches, batch_size=None, sampler=range(self.next, self.count), num_workers=self.workers,
+                generator=torch.Generator()))  # its worker seeds, unused, leave the global generator alone
+        batch = next(self._loader)
+        self.next += 1
+        return batch
+
+    def state_dict(self) -> dict:
+        return {"next": self.next}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.next, self._loader = state["next"], None
 
 
 def view_batches(images: torch.Tensor, transform, batch_size: int, count: int, seed: int, workers: int,
-                 channels: int = 1):
-    """``count`` batches of views (a list of (B, 1, h, w) tensors each), drawn with replacement."""
-    generator = torch.Generator().manual_seed(seed)
-    np.random.seed(seed)
-    sampler = torch.utils.data.RandomSampler(
-        range(len(images)), replacement=True, num_samples=count * batch_size, generator=generator
-    )
-    return torch.utils.data.DataLoader(
-        ViewsDataset(images, transform, channels), batch_size=batch_size, sampler=sampler, num_workers=workers,
-        worker_init_fn=seed_worker, generator=generator, drop_last=True,
-    )
+                 channels: int = 1) -> ViewStream:
+    """``count`` batches of views (a list of (B, C, h, w) tensors each), drawn with replacement."""
+    return ViewStream(ViewBatches(images, transform, batch_size, seed, channels), count, workers)

@@ -59,4 +59,5 @@ class MaskedImageModelling(Pretrainer):
         self.losses = train_steps(
             context, torch.optim.AdamW(model.parameters(), lr=p.lr), batch_loss, who=self.name,
             checkpoints=self.checkpoints(), weights=model.state_dict,
+            state={"model": model, "generator": generator},  # what a killed run resumes from
         )
