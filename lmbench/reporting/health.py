@@ -19,7 +19,8 @@ DPI = 100
 
 def _pretraining(run: dict) -> str:
     recipe = json.loads(run["pretrainer_params"] or "{}").get("recipe")
-    return f"{run['pretrainer_label']}{f' ({recipe} recipe)' if recipe else ''} / {run['backbone_label']}"
+    label = run["pretrainer_label"]
+    return f"{label}{f' ({recipe} recipe)' if recipe and recipe not in label else ''} / {run['backbone_label']}"
 
 
 def pretrain_curves(runs: list[dict]) -> dict[str, list[dict]]:
