@@ -117,12 +117,14 @@ def run(
     rerun: Annotated[Optional[RerunChoice], typer.Option(help="Also rerun finished runs: failed (and skipped) or all.")] = None,
     quiet: Annotated[bool, typer.Option(help="No progress bars.")] = False,
     executor: Annotated[Optional[str], typer.Option(help="Where to run: local, pool, submitit or a plugin's (default: the matrix's [executor], else local).")] = None,
+    nproc: Annotated[int, typer.Option(min=1, help="Processes per pre-training (data-parallel: one GPU each, or CPU processes with gloo).")] = 1,
 ):
     """Run every cell of a matrix not already in its results folder."""
     from lmbench.run.runner import run_matrix
 
     m = _load(matrix, data_root)
-    summary = run_matrix(m, rerun.value if rerun else None, console=console, quiet=quiet, executor=executor)
+    summary = run_matrix(m, rerun.value if rerun else None, console=console, quiet=quiet, executor=executor,
+                         nproc=nproc)
     busy = f", {summary.busy} running elsewhere" if summary.busy else ""
     console.print(
         f"[bold]{m.name}[/bold]: {summary.ok} ok, {summary.failed} failed, {summary.skipped} skipped, "

@@ -137,6 +137,19 @@ class PretrainContext:
     #: and how often it writes it, in seconds of training (0: after every optimiser step)
     resume_path: Path | None = None
     resume_every: float = 300.0
+    #: this process's place in a data-parallel pre-training (``lmbench run --nproc N``)
+    rank: int = 0
+    world_size: int = 1
+
+    def shard(self, *tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """This process's equal share (along the batch) of each tensor of a global batch: every
+        process draws the whole batch and its random numbers, as one process would, and
+        computes its share; DistributedDataParallel averages the gradients."""
+        if self.world_size == 1:
+            return tensors
+        if any(len(t) % self.world_size for t in tensors):
+            raise LmbenchError(f"a batch of {len(tensors[0])} does not split over {self.world_size} processes")
+        return tuple(t.chunk(self.world_size)[self.rank] for t in tensors)
 
 
 @dataclass(frozen=True)
@@ -167,6 +180,10 @@ class Pretrainer(Component):
 
     #: the part this pretrainer produces weights for (see ``WeightSlot``); None: no weights
     produces: ClassVar[str | None] = None
+    #: whether ``pretrain`` runs data-parallel (``lmbench run --nproc N``): it wraps its network
+    #: in DistributedDataParallel when ``context.world_size > 1`` and computes its loss on
+    #: ``context.shard`` of each global batch
+    data_parallel: ClassVar[bool] = False
 
     #: False for pretrainers that learn nothing from the images (random initialisation):
     #: they are called directly instead of through the cache

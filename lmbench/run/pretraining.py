@@ -19,6 +19,7 @@ from collections.abc import Callable
 from typing import Any, Literal
 
 import torch
+import torch.distributed as dist
 from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
@@ -74,10 +75,14 @@ def train_steps(
         for _ in range(accumulation):
             with autocast(context.device, precision):
                 loss = batch_loss(step, total).float()
-            if not torch.isfinite(loss):
-                raise LmbenchError(f"{who}: loss became {loss.item()} at iteration {step * iterations_per_step}")
             (loss / accumulation if accumulate == "mean" else loss).backward()
-            step_loss += loss.item() / accumulation
+            value = loss.detach().clone()
+            if context.world_size > 1:  # the global batch's loss: the mean of the processes' shares
+                dist.all_reduce(value)
+                value /= context.world_size
+            if not torch.isfinite(value):
+                raise LmbenchError(f"{who}: loss became {value.item()} at iteration {step * iterations_per_step}")
+            step_loss += value.item() / accumulation
         if clip == "value":
             nn.utils.clip_grad_value_(parameters, clip_at)
         elif clip == "norm":
@@ -91,7 +96,7 @@ def train_steps(
         if step * iterations_per_step in checkpoints:
             kept = {name: tensor.detach().clone() for name, tensor in weights().items()}
             context.save_checkpoint(step * iterations_per_step, kept)
-        if (context.resume_path is not None and step < total
+        if (context.resume_path is not None and context.rank == 0 and step < total
                 and time.monotonic() - saved_at >= context.resume_every):
             resume.save(context.resume_path, objects, {"losses": losses})
             saved_at = time.monotonic()

@@ -26,7 +26,7 @@ from lmbench.core.errors import DataError, LmbenchError, PluginError, SkipRun
 from lmbench.core.interfaces import Backbone, Dataset, HeadStrategy, LoadReport, PretrainContext, Pretrainer
 from lmbench.core.keys import canonical_json, content_key
 from lmbench.core.plugins import registry
-from lmbench.run import cache, detector, engine, health, results, tensorfile
+from lmbench.run import cache, detector, distributed, engine, health, results, tensorfile
 from lmbench.run.data import Prepared, prepare, select_labelled
 from lmbench.run.geometry import to_original
 from lmbench.run.locks import file_lock
@@ -90,6 +90,7 @@ class RunContext:
     cache_dir: Path
     device: torch.device = field(default_factory=pick_device)
     git_sha: str | None = field(default_factory=git_sha)
+    nproc: int = 1  # processes per pre-training (data-parallel)
 
     def __post_init__(self):
         self.data = DataCache(self.cache_dir)
@@ -155,17 +156,34 @@ def _pretrain(spec: RunSpec, pretrainer: Pretrainer, backbone: Backbone, num_lan
 
     def train_on_pool(save):
         dataset, prepared = ctx.data.get(spec.pool_dataset, spec.image_size)
-        # checkpoints a killed run wrote before the state it resumes from
+        images = prepared.subset(dataset.pretrain_pool()).images
+        if ctx.nproc > 1:
+            weights = _pretrain_data_parallel(spec, pretrainer, images, num_landmarks, ctx, folder)
+        else:
+            weights = compute(images, save)
+            results.write_pretrain_curve(spec.pretrain_key, curve, folder / results.PRETRAIN_CURVE)
+        # every checkpoint on disk, those a killed run wrote before the state it resumed from among them
         saved = [step for step in pretrainer.checkpoints() if (folder / cache.weights_file(step)).exists()]
-        weights = compute(prepared.subset(dataset.pretrain_pool()).images,
-                          lambda step, w: (saved.append(step), save(step, w)))
-        results.write_pretrain_curve(spec.pretrain_key, curve, folder / results.PRETRAIN_CURVE)
         return checked_result(spec.pretrainer.name, pretrainer, weights, saved)
 
     weights, hit, seconds = cache.cached(
         ctx.cache_dir, spec.pretrain_key, spec.pretrain_identity(), train_on_pool, spec.pretrainer.checkpoint
     )
     return weights, hit, seconds, _pretrain_health(spec, pretrainer, backbone, weights, num_landmarks, ctx, folder)
+
+
+def _pretrain_data_parallel(spec: RunSpec, pretrainer: Pretrainer, images: torch.Tensor, num_landmarks: int,
+                            ctx: RunContext, folder: Path):
+    if not pretrainer.data_parallel:
+        raise LmbenchError(f"pretrainer {spec.pretrainer.name!r} does not pre-train data-parallel: run it with "
+                           f"--nproc 1")
+    if ctx.device.type == "cuda" and torch.cuda.device_count() < ctx.nproc:
+        raise LmbenchError(f"--nproc {ctx.nproc} needs {ctx.nproc} GPUs; this machine has {torch.cuda.device_count()}")
+    return distributed.pretrain(ctx.nproc, {
+        "pretrainer": spec.pretrainer, "backbone": spec.backbone, "images": images, "num_landmarks": num_landmarks,
+        "seed": spec.pretrain_seed, "device": ctx.device.type, "folder": folder, "key": spec.pretrain_key,
+        "resume_every": spec.resume_every,
+    })
 
 
 def _pretrain_health(spec: RunSpec, pretrainer: Pretrainer, backbone: Backbone, weights, num_landmarks: int,
@@ -395,6 +413,7 @@ class GroupJob:
     cache_dir: Path
     redo: frozenset[str] = frozenset()  # statuses to run again
     device: str | None = None
+    nproc: int = 1  # processes per pre-training
 
     def __call__(self, specs: list[RunSpec], on_stage=lambda text, done, total: None) -> Summary:
         summary = Summary()
@@ -413,7 +432,7 @@ class GroupJob:
     def context(self) -> RunContext:
         if getattr(self, "_context", None) is None:  # one per process: it holds the decoded datasets
             device = torch.device(self.device) if self.device else pick_device()
-            self._context = RunContext(cache_dir=self.cache_dir, device=device)
+            self._context = RunContext(cache_dir=self.cache_dir, device=device, nproc=self.nproc)
         return self._context
 
     def __getstate__(self):
@@ -510,16 +529,17 @@ class Tracker:
 
 
 def run_matrix(matrix: Matrix, rerun: Rerun = None, console: Console | None = None, quiet: bool = False,
-               executor: str | None = None) -> Summary:
+               executor: str | None = None, nproc: int = 1) -> Summary:
     """Run every cell not already recorded (or as ``rerun`` says) through the matrix's executor
-    (or ``executor``); a failing cell is recorded with its error and the matrix goes on."""
+    (or ``executor``), each pre-training over ``nproc`` processes; a failing cell is recorded
+    with its error and the matrix goes on."""
     console = console or Console()
     groups, already_done = pending_groups(matrix, rerun)
     spec = matrix.executor
     if executor not in (None, spec.name):  # another kind than the matrix's: its defaults
         spec = dataclasses.replace(spec, name=executor, label=executor, params={})
     runner = spec.instantiate()
-    job = GroupJob(matrix.results_dir, matrix.cache_dir, frozenset(REDO.get(rerun, set())))
+    job = GroupJob(matrix.results_dir, matrix.cache_dir, frozenset(REDO.get(rerun, set())), nproc=nproc)
     start = time.perf_counter()
     columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()]
     with Progress(*columns, console=console, disable=quiet, transient=False) as progress:

@@ -25,6 +25,7 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 from diffusers import DDPMScheduler
+from torch.nn.parallel import DistributedDataParallel
 
 from lmbench.api import LmbenchError, PretrainContext, Pretrainer, augment_images, ema, train_steps
 from lmbench_plugins.ddpm.backbone import predict_noise
@@ -40,12 +41,14 @@ def noised(clean: torch.Tensor, scheduler: DDPMScheduler, noise: torch.Tensor, t
 
 
 def noise_prediction_loss(model, clean: torch.Tensor, scheduler: DDPMScheduler, min_timestep: int,
-                          generator: torch.Generator | None = None) -> torch.Tensor:
-    """MSE of the noise ``model`` predicts for ``clean`` images noised at random timesteps."""
+                          generator: torch.Generator | None = None, shard=lambda *tensors: tensors) -> torch.Tensor:
+    """MSE of the noise ``model`` predicts for ``clean`` images noised at random timesteps, on
+    this process's ``shard`` of the batch and its draws (all of it in a single process)."""
     device = clean.device
     noise = torch.randn(clean[:, -1:].shape, generator=generator, device=device)
     t = torch.randint(min_timestep, scheduler.config.num_train_timesteps, (len(clean),), generator=generator,
                       device=device)
+    clean, noise, t = shard(clean, noise, t)
     return F.mse_loss(predict_noise(model, noised(clean, scheduler, noise, t), t).float(), noise)
 
 
@@ -110,6 +113,7 @@ class DdpmPretrainer(Pretrainer):
     unkeyed_params = frozenset({"compile", "gradient_checkpointing"})
     checkpoint_param = "iterations"
     produces = "ddpm-unet"
+    data_parallel = True
 
     def checkpoints(self):
         steps, k = super().checkpoints(), self.params.batch_multiplier
@@ -162,7 +166,8 @@ class DdpmPretrainer(Pretrainer):
                 unet.enable_gradient_checkpointing()
         prepare = backbone.input_adapter()
         average = ema(unet, p.ema_decay)
-        model = torch.compile(unet) if p.compile else unet
+        model = DistributedDataParallel(unet) if context.world_size > 1 else unet  # gradients averaged
+        model = torch.compile(model) if p.compile else model
         k = p.batch_multiplier
         scheduler = self.scheduler(device)
         images = context.images.to(device)  # the whole pool stays on the device
@@ -173,7 +178,7 @@ class DdpmPretrainer(Pretrainer):
             batch = images[next(batches)]
             if p.augment:
                 batch = augment_images(batch, generator, p.augment_probability, p.max_shift, p.max_rotation)
-            return noise_prediction_loss(model, prepare(batch), scheduler, p.min_timestep, generator)
+            return noise_prediction_loss(model, prepare(batch), scheduler, p.min_timestep, generator, context.shard)
 
         unet.train()
         self.losses = train_steps(  # mean noise-prediction loss per optimiser step
