@@ -85,3 +85,15 @@ def test_an_unknown_executor_in_the_matrix_is_named(tmp_path):
 
     with pytest.raises(MatrixError, match=r"executor\.name: unknown executor 'cluster'"):
         load_matrix(tiny_matrix(tmp_path, extra='[executor]\nkind = "cluster"\n'))
+
+
+def test_a_slurm_task_stopped_by_its_time_limit_submits_itself_again():
+    """submitit calls ``checkpoint`` when SLURM stops a task (time limit, preemption) and
+    requeues what it returns; the group's pre-training then resumes from its resume state."""
+    from lmbench_plugins.executors.slurm import Requeued
+
+    groups = []
+    task = Requeued(lambda group: groups.append(group) or "summary")
+    again = task.checkpoint(["group"])
+    assert again.function is task and again.args == (["group"],)
+    assert again.function(*again.args) == "summary" and groups == [["group"]]

@@ -1,7 +1,10 @@
 """SLURM job arrays through submitit (``pip install submitit``): one array task per group.
 
 Each task writes its own result files, so a coordinator that dies can be started again: it
-submits only what is not finished, and a task still running elsewhere keeps its claim.
+submits only what is not finished, and a task still running elsewhere keeps its claim. A task
+that SLURM stops (its time limit, preemption) requeues itself through submitit's
+checkpointing, and its pre-training resumes from its last resume state. With ``lmbench run
+--nproc N`` each task asks for N GPUs and runs its pre-training over N processes.
 ``cluster = "local"`` or ``"debug"`` runs the same code path on this machine (submitit's
 local and in-process executors), for testing a matrix before a cluster sees it.
 """
@@ -12,6 +15,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from lmbench.api import Executor, LmbenchError, Summary, one_line
+
+
+class Requeued:
+    """A group's job as submitit runs it: stopped by SLURM, it is submitted again as it was."""
+
+    def __init__(self, job):
+        self.job = job
+
+    def __call__(self, group):
+        return self.job(group)
+
+    def checkpoint(self, group):
+        import submitit
+
+        return submitit.helpers.DelayedSubmission(self, group)
 
 
 class Submitit(Executor):
@@ -27,7 +45,7 @@ class Submitit(Executor):
         array_parallelism: int = 16
         sbatch: dict = field(default_factory=dict)  # more sbatch options, e.g. { account = "lab" }
 
-    def executor(self):
+    def executor(self, nproc: int = 1):
         try:
             import submitit
         except ImportError:
@@ -37,7 +55,7 @@ class Submitit(Executor):
         options = {"timeout_min": p.time_min, "cpus_per_task": p.cpus, "slurm_array_parallelism": p.array_parallelism,
                    "slurm_additional_parameters": dict(p.sbatch)}
         if p.gpus:
-            options["gpus_per_node"] = p.gpus
+            options["gpus_per_node"] = max(p.gpus, nproc)
         if p.partition:
             options["slurm_partition"] = p.partition
         if p.mem_gb:
@@ -49,7 +67,7 @@ class Submitit(Executor):
         summary = Summary()
         if not groups:
             return summary
-        jobs = self.executor().map_array(job, groups)
+        jobs = self.executor(getattr(job, "nproc", 1)).map_array(Requeued(job), groups)
         for submitted, group in zip(jobs, groups):
             try:
                 done = submitted.result()
