@@ -108,3 +108,16 @@ def test_sigkill_at_a_random_step_then_rerun_resumes_and_matches_an_uninterrupte
     print(f"killed at iteration >= {kill_at}, resumed from {resumed_from}; weights sha256 "
           f"{killed_hash.hexdigest()[:16]} (resumed) {clean_hash.hexdigest()[:16]} (uninterrupted)")
     assert killed_hash.digest() == clean_hash.digest()
+
+
+def test_an_unreadable_resume_state_is_never_loaded_and_the_pretraining_starts_again(tmp_path, caplog):
+    factory, backbone = PRETRAINERS["ddpm"]
+    images = torch.rand(6, 1, 32, 32, generator=torch.Generator().manual_seed(0))
+    state = tmp_path / "resume.safetensors"
+    state.write_bytes(b"\x80\x04 a pickle, or half a file")
+    with caplog.at_level("WARNING", logger="lmbench"):
+        restarted = train(factory, backbone, images, state)
+    assert any("resume.safetensors: a pickle" in r.getMessage() and "starting again" in r.getMessage()
+               for r in caplog.records)
+    clean = train(factory, backbone, images)
+    assert all(torch.equal(clean[k], restarted[k]) for k in clean)

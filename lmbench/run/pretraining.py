@@ -25,7 +25,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from lmbench.core.errors import LmbenchError
 from lmbench.core.interfaces import PretrainContext
-from lmbench.run import resume
+from lmbench.run import resume, tensorfile
 from lmbench.run.engine import autocast
 
 log = logging.getLogger("lmbench")
@@ -56,17 +56,22 @@ def train_steps(
 
     ``state`` names everything besides the optimiser that a restart must get back: the
     networks, EMA and momentum copies, ``torch.Generator`` s and data orders (objects with
-    ``state_dict``/``load_state_dict``). With ``context.resume_path`` set, the loop writes
+    ``state_dict``/``load_state_dict``). Given it and ``context.resume_path``, the loop writes
     them there every ``context.resume_every`` seconds and, finding the file at the start,
-    goes on from its step with the same result as an uninterrupted run."""
+    goes on from its step with the same result as an uninterrupted run; without ``state`` a
+    stopped pre-training starts again."""
     parameters = [p for group in optimiser.param_groups for p in group["params"]]
     total = checkpoints[-1] // iterations_per_step
     objects = {"optimiser": optimiser, **(state or {})}
+    path = context.resume_path if state is not None else None  # without its networks, no state to resume
     losses: list[float] = []
-    if context.resume_path is not None and context.resume_path.exists():
-        losses = resume.load(context.resume_path, objects)["losses"]
-        log.warning("%s: resuming from iteration %d of %d (%s)", who, len(losses) * iterations_per_step,
-                    total * iterations_per_step, context.resume_path)
+    if path is not None and path.exists():
+        try:
+            losses = resume.load(path, objects)["losses"]
+            log.warning("%s: resuming from iteration %d of %d (%s)", who, len(losses) * iterations_per_step,
+                        total * iterations_per_step, path)
+        except tensorfile.ForeignFile as exc:  # never read: the pre-training starts again
+            log.warning("%s: starting again", exc)
         for step, earlier in enumerate(losses, start=1):
             context.record_loss(step * iterations_per_step, earlier, chance)
     saved_at = time.monotonic()
@@ -96,9 +101,8 @@ def train_steps(
         if step * iterations_per_step in checkpoints:
             kept = {name: tensor.detach().clone() for name, tensor in weights().items()}
             context.save_checkpoint(step * iterations_per_step, kept)
-        if (context.resume_path is not None and context.rank == 0 and step < total
-                and time.monotonic() - saved_at >= context.resume_every):
-            resume.save(context.resume_path, objects, {"losses": losses})
+        if path is not None and context.rank == 0 and step < total and time.monotonic() - saved_at >= context.resume_every:
+            resume.save(path, objects, {"losses": losses})
             saved_at = time.monotonic()
         context.progress(step, total)
     return losses
