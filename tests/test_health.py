@@ -113,14 +113,15 @@ SIMCLR = '[[pretrainers]]\nname = "simclrv2"\nparams = { iterations = 6, batch_s
 def test_every_run_has_a_verdict_and_every_pretraining_its_curve(tmp_path):
     """A matrix's [health] thresholds reach the verdicts, never the run keys; the curve goes to
     pretrain_curves/; the flag reaches every leaderboard format, --failures and the report."""
-    strict = tiny_matrix(tmp_path, labels=(1,), pretrainers=SIMCLR, extra="[health]\nmin_prediction_spread = 1000.0")
+    strict = tiny_matrix(tmp_path, labels=(1,), pretrainers=SIMCLR, extra=(
+        "[health]\nmin_prediction_spread = 1000.0\ncurve_tolerance = 0.9\nstill_improving = false"))
     (tmp_path / "plain").mkdir()
     plain = load_matrix(tiny_matrix(tmp_path / "plain", labels=(1,), pretrainers=SIMCLR))
     matrix = load_matrix(strict)
     assert [r.run_key for r in matrix.runs] == [r.run_key for r in plain.runs]
     assert run_matrix(matrix, quiet=True).ok == 1
     run = results.read_runs([matrix.results_dir])[0]
-    # six steps of 4 images leave SimCLR above chance, and the strict threshold flags every landmark
+    # strict thresholds: a loss not 90% below chance, and a spread under 1000 px, are flagged
     assert run["health"].split("; ") == [
         f"pre-training did not leave chance (loss {json.loads(run['health_measures'])['last_loss']:.3f}, chance 1.946)",
         "predictions collapsed to one point for 11 of 11 landmarks"]
