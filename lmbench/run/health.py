@@ -93,7 +93,7 @@ def pretrain_measures(pretrainer, backbone, weights: dict, pool, held_out, num_l
             torch.manual_seed(seed)  # the initialisation pre-training started from
             fresh = backbone.build_part(pretrainer.produces, num_landmarks, size).to(device)
             trained = backbone.build_part(pretrainer.produces, num_landmarks, size).to(device)
-            trained.load_state_dict(weights)
+            backbone.load_pretrained(trained, weights)  # what fits: a part built with other output channels
             spread = feature_spread(pretrainer, trained, probe)
             if spread is not None:
                 out.update(spread=spread, spread_init=feature_spread(pretrainer, fresh, probe))
