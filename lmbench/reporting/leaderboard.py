@@ -342,8 +342,8 @@ def footnote(board: Board) -> str:
     """The legend, then the flagged rows' problems, then what is not shown."""
     text = board.legend()
     if flagged_rows(board):
-        text += (f" {HEALTH_MARK}: a run of the row may not have trained (its health verdict; "
-                 f"`lmbench leaderboard --failures` lists them):\n" + "\n".join(health_legend(board)))
+        text += (f" {HEALTH_MARK}: the health verdict of a run of the row found a problem (`lmbench leaderboard "
+                 f"--failures` lists the runs):\n" + "\n".join(health_legend(board)))
     if board.not_ok:
         parts = [f"{count} {status}" for status, count in sorted(board.not_ok.items())]
         text += f"\nNot shown: {', '.join(parts)} run(s); see `lmbench leaderboard --failures`."
