@@ -71,7 +71,7 @@ class ViewBatches(torch.utils.data.Dataset):
 
 
 class ViewStream:
-    """Batches ``start`` to ``count`` of ``ViewBatches``, loaded by ``workers`` processes; its
+    """Batches ``next`` to ``count`` of ``ViewBatches``, loaded by ``workers`` processes; its
     state is the next batch's number."""
 
     def __init__(self, batches: ViewBatches, count: int, workers: int):
