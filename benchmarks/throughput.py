@@ -71,7 +71,9 @@ def ddpm_pretrain(preset: str, size: int, checkpointing: bool = False, accumulat
             precision = "fp32" if checkpointing else "bf16"  # the as-published row runs fp32
             for _ in range(accumulation):
                 batch = augment_images(images, generator, 0.5, 0.02, 2.0)
-                noise_prediction_loss(network, prepare(batch), scheduler, 1, generator, precision).backward()
+                with autocast(device, precision):
+                    loss = noise_prediction_loss(network, prepare(batch), scheduler, 1, generator)
+                loss.backward()
             torch.nn.utils.clip_grad_value_(unet.parameters(), 1.0)
             optimiser.step()
             optimiser.zero_grad(set_to_none=True)
