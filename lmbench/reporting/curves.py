@@ -27,16 +27,32 @@ def read_curves(runs: list[dict]) -> dict[str, dict[int, list[list[dict]]]]:
     return curves
 
 
+def panels(count: int, height: float):
+    """A figure of ``count`` panels, three to a row: (figure, its axes in reading order)."""
+    columns = min(3, count)
+    rows = math.ceil(count / columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(4.2 * columns, height * rows), dpi=DPI, squeeze=False)
+    return fig, list(axes.flat)
+
+
+def save_panels(fig, axes: list, used: int, title: str, path: Path) -> None:
+    """Blank the panels past the ``used`` ones, title the figure and write it."""
+    for ax in axes[used:]:
+        ax.axis("off")
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
 def plot_curves(curves: dict[str, dict[int, list[list[dict]]]], dataset: str, path: Path) -> None:
     """A panel per method: training (solid) and validation (dashed) loss per epoch, a colour
     per label count (every seed drawn), and the learning rate (dotted, right axis)."""
     methods = sorted(curves)
-    columns = min(3, len(methods))
-    rows = math.ceil(len(methods) / columns)
-    fig, axes = plt.subplots(rows, columns, figsize=(4.2 * columns, 3.2 * rows), dpi=DPI, squeeze=False)
+    fig, axes = panels(len(methods), 3.2)
     counts = sorted({n for by_labels in curves.values() for n in by_labels})
     colours = {n: plt.cm.viridis(i / max(1, len(counts) - 1)) for i, n in enumerate(counts)}
-    for ax, method in zip(axes.flat, methods):
+    for ax, method in zip(axes, methods):
         rates = ax.twinx()
         for labels, seeds in sorted(curves[method].items()):
             for seed, epochs in enumerate(seeds):
@@ -53,10 +69,5 @@ def plot_curves(curves: dict[str, dict[int, list[list[dict]]]], dataset: str, pa
         ax.set_xlabel("epoch", fontsize=7)
         ax.tick_params(labelsize=6)
         ax.legend(fontsize=6)
-    for ax in axes.flat[len(methods):]:
-        ax.axis("off")
-    fig.suptitle(f"{dataset}: fine-tuning loss (train solid, validation dashed; learning rate dotted, right axis)",
-                 fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    save_panels(fig, axes, len(methods), f"{dataset}: fine-tuning loss (train solid, validation dashed; learning "
+                                         f"rate dotted, right axis)", path)

@@ -4,17 +4,10 @@ measures its verdict was computed from, and every run the verdicts flagged."""
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-
-from lmbench.run import results  # noqa: E402
-
-DPI = 100
+from lmbench.reporting.curves import panels, save_panels
+from lmbench.run import results
 
 
 def _pretraining(run: dict) -> str:
@@ -40,10 +33,8 @@ def pretrain_curves(runs: list[dict]) -> dict[str, list[dict]]:
 def plot_pretrain_curves(curves: dict[str, list[dict]], path: Path) -> None:
     """A panel per pre-training: its loss per iteration, and chance as a dashed line."""
     names = sorted(curves)
-    columns = min(3, len(names))
-    rows = math.ceil(len(names) / columns)
-    fig, axes = plt.subplots(rows, columns, figsize=(4.2 * columns, 3.0 * rows), dpi=DPI, squeeze=False)
-    for ax, name in zip(axes.flat, names):
+    fig, axes = panels(len(names), 3.0)
+    for ax, name in zip(axes, names):
         steps, losses = [r["step"] for r in curves[name]], [r["loss"] for r in curves[name]]
         ax.plot(steps, losses, linewidth=0.8, label="loss")
         chance = curves[name][-1]["chance"]
@@ -53,13 +44,8 @@ def plot_pretrain_curves(curves: dict[str, list[dict]], path: Path) -> None:
         ax.set_xlabel("iteration", fontsize=7)
         ax.tick_params(labelsize=6)
         ax.legend(fontsize=6)
-    for ax in axes.flat[len(names):]:
-        ax.axis("off")
-    fig.suptitle("Pre-training loss per iteration against chance (the loss of a model that learned nothing)",
-                 fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    save_panels(fig, axes, len(names), "Pre-training loss per iteration against chance (the loss of a model that "
+                                       "learned nothing)", path)
 
 
 def _number(value) -> str:
