@@ -332,6 +332,8 @@ def execute(specs: list[RunSpec], ctx: RunContext, on_stage=lambda text, done, t
     on_stage("testing", 0, 1)
     curves = [{"epoch": epoch, "train_loss": train, "val_loss": val, "lr": lr}
               for epoch, (train, val, lr) in enumerate(fit.history, start=1)]
+    pretrain_curve = cache.entry(ctx.cache_dir, lead.pretrain_key) / results.PRETRAIN_CURVE
+    pretrain_curve = pretrain_curve if pretrain_curve.exists() else None  # shared by the group's runs
     outcomes = []
     for spec in specs:
         domain = members.index(spec.dataset)
@@ -353,8 +355,7 @@ def execute(specs: list[RunSpec], ctx: RunContext, on_stage=lambda text, done, t
             "excluded": json.dumps(data.dataset.excluded()), "model_saved": save is not None,
             "health": health.verdict(findings), "health_measures": json.dumps(measures, sort_keys=True),
         }
-        curve = cache.entry(ctx.cache_dir, spec.pretrain_key) / results.PRETRAIN_CURVE
-        outcomes.append(Outcome(row, metrics, predictions, curves, save, curve if curve.exists() else None))
+        outcomes.append(Outcome(row, metrics, predictions, curves, save, pretrain_curve))
     return outcomes
 
 
