@@ -67,11 +67,12 @@ def plugins(check: Annotated[bool, typer.Option(help="Import every component to 
             try:
                 reg.get(kind, name)
             except LmbenchError as exc:
-                status = f"[red]broken: {exc}[/red]"
-        table.add_row(name, kind, r.plugin.name, r.plugin.package, r.plugin.version, status)
+                status = f"[red]broken: {escape(str(exc))}[/red]"
+        table.add_row(*map(escape, (name, kind, r.plugin.name, r.plugin.package, r.plugin.version)), status)
     for plugin in reg.plugins:
         if plugin.error:
-            table.add_row("-", "-", plugin.name, plugin.package, plugin.version, f"[red]broken: {plugin.error}[/red]")
+            table.add_row("-", "-", *map(escape, (plugin.name, plugin.package, plugin.version)),
+                          f"[red]broken: {escape(str(plugin.error))}[/red]")
     console.print(table)
 
 
@@ -83,7 +84,7 @@ def validate(matrix: MatrixOption, data_root: DataRootOption = None,
     if params:
         from lmbench.core.keys import canonical_json
 
-        resolved = Table(title=f"{m.name}: resolved params ({m.profile} profile)")
+        resolved = Table(title=escape(f"{m.name}: resolved params ({m.profile} profile)"))
         for column in ("kind", "label", "plugin", "code", "params"):
             resolved.add_column(column, overflow="fold")
         seen = {}
@@ -91,22 +92,22 @@ def validate(matrix: MatrixOption, data_root: DataRootOption = None,
             for spec in (run.dataset, run.pretrainer, run.backbone, run.head):
                 seen.setdefault((spec.kind, spec.label), spec)
         for (kind, label), spec in seen.items():
-            resolved.add_row(kind, label, spec.name, spec.code, canonical_json(spec.params))
+            resolved.add_row(*map(escape, (kind, label, spec.name, spec.code, canonical_json(spec.params))))
         console.print(resolved)
-    table = Table(title=f"{m.name}: {len(m.runs)} runs ({m.profile} profile) -> {m.results_dir}")
+    table = Table(title=escape(f"{m.name}: {len(m.runs)} runs ({m.profile} profile) -> {m.results_dir}"))
     for column in ("run_key", "dataset", "pretrainer", "backbone", "head", "labels", "seed"):
         table.add_column(column)
     for run in m.runs:
-        table.add_row(run.run_key, run.dataset.label, run.pretrainer.label, run.backbone.label,
-                      run.head.label, str(run.labels), str(run.seed))
+        table.add_row(*map(escape, (run.run_key, run.dataset.label, run.pretrainer.label, run.backbone.label,
+                                    run.head.label, str(run.labels), str(run.seed))))
     console.print(table)
     if m.pruned:
         pruned = Table(title=f"{len(m.pruned)} pruned combinations")
         for column in ("dataset", "pretrainer", "backbone", "head", "labels", "seed", "why"):
             pruned.add_column(column)
         for run, why in m.pruned:
-            pruned.add_row(run.dataset.label, run.pretrainer.label, run.backbone.label, run.head.label,
-                           str(run.labels), str(run.seed), why)
+            pruned.add_row(*map(escape, (run.dataset.label, run.pretrainer.label, run.backbone.label,
+                                         run.head.label, str(run.labels), str(run.seed), why)))
         console.print(pruned)
 
 
@@ -127,11 +128,12 @@ def run(
                          nproc=nproc)
     busy = f", {summary.busy} running elsewhere" if summary.busy else ""
     console.print(
-        f"[bold]{m.name}[/bold]: {summary.ok} ok, {summary.failed} failed, {summary.skipped} skipped, "
-        f"{summary.already_done} already done{busy}, in {summary.seconds:.1f} s. Results: {m.results_dir}"
+        f"[bold]{escape(m.name)}[/bold]: {summary.ok} ok, {summary.failed} failed, {summary.skipped} skipped, "
+        f"{summary.already_done} already done{busy}, in {summary.seconds:.1f} s. Results: {escape(str(m.results_dir))}",
+        soft_wrap=True,
     )
     for title, error in summary.failures:
-        console.print(f"  [red]failed[/red] {title}: {error}")
+        console.print(f"  [red]failed[/red] {escape(title)}: {escape(error)}", soft_wrap=True)
     if summary.failed:
         raise typer.Exit(1)
 
@@ -156,10 +158,10 @@ def status(matrix: MatrixOption, data_root: DataRootOption = None):
             counts[row["status"]] += 1
             if row["status"] != "ok":
                 reasons.append((row["status"], spec.title, row["error"]))
-    console.print(f"[bold]{m.name}[/bold]: {len(m.runs)} runs: " + ", ".join(
+    console.print(f"[bold]{escape(m.name)}[/bold]: {len(m.runs)} runs: " + ", ".join(
         f"{n} {'finished' if k == 'ok' else k}" for k, n in counts.items()))
     for state, title, error in reasons:
-        console.print(f"  [red]{state}[/red] {title}: {error}")
+        console.print(f"  [red]{state}[/red] {escape(title)}: {escape(error or '')}", soft_wrap=True)
 
 
 class OutputFormat(str, Enum):
@@ -221,7 +223,7 @@ def leaderboard(
                 console.print(f"[red]{'flagged' if flagged else run['status']}[/red] {run['run_key']} "
                               f"{escape(run['dataset_label'])} | {escape(run['pretrainer_label'])} | "
                               f"{escape(run['head_label'])} | {run['labels']} labels | seed {run['seed']}: "
-                              f"{escape(run['health'] if flagged else run['error'] or '')}")
+                              f"{escape(run['health'] if flagged else run['error'] or '')}", soft_wrap=True)
 
 
 @app.command()
@@ -242,7 +244,7 @@ def report(
             raise LmbenchError(f"{root}: no such results folder")
     filters = {"dataset": dataset, "pretrainer": pretrainer, "head": head}
     figures = write_report(results_dirs, out, eval_mode.value, filters, overlay_labels)
-    console.print(f"{len(figures)} figures and {out / 'index.md'}")
+    console.print(f"{len(figures)} figures and {escape(str(out / 'index.md'))}", soft_wrap=True)
 
 
 @app.command()
@@ -255,6 +257,8 @@ def predict(
     labels: Annotated[Optional[int], typer.Option(help="... at this label count.")] = None,
     device: Annotated[Optional[str], typer.Option(help="cpu or cuda (default: cuda where there is one).")] = None,
     batch_size: Annotated[int, typer.Option(min=1)] = 8,
+    skip_unreadable: Annotated[bool, typer.Option(help="Predict the readable images and list the others, instead of stopping at the first.")] = False,
+    max_pixels: Annotated[Optional[int], typer.Option(min=1, help="Refuse images larger than this many pixels (default $LMBENCH_MAX_PIXELS, else 100 million).")] = None,
 ):
     """Put a run's saved detector to use: landmarks for a folder of images, at their original size."""
     import torch
@@ -270,13 +274,17 @@ def predict(
     chosen = choose_run(results_dirs, run, dataset, labels)
     detector = load_detector(chosen)
     where = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    console.print(f"run {chosen['run_key']}: {chosen['dataset_label']} | {chosen['pretrainer_label']} | "
-                  f"{chosen['backbone_label']} | {chosen['head_label']} | {chosen['labels']} labels | seed {chosen['seed']}")
+    console.print(escape(f"run {chosen['run_key']}: {chosen['dataset_label']} | {chosen['pretrainer_label']} | "
+                         f"{chosen['backbone_label']} | {chosen['head_label']} | {chosen['labels']} labels | "
+                         f"seed {chosen['seed']}"), soft_wrap=True)
     with Progress(console=console, transient=True) as progress:
         task = progress.add_task("predicting", total=None)
-        table, labelme = predict_folder(detector, images, out, where, batch_size,
-                                        lambda done, total: progress.update(task, completed=done, total=total))
-    console.print(f"{table} and {labelme}/ (labelme opens them beside the images)")
+        table, labelme, skipped = predict_folder(
+            detector, images, out, where, batch_size,
+            lambda done, total: progress.update(task, completed=done, total=total), skip_unreadable, max_pixels)
+    for reason in skipped:
+        console.print(f"  [yellow]skipped[/yellow] {escape(reason)}", soft_wrap=True)
+    console.print(escape(f"{table} and {labelme}/ (labelme opens them beside the images)"), soft_wrap=True)
 
 
 data_app = typer.Typer(help="Inspect datasets.", no_args_is_help=True)
@@ -314,7 +322,7 @@ def data_check(
         values["root"] = root
     built = P.build(cls.Params, values, f"--param for {dataset}")
     report = check_dataset(dataset, cls(built))
-    console.print(f"[bold]{dataset}[/bold]: " + ", ".join(f"{n} {s}" for s, n in report.splits.items())
+    console.print(f"[bold]{escape(dataset)}[/bold]: " + ", ".join(f"{n} {s}" for s, n in report.splits.items())
                   + (f", {len(report.errors)} left out or unreadable" if report.errors else ""))
     if report.image_sizes:
         (h0, w0), (h1, w1) = report.image_sizes
@@ -330,9 +338,9 @@ def data_check(
                       f"{agreement.overall:.3g} overall; per landmark, largest first: "
                       + ", ".join(f"{n} {v:.3g}" for n, v in worst), soft_wrap=True)
     for warning in report.warnings:
-        console.print(f"  [yellow]warning[/yellow] {warning}", soft_wrap=True)
+        console.print(f"  [yellow]warning[/yellow] {escape(warning)}", soft_wrap=True)
     for error in report.errors:
-        console.print(f"  [red]error[/red] {error}", soft_wrap=True)
+        console.print(f"  [red]error[/red] {escape(error)}", soft_wrap=True)
     console.print("usable" if report.usable else "[red]not usable[/red]: no sample is left")
     if not report.usable:
         raise typer.Exit(1)
@@ -345,8 +353,9 @@ def add_plugin_commands() -> None:
     reg = registry()
     for plugin in reg.plugins:
         if not call_hook(reg, plugin, "lmbench_register_commands", app=app):
-            Console(stderr=True).print(f"[yellow]warning:[/yellow] plugin {plugin.name!r} ({plugin.package}) is "
-                                       f"broken: {plugin.error}", soft_wrap=True)
+            Console(stderr=True).print(f"[yellow]warning:[/yellow] plugin {escape(repr(plugin.name))} "
+                                       f"({escape(plugin.package)}) is broken: {escape(str(plugin.error))}",
+                                       soft_wrap=True)
 
 
 def main() -> None:
@@ -354,5 +363,5 @@ def main() -> None:
         add_plugin_commands()
         app()
     except LmbenchError as exc:
-        console.print(f"[red]error:[/red] {exc}", soft_wrap=True)
+        console.print(f"[red]error:[/red] {escape(str(exc))}", soft_wrap=True)
         raise SystemExit(2) from None

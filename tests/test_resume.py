@@ -11,6 +11,7 @@ import pytest
 import torch
 from test_faults import ddpm_matrix
 
+from lmbench.core.errors import CorruptFile
 from lmbench.run import tensorfile
 from lmbench.run.matrix import load_matrix
 from lmbench.run.runner import run_matrix
@@ -90,7 +91,7 @@ def test_sigkill_at_a_random_step_then_rerun_resumes_and_matches_an_uninterrupte
             state = states[0]
             try:
                 reached = len(tensorfile.load(state)[1]["extra"]["losses"])
-            except tensorfile.ForeignFile:  # replaced while read
+            except CorruptFile:  # replaced while read
                 pass
         time.sleep(0.01)
     process.kill()

@@ -1,14 +1,13 @@
 """No file lmbench reads can run code: a pickle planted where lmbench reads a saved detector,
 pre-trained weights or the resized-data cache is never unpickled, and the line says why."""
 
-import json
 import logging
 
 import pytest
 import torch
 
-from lmbench.core.errors import LmbenchError
-from lmbench.run import cache, results, tensorfile
+from lmbench.core.errors import CorruptFile, LmbenchError
+from lmbench.run import results, tensorfile
 from lmbench.run.detector import load_detector, model_file
 from lmbench.run.matrix import load_matrix
 from lmbench.run.runner import run_matrix
@@ -44,7 +43,7 @@ def test_the_format_round_trips_tensors_and_json(tmp_path):
     assert meta == {"names": ["a", "b"], "size": 64}
     assert all(torch.equal(back[k], v) for k, v in tensors.items())
     (tmp_path / "empty.safetensors").write_bytes(b"")
-    with pytest.raises(tensorfile.ForeignFile, match="empty.safetensors: empty; lmbench reads only"):
+    with pytest.raises(CorruptFile, match="empty.safetensors: empty; lmbench reads only"):
         tensorfile.load(tmp_path / "empty.safetensors")
 
 
@@ -62,9 +61,11 @@ def test_a_planted_model_file_is_refused_in_one_line_and_runs_nothing(tmp_path):
     assert shown.stdout.startswith("error: ") and shown.stdout.count("\n") == 1, shown.stdout  # one line
     line = shown.stdout
     assert f"{model_file(run).name}: a torch.save archive (a pickle, which can run code when read)" in line
-    assert "run it again with save_models = true" in line
+    assert "set aside" in line and f"lmbench run trains run {run['run_key']} again" in line
+    assert not model_file(run).exists() and results.read_runs([matrix.results_dir]) == []  # pending again
+    (set_aside,) = (matrix.results_dir / "corrupt" / "models").iterdir()
     old = model_file(run).with_suffix(".pt")  # a model saved by an older lmbench
-    model_file(run).rename(old)
+    set_aside.rename(old)
     with pytest.raises(LmbenchError, match=r"\.pt: an older lmbench's model file, a pickle"):
         load_detector(run)
     assert not marker.exists()
@@ -79,15 +80,11 @@ def test_planted_cache_files_are_never_read_and_are_computed_again(tmp_path, cap
     marker = tmp_path / "ran"
     for path in (data, weights):
         plant(path, marker)
-    complete = weights.parent / "COMPLETE"  # the planter rewrote the checksum too: the format still refuses it
-    recorded = json.loads(complete.read_text())
-    recorded["sha256"][weights.name] = cache._sha256(weights)
-    complete.write_text(json.dumps(recorded))
     with caplog.at_level(logging.WARNING, logger="lmbench"):
         summary = run_matrix(matrix, rerun="all", quiet=True)
     assert summary.ok == 1 and not marker.exists()
     warned = [r.getMessage() for r in caplog.records]
-    assert any(str(data) in m and "a torch.save archive" in m and "decoding the dataset again" in m for m in warned)
+    assert any(str(data) in m and "a torch.save archive" in m and "set aside" in m for m in warned)
     assert any(str(weights) in m and "pre-training again" in m for m in warned)
     (run,) = results.read_runs([matrix.results_dir])
     assert run["pretrain_cache_hit"] is False

@@ -17,6 +17,11 @@ class DataError(LmbenchError):
     """A dataset file that is missing or malformed."""
 
 
+class CorruptFile(LmbenchError):
+    """A file lmbench cannot use as it stands: truncated, garbled, failing its checksum, or not
+    in the format lmbench writes (a pickle, say, which is never read)."""
+
+
 class SkipRun(LmbenchError):
     """Raised by a plugin when a run cannot be done here (e.g. weights not available offline).
 

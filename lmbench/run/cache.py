@@ -1,16 +1,15 @@
 """Pre-trained weights cached by pretrain key, shared by every head, label count and seed.
 
 ``<cache>/pretrain/<key>/weights.safetensors`` (or ``checkpoint-N.safetensors``) is written
-first and the ``COMPLETE`` marker last, with the sha256 of every weights file: an interrupted
-pre-training is never mistaken for a finished one, and a file corrupted, truncated or
-replaced since (by a pickle, say, which is never read) is detected, reported and trained
-again. A lock per key makes concurrent processes wanting the same
+first and the ``COMPLETE`` marker last: an interrupted pre-training is never mistaken for a
+finished one. A weights file corrupted, truncated or replaced since (by a pickle, say, which
+is never read) fails its checksum on reading: it is set aside, reported and trained again.
+A lock per key makes concurrent processes wanting the same
 pre-training wait for the one doing it, then read its result.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import time
@@ -19,7 +18,8 @@ from pathlib import Path
 
 import torch
 
-from lmbench.run import tensorfile
+from lmbench.core.errors import CorruptFile
+from lmbench.run import integrity, tensorfile
 from lmbench.run.locks import file_lock
 
 log = logging.getLogger("lmbench")
@@ -54,13 +54,13 @@ def cached(
     name = weights_file(checkpoint)
     with file_lock(cache_dir / "pretrain" / f"{key}.lock"):
         if (folder / MARKER).exists():
-            if _intact(folder, name):
-                try:
-                    return tensorfile.load(folder / name)[0], True, 0.0
-                except tensorfile.ForeignFile as exc:
-                    log.warning("%s: pre-training again", exc)
-            else:
-                log.warning("pre-trained weights %s failed their checksum: pre-training again", folder / name)
+            try:
+                return tensorfile.load(folder / name)[0], True, 0.0
+            except FileNotFoundError:
+                log.warning("pre-trained weights %s are missing: pre-training again", folder / name)
+            except CorruptFile as exc:
+                integrity.set_aside(folder / name, cache_dir)
+                log.warning("%s: set aside under %s; pre-training again", exc, cache_dir / integrity.CORRUPT)
             (folder / MARKER).unlink()
 
         def save(step: int, weights: dict) -> None:
@@ -72,27 +72,17 @@ def cached(
         if checkpoint is None:
             tensorfile.save(folder / name, weights)
         (folder / "identity.json").write_text(json.dumps(identity, indent=2, sort_keys=True))
-        sums = {p.name: _sha256(p) for p in sorted(folder.glob(f"*{tensorfile.SUFFIX}")) if p.name != RESUME}
-        (folder / MARKER).write_text(json.dumps({"seconds": round(seconds, 3), "sha256": sums}, indent=2))
+        (folder / MARKER).write_text(json.dumps({"seconds": round(seconds, 3)}, indent=2))
         (folder / RESUME).unlink(missing_ok=True)
         return tensorfile.load(folder / name)[0], False, seconds
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
-
-def _intact(folder: Path, name: str) -> bool:
-    """Whether ``name`` exists with the checksum its marker recorded (markers from before
-    checksums were recorded are trusted)."""
-    if not (folder / name).exists():
-        return False
-    try:
-        sums = json.loads((folder / MARKER).read_text())["sha256"]
-    except (ValueError, KeyError, TypeError):
-        return True
-    return name in sums and sums[name] == _sha256(folder / name)
+def remove_stopped(cache_dir: Path) -> None:
+    """Delete the checkpoints of pre-trainings killed before they wrote a state to resume
+    from: a new attempt starts from zero and writes them again."""
+    for lock in sorted((cache_dir / "pretrain").glob("*.lock")):
+        folder = lock.with_suffix("")
+        with file_lock(lock, wait=False) as mine:  # a pre-training holds it while it runs
+            if mine and folder.is_dir() and not (folder / MARKER).exists() and not (folder / RESUME).exists():
+                integrity.remove(sorted(folder.glob(f"checkpoint-*{tensorfile.SUFFIX}")), "checkpoints")

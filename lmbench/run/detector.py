@@ -12,6 +12,7 @@ CSV file and as labelme files.
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
 from dataclasses import dataclass
@@ -20,9 +21,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from lmbench.core.errors import LmbenchError
+from lmbench.core.errors import CorruptFile, DataError, LmbenchError
 from lmbench.core.interfaces import HeadStrategy
-from lmbench.run import engine, results, tensorfile
+from lmbench.run import engine, integrity, results, tensorfile
 from lmbench.run.geometry import resize_image, to_original
 from lmbench.run.io import IMAGE_SUFFIXES, read_image
 
@@ -77,7 +78,11 @@ def load_detector(run: dict) -> Detector:
     redo = "run it again with save_models = true (lmbench run --rerun all)"
     try:
         tensors, meta = tensorfile.load(path)
-    except tensorfile.ForeignFile as exc:
+    except CorruptFile as exc:
+        results_dir = run["_file"].parent.parent
+        if integrity.set_aside(path, results_dir) and integrity.set_aside(run["_file"], results_dir):
+            redo = (f"set aside under {results_dir / integrity.CORRUPT} with its run row: lmbench run trains "
+                    f"run {run['run_key']} again (with save_models = true)")
         raise LmbenchError(f"{exc}; {redo}") from None
     if meta.get("format") != FORMAT:
         raise LmbenchError(f"{path}: saved by another lmbench version (format {meta.get('format')}, "
@@ -140,24 +145,43 @@ def labelme_document(points: np.ndarray, names: list[str], image: Path, shape: t
     }
 
 
-def predict_folder(detector: Detector, images: Path, out: Path, device: torch.device,
-                   batch_size: int = 8, on_progress=lambda done, total: None) -> tuple[Path, Path]:
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def predict_folder(detector: Detector, images: Path, out: Path, device: torch.device, batch_size: int = 8,
+                   on_progress=lambda done, total: None, skip_unreadable: bool = False,
+                   max_pixels: int | None = None) -> tuple[Path, Path, list[str]]:
     """Predict every image of ``images``; write ``out/predictions.csv`` (one row per image:
-    id, then x and y of each landmark) and ``out/labelme/<id>.json``. Returns both paths."""
+    id, then x and y of each landmark) and ``out/labelme/<id>.json``, only once all are
+    predicted. An unreadable image stops it with nothing written or, with ``skip_unreadable``,
+    is left out. Returns both paths and the one-line reason of each image left out."""
     files = image_files(images)
+    names = detector.landmark_names
+    rows, documents, skipped = [], {}, []
+    for start in range(0, len(files), batch_size):
+        chunk, pixels = [], []
+        for path in files[start:start + batch_size]:
+            try:
+                pixels.append(read_image(path, max_pixels))
+                chunk.append(path)
+            except DataError as exc:
+                if not skip_unreadable:
+                    raise DataError(f"{exc}; nothing written (--skip-unreadable predicts the other images)") from None
+                skipped.append(str(exc))
+        for path, image, points in zip(chunk, pixels, detector.predict(pixels, device, batch_size) if chunk else []):
+            rows.append([path.stem, *(f"{v:.3f}" for v in points.ravel())])
+            documents[path] = (points, image.shape)
+        on_progress(min(start + batch_size, len(files)), len(files))
     labelme = out / "labelme"
     labelme.mkdir(parents=True, exist_ok=True)
-    names = detector.landmark_names
+    for path, (points, shape) in documents.items():
+        document = labelme_document(points, names, path.resolve(), shape, labelme.resolve())
+        _write_atomic(labelme / f"{path.stem}.json", json.dumps(document, indent=2))
+    text = io.StringIO()
+    csv.writer(text).writerows([["id", *(f"{n}_{axis}" for n in names for axis in ("x", "y"))], *rows])
     table = out / "predictions.csv"
-    with table.open("w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["id", *(f"{n}_{axis}" for n in names for axis in ("x", "y"))])
-        for start in range(0, len(files), batch_size):
-            chunk = files[start:start + batch_size]
-            pixels = [read_image(path) for path in chunk]
-            for path, image, points in zip(chunk, pixels, detector.predict(pixels, device, batch_size)):
-                writer.writerow([path.stem, *(f"{v:.3f}" for v in points.ravel())])
-                document = labelme_document(points, names, path.resolve(), image.shape, labelme.resolve())
-                (labelme / f"{path.stem}.json").write_text(json.dumps(document, indent=2))
-            on_progress(min(start + batch_size, len(files)), len(files))
-    return table, labelme
+    _write_atomic(table, text.getvalue())
+    return table, labelme, skipped

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -12,6 +13,9 @@ from PIL import Image
 from lmbench.core.errors import DataError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".dcm")
+#: images larger than this are refused before decoding (a 43 cm plate at 0.1 mm is 18.5 megapixels)
+DEFAULT_MAX_PIXELS = 100_000_000
+Image.MAX_IMAGE_PIXELS = None  # lmbench checks the size itself, from the header, with a limit one can lift
 
 
 def find_image(folders: Iterable[Path], stem: str) -> Path | None:
@@ -24,12 +28,23 @@ def find_image(folders: Iterable[Path], stem: str) -> Path | None:
     return None
 
 
-def read_image(path: Path) -> np.ndarray:
-    """A grayscale (H, W) float32 image in [0, 1], whatever the file's mode and bit depth."""
-    return read_image_and_spacing(path)[0]
+def max_pixels() -> int:
+    """The size limit of ``read_image``: ``$LMBENCH_MAX_PIXELS``, else ``DEFAULT_MAX_PIXELS``."""
+    value = os.environ.get("LMBENCH_MAX_PIXELS", "")
+    if not value.isdigit() or int(value) < 1:
+        if value:
+            raise DataError(f"$LMBENCH_MAX_PIXELS: expected a positive whole number of pixels, got {value!r}")
+        return DEFAULT_MAX_PIXELS
+    return int(value)
 
 
-def read_image_and_spacing(path: Path) -> tuple[np.ndarray, float | None]:
+def read_image(path: Path, limit: int | None = None) -> np.ndarray:
+    """A grayscale (H, W) float32 image in [0, 1], whatever the file's mode and bit depth;
+    images over ``limit`` pixels (default ``max_pixels()``) are refused before decoding."""
+    return read_image_and_spacing(path, limit)[0]
+
+
+def read_image_and_spacing(path: Path, limit: int | None = None) -> tuple[np.ndarray, float | None]:
     """``read_image``, and the file's own pixel spacing in mm where it has one (DICOM)."""
     path = Path(path)
     if path.suffix.lower() == ".dcm":
@@ -37,13 +52,38 @@ def read_image_and_spacing(path: Path) -> tuple[np.ndarray, float | None]:
         return _unit_range(pixels, path), spacing
     try:
         with Image.open(path) as image:
+            _check_size(image.width, image.height, limit or max_pixels(), path)
+            if getattr(image, "n_frames", 1) > 1:
+                raise DataError(f"{path}: image holds {image.n_frames} frames; one grayscale frame is expected")
             image.load()
-            pixels = np.asarray(image)
+            pixels = _grayscale(image, path)
     except FileNotFoundError:
         raise DataError(f"{path}: image file is missing") from None
     except (OSError, ValueError, SyntaxError) as exc:  # PIL's errors for unreadable or truncated files
         raise DataError(f"{path}: unreadable image ({exc})") from None
     return _unit_range(pixels, path), None
+
+
+def _check_size(width: int, height: int, limit: int, path: Path) -> None:
+    if width * height > limit:
+        raise DataError(f"{path}: {width}x{height} image is {width * height / 1e6:.0f} megapixels, over the limit of "
+                        f"{limit / 1e6:g}; raise it with --max-pixels or $LMBENCH_MAX_PIXELS")
+
+
+def _grayscale(image: Image.Image, path: Path) -> np.ndarray:
+    """The pixels of any PIL mode as one channel: gray and 16-bit as they are, colour as the
+    mean of R, G and B (CMYK, palette and YCbCr converted to RGB first); an alpha channel must
+    be opaque, as lmbench would otherwise have to invent what lies behind it."""
+    if "A" in image.getbands():
+        alpha = np.asarray(image.getchannel("A"))
+        if alpha.min() < alpha.max() or alpha.min() == 0:
+            raise DataError(f"{path}: image has transparent pixels (mode {image.mode}); save it without alpha")
+        image = image.convert("L" if image.mode in ("LA", "La") else "RGB")
+    if image.mode in ("1", "L", "I", "F") or image.mode.startswith("I;16"):
+        return np.asarray(image.convert("L") if image.mode == "1" else image)
+    if image.mode != "RGB":
+        image = image.convert("RGB")  # CMYK, P, YCbCr, LAB, HSV
+    return np.asarray(image)
 
 
 def image_shape(path: Path) -> tuple[int, int]:
@@ -99,6 +139,8 @@ def _unit_range(pixels: np.ndarray, path: Path) -> np.ndarray:
         pixels = pixels[..., :3].mean(axis=-1)
     if pixels.dtype in (np.uint8, np.uint16):
         pixels = pixels / np.iinfo(pixels.dtype).max
+    elif pixels.dtype == np.int32 and pixels.size and pixels.min() >= 0 and pixels.max() <= 65535:
+        pixels = pixels / 65535  # PIL's mode I holding a 16-bit image
     pixels = pixels.astype(np.float32)  # other depths are min-max scaled below
     if pixels.size == 0 or not np.isfinite(pixels).all():
         raise DataError(f"{path}: image is empty or holds non-finite values")

@@ -23,9 +23,9 @@ import torch.distributed as dist
 from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
-from lmbench.core.errors import LmbenchError
+from lmbench.core.errors import CorruptFile, LmbenchError
 from lmbench.core.interfaces import PretrainContext
-from lmbench.run import resume, tensorfile
+from lmbench.run import integrity, resume
 from lmbench.run.engine import autocast
 
 log = logging.getLogger("lmbench")
@@ -70,8 +70,9 @@ def train_steps(
             losses = resume.load(path, objects)["losses"]
             log.warning("%s: resuming from iteration %d of %d (%s)", who, len(losses) * iterations_per_step,
                         total * iterations_per_step, path)
-        except tensorfile.ForeignFile as exc:  # never read: the pre-training starts again
-            log.warning("%s: starting again", exc)
+        except CorruptFile as exc:  # never read: the pre-training starts again
+            log.warning("%s: set aside; starting again", exc)
+            integrity.set_aside(path, path.parents[2])  # <cache>/pretrain/<key>/resume.safetensors
         for step, earlier in enumerate(losses, start=1):
             context.record_loss(step * iterations_per_step, earlier, chance)
     saved_at = time.monotonic()

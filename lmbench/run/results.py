@@ -10,11 +10,16 @@ Layout under a matrix's results folder::
     models/<run_key>.safetensors   the fine-tuned detector, for runs with ``save_models``
 
 The run row is written last, so a run with a run row is complete; a process killed
-mid-write leaves only a hidden temporary file, which no reader looks at.
+mid-write leaves only a hidden temporary file, which no reader looks at and the next run
+removes. Every file is written with parquet's page checksums and, in its footer, the sha256
+of its values; reading verifies both. A run whose row or any of its tables fails is set
+aside (``integrity``) with a warning: readers show the rest, and ``lmbench run`` redoes it.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import os
 import shutil
@@ -22,7 +27,11 @@ from collections.abc import Iterable
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
+
+from lmbench.core.errors import CorruptFile
+from lmbench.run import integrity
 
 SCHEMA_VERSION = 1
 
@@ -73,17 +82,60 @@ PRETRAIN_CURVE_SCHEMA = pa.schema(
 )
 TABLES = {"runs": RUN_SCHEMA, "metrics": METRIC_SCHEMA, "predictions": PREDICTION_SCHEMA, "curves": CURVE_SCHEMA,
           "pretrain_curves": PRETRAIN_CURVE_SCHEMA}
+#: a run's own tables beside its run row
+COMPANIONS = ("metrics", "predictions", "curves")
 #: a pre-training's curve, in its cache entry
 PRETRAIN_CURVE = "curve.parquet"
+_DIGEST = b"lmbench.sha256"
 
 log = logging.getLogger("lmbench")
+
+
+def _digest(table: pa.Table) -> str:
+    """sha256 of a table's values: what page checksums miss (a flipped bit in the footer)."""
+    return hashlib.sha256(json.dumps(table.to_pydict(), sort_keys=True, default=str).encode()).hexdigest()
 
 
 def write_atomic(table: pa.Table, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    pq.write_table(table, tmp)
+    pq.write_table(table.replace_schema_metadata({_DIGEST: _digest(table)}), tmp, write_page_checksum=True)
     os.replace(tmp, path)
+
+
+def read_verified(path: Path, schema: pa.Schema) -> pa.Table:
+    """A table lmbench wrote, its checksums verified, with ``schema``'s columns (null where a
+    file from before a column existed lacks it); ``CorruptFile`` naming the file otherwise."""
+    try:
+        handle = pq.ParquetFile(path, page_checksum_verification=True)
+        stored = (handle.schema_arrow.metadata or {}).get(_DIGEST)
+        table = handle.read()
+    except FileNotFoundError:
+        raise
+    except (OSError, pa.ArrowException) as exc:
+        raise CorruptFile(f"{path}: unreadable ({' '.join(str(exc).split())})") from None
+    if stored is not None and stored.decode(errors="replace") != _digest(table):
+        raise CorruptFile(f"{path}: corrupt (its values do not match the checksum written with them)")
+    missing = [f.name for f in schema if f.name not in table.column_names]
+    try:
+        columns = [table[f.name].cast(f.type) if f.name not in missing else pa.nulls(len(table), f.type)
+                   for f in schema]
+    except (pa.ArrowException, KeyError) as exc:
+        raise CorruptFile(f"{path}: not an lmbench results table ({exc})") from None
+    return pa.Table.from_arrays(columns, schema=schema)
+
+
+def intact(path: Path, schema: pa.Schema, root: Path) -> bool:
+    """Whether ``path`` exists and verifies; a file that fails is set aside under ``root`` and said."""
+    if not path.exists():
+        return False
+    try:
+        read_verified(path, schema)
+        return True
+    except CorruptFile as exc:
+        integrity.set_aside(path, root)
+        log.warning("%s: set aside under %s", exc, root / integrity.CORRUPT)
+        return False
 
 
 def _table(kind: str, rows: list[dict]) -> pa.Table:
@@ -100,9 +152,9 @@ def read_pretrain_curve(path: Path) -> list[dict]:
     if not path.exists():
         return []
     try:
-        return pq.read_table(path, schema=PRETRAIN_CURVE_SCHEMA).to_pylist()
-    except (OSError, pa.ArrowException) as exc:
-        log.warning("pre-training curve %s is unreadable (%s): left out", path, exc)
+        return read_verified(path, PRETRAIN_CURVE_SCHEMA).to_pylist()
+    except CorruptFile as exc:
+        log.warning("%s: left out", exc)
         return []
 
 
@@ -143,7 +195,8 @@ def read_table(kind: str, run_file: Path, split: str | None = None) -> pa.Table 
     path = run_file.parent.parent / kind / run_file.name
     if not path.exists():
         return None
-    return pq.read_table(path, schema=TABLES[kind], filters=[("split", "==", split)] if split else None)
+    table = read_verified(path, TABLES[kind])
+    return table.filter(pc.equal(table["split"], split)) if split else table
 
 
 def overall(run_file: Path, split: str, eval_mode: str, metric: str = "mre") -> float | None:
@@ -154,22 +207,55 @@ def overall(run_file: Path, split: str, eval_mode: str, metric: str = "mre") -> 
     return values[0] if values else None
 
 
+def _read_run(path: Path) -> list[dict]:
+    """The rows of one run row file, once it and its tables verify; none, with a warning, after
+    setting aside the file that failed and the run row, so that the run is pending again."""
+    results_dir = path.parent.parent
+    files = [(path, RUN_SCHEMA)] + [(results_dir / kind / path.name, TABLES[kind]) for kind in COMPANIONS]
+    rows: list[dict] = []
+    for file, schema in files:
+        try:
+            table = read_verified(file, schema)
+        except FileNotFoundError:
+            continue
+        except CorruptFile as exc:
+            integrity.set_aside(file, results_dir)
+            if file != path:
+                integrity.set_aside(path, results_dir)
+            log.warning("%s: set aside under %s; run %s is pending again", exc, results_dir / integrity.CORRUPT,
+                        path.stem)
+            return []
+        if file == path:
+            rows = table.to_pylist()
+    return rows
+
+
 def read_runs(roots: Iterable[Path]) -> list[dict]:
-    """Run rows of every run under ``roots``, deduplicated on run_key (first found wins)."""
+    """Run rows of every intact run under ``roots``, deduplicated on run_key (first found wins)."""
     seen: dict[str, dict] = {}
     for path in run_files(roots):
-        for row in pq.read_table(path, schema=RUN_SCHEMA).to_pylist():
+        for row in _read_run(path):
             row["_file"] = path
             seen.setdefault(row["run_key"], row)
     return list(seen.values())
 
 
 def status_of(results_dir: Path, run_key: str) -> str | None:
-    """The recorded status of one run, or None when it has no run row yet."""
+    """The recorded status of one run, or None when it has no intact run row yet."""
     path = results_dir / "runs" / f"{run_key}.parquet"
-    return pq.read_table(path, columns=["status"]).column("status")[0].as_py() if path.exists() else None
+    rows = _read_run(path) if path.exists() else []
+    return rows[0]["status"] if rows else None
 
 
 def statuses(results_dir: Path) -> dict[str, str]:
     """run_key -> status of every run already recorded in one results folder."""
     return {row["run_key"]: row["status"] for row in read_runs([results_dir])}
+
+
+def remove_leftovers(results_dir: Path) -> None:
+    """Delete what killed writers left: temporary files, and detectors saved without the run
+    row that would have followed them (the run is pending and saves it again)."""
+    integrity.remove(integrity.stale_temporaries(results_dir), "temporary files")
+    integrity.remove([path for path in sorted((results_dir / "models").glob("*.safetensors"))
+                      if not (results_dir / "runs" / f"{path.stem}.parquet").exists() and integrity.untouched(path)],
+                     "detectors without a run row")

@@ -19,14 +19,15 @@ from typing import Literal
 import numpy as np
 import torch
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 import lmbench
-from lmbench.core.errors import DataError, LmbenchError, PluginError, SkipRun
+from lmbench.core.errors import CorruptFile, DataError, LmbenchError, PluginError, SkipRun
 from lmbench.core.interfaces import Backbone, Dataset, HeadStrategy, LoadReport, PretrainContext, Pretrainer
 from lmbench.core.keys import canonical_json, content_key
 from lmbench.core.plugins import registry
-from lmbench.run import cache, detector, distributed, engine, health, results, tensorfile
+from lmbench.run import cache, detector, distributed, engine, health, integrity, results, tensorfile
 from lmbench.run.data import Prepared, prepare, select_labelled
 from lmbench.run.geometry import to_original
 from lmbench.run.locks import file_lock
@@ -71,8 +72,10 @@ class DataCache:
             if path.exists():
                 try:
                     prepared = Prepared.from_tensors(*tensorfile.load(path))
-                except tensorfile.ForeignFile as exc:  # never read, decoded again over it
-                    log.warning("%s: decoding the dataset again", exc)
+                except CorruptFile as exc:
+                    integrity.set_aside(path, self.folder.parent)
+                    log.warning("%s: set aside under %s; decoding the dataset again", exc,
+                                self.folder.parent / integrity.CORRUPT)
             if prepared is None:
                 ids = list(dict.fromkeys(dataset.split("train") + dataset.split("val") + dataset.split("test")))
                 prepared = prepare(dataset, ids, size, on_progress)
@@ -333,7 +336,8 @@ def execute(specs: list[RunSpec], ctx: RunContext, on_stage=lambda text, done, t
     curves = [{"epoch": epoch, "train_loss": train, "val_loss": val, "lr": lr}
               for epoch, (train, val, lr) in enumerate(fit.history, start=1)]
     pretrain_curve = cache.entry(ctx.cache_dir, lead.pretrain_key) / results.PRETRAIN_CURVE
-    pretrain_curve = pretrain_curve if pretrain_curve.exists() else None  # shared by the group's runs
+    if not results.intact(pretrain_curve, results.PRETRAIN_CURVE_SCHEMA, ctx.cache_dir):
+        pretrain_curve = None  # shared by the group's runs
     outcomes = []
     for spec in specs:
         domain = members.index(spec.dataset)
@@ -526,7 +530,7 @@ class Tracker:
         self.progress.advance(self.overall, len(specs))
         if not self.quiet:
             for status, title, error in summary.notes:
-                self.console.print(f"[red]{status}[/red] {title}: {error}")
+                self.console.print(f"[red]{status}[/red] {escape(title)}: {escape(error)}", soft_wrap=True)
 
 
 def run_matrix(matrix: Matrix, rerun: Rerun = None, console: Console | None = None, quiet: bool = False,
@@ -535,6 +539,9 @@ def run_matrix(matrix: Matrix, rerun: Rerun = None, console: Console | None = No
     (or ``executor``), each pre-training over ``nproc`` processes; a failing cell is recorded
     with its error and the matrix goes on."""
     console = console or Console()
+    results.remove_leftovers(matrix.results_dir)
+    integrity.remove(integrity.stale_temporaries(matrix.cache_dir), "temporary files")
+    cache.remove_stopped(matrix.cache_dir)
     groups, already_done = pending_groups(matrix, rerun)
     spec = matrix.executor
     if executor not in (None, spec.name):  # another kind than the matrix's: its defaults

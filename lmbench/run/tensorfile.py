@@ -2,13 +2,15 @@
 
 A file another process wrote (a shared results folder, a cache someone handed over) must not
 be able to run code when it is read, so nothing lmbench reads back is a pickle: every
-tensor file is a safetensors file whose metadata holds one JSON document under ``"lmbench"``.
-Reading checks the format first and refuses anything else in one line that says what the
-file is; callers decide whether to recompute (caches) or to tell the user how to redo it.
+tensor file is a safetensors file whose metadata holds one JSON document under ``"lmbench"``
+and the sha256 of its tensors under ``"sha256"``. Reading checks the format and the checksum
+and refuses anything else in one line that says what the file is; callers decide whether to
+recompute (caches, set aside first) or to tell the user how to redo it.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -17,14 +19,20 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
-from lmbench.core.errors import LmbenchError
+from lmbench.core.errors import CorruptFile
 
 SUFFIX = ".safetensors"
 _ZIP, _PICKLE = b"PK\x03\x04", b"\x80"
 
 
-class ForeignFile(LmbenchError):
-    """A file that is not one lmbench wrote in its tensor format."""
+def checksum(tensors: dict[str, torch.Tensor]) -> str:
+    """sha256 over every tensor's name, dtype, shape and bytes, in name order."""
+    digest = hashlib.sha256()
+    for name in sorted(tensors):
+        tensor = tensors[name].detach().cpu().contiguous()
+        digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy())
+    return digest.hexdigest()
 
 
 def save(path: Path, tensors: dict[str, torch.Tensor], meta: dict | None = None) -> None:
@@ -33,7 +41,7 @@ def save(path: Path, tensors: dict[str, torch.Tensor], meta: dict | None = None)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     # own contiguous copies: safetensors refuses tensors sharing memory (tied weights, views)
     plain = {name: tensor.detach().cpu().contiguous().clone() for name, tensor in tensors.items()}
-    save_file(plain, tmp, metadata={"lmbench": json.dumps(meta or {})})
+    save_file(plain, tmp, metadata={"lmbench": json.dumps(meta or {}), "sha256": checksum(plain)})
     os.replace(tmp, path)
 
 
@@ -51,17 +59,20 @@ def describe(path: Path) -> str:
 
 
 def load(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
-    """(tensors, meta) of a file ``save`` wrote; ``ForeignFile`` naming the file otherwise."""
+    """(tensors, meta) of a file ``save`` wrote; ``CorruptFile`` naming the file otherwise."""
     try:
         with safe_open(str(path), framework="pt", device="cpu") as handle:
             metadata = handle.metadata() or {}
             tensors = {name: handle.get_tensor(name) for name in handle.keys()}
-        return tensors, json.loads(metadata["lmbench"])
+        meta = json.loads(metadata["lmbench"])
     except (SafetensorError, OSError, ValueError, KeyError, RuntimeError) as exc:
         if isinstance(exc, FileNotFoundError):
             raise
         what = describe(path) if path.exists() else "missing"
-        raise ForeignFile(f"{path}: {what}; lmbench reads only the safetensors files it writes") from exc
+        raise CorruptFile(f"{path}: {what}; lmbench reads only the safetensors files it writes") from exc
+    if "sha256" in metadata and checksum(tensors) != metadata["sha256"]:  # older files carry none
+        raise CorruptFile(f"{path}: corrupt (its tensors do not match the checksum written with them)")
+    return tensors, meta
 
 
 def read_weights(path: Path) -> dict[str, torch.Tensor]:
