@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import importlib
 
-from lmbench.core.errors import DataError, LmbenchError, PluginError, SkipRun
+from lmbench.core.errors import CorruptFile, DataError, LmbenchError, PluginError, SkipRun
 from lmbench.core.hookspecs import hookimpl
 from lmbench.core.interfaces import (
     Backbone,
@@ -26,6 +26,7 @@ from lmbench.core.interfaces import (
     Sample,
     WeightSlot,
 )
+from lmbench.core.params import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, UnitInterval
 
 #: name -> module, imported on first use
 _LAZY = {
@@ -39,8 +40,9 @@ _LAZY = {
 }
 
 __all__ = [
-    "Backbone", "Component", "DataError", "Dataset", "Executor", "HeadStrategy", "LmbenchError", "LoadReport",
-    "PluginError", "PretrainContext", "Pretrainer", "Sample", "SkipRun", "WeightSlot", "hookimpl", *_LAZY,
+    "Backbone", "Component", "CorruptFile", "DataError", "Dataset", "Executor", "HeadStrategy", "LmbenchError", "LoadReport",
+    "PluginError", "PretrainContext", "Pretrainer", "Sample", "SkipRun", "WeightSlot", "hookimpl",
+    "NonNegativeFloat", "NonNegativeInt", "PositiveFloat", "PositiveInt", "UnitInterval", *_LAZY,
 ]
 
 

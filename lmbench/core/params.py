@@ -1,4 +1,8 @@
-"""Typed parameters: a TOML table checked against a dataclass, with profile defaults."""
+"""Typed parameters: a TOML table checked against a dataclass, with profile defaults.
+
+A field's range is declared with ``annotated_types`` bounds, ``Annotated[int, Ge(1)]``, or
+one of the aliases below, and checked whenever a matrix is read (``lmbench validate``).
+"""
 
 from __future__ import annotations
 
@@ -6,12 +10,45 @@ import dataclasses
 import difflib
 import types
 import typing
-from typing import Any, Literal, Union
+from typing import Annotated, Any, Literal, Union
+
+import annotated_types as at
 
 from lmbench.core.errors import MatrixError
 
+PositiveInt = Annotated[int, at.Ge(1)]  # counts: epochs, steps, batch sizes, widths
+NonNegativeInt = Annotated[int, at.Ge(0)]  # counts where 0 means none (or "the default", as documented)
+PositiveFloat = Annotated[float, at.Gt(0)]  # rates, scales, temperatures
+NonNegativeFloat = Annotated[float, at.Ge(0)]
+UnitInterval = Annotated[float, at.Interval(ge=0, le=1)]  # probabilities, fractions, decays
+
+_BOUNDS = {at.Gt: ("gt", "more than", lambda v, b: v > b), at.Ge: ("ge", "at least", lambda v, b: v >= b),
+           at.Lt: ("lt", "less than", lambda v, b: v < b), at.Le: ("le", "at most", lambda v, b: v <= b)}
+
+
+class OutOfRange(MatrixError):
+    """A value of the right type outside its field's declared range."""
+
+
+def _bounds(metadata) -> list:
+    """The Gt, Ge, Lt and Le bounds among ``Annotated`` metadata (an Interval holds several)."""
+    found = []
+    for item in metadata:
+        found.extend(_bounds(item) if isinstance(item, at.GroupedMetadata) else [item] if type(item) in _BOUNDS else [])
+    return found
+
+
+def _check_range(value: Any, metadata, where: str) -> Any:
+    bounds = _bounds(metadata)
+    if all(_BOUNDS[type(b)][2](value, getattr(b, _BOUNDS[type(b)][0])) for b in bounds):
+        return value
+    allowed = " and ".join(f"{_BOUNDS[type(b)][1]} {getattr(b, _BOUNDS[type(b)][0])}" for b in bounds)
+    raise OutOfRange(f"{where}: must be {allowed}, got {value!r}")
+
 
 def _type_name(tp: Any) -> str:
+    if typing.get_origin(tp) is Annotated:
+        return _type_name(typing.get_args(tp)[0])
     if typing.get_origin(tp) in (Union, types.UnionType):
         return " | ".join(_type_name(arg) for arg in typing.get_args(tp))
     if typing.get_origin(tp) is Literal:
@@ -27,12 +64,16 @@ def coerce(value: Any, tp: Any, where: str) -> Any:
     args = typing.get_args(tp)
     if tp is Any:
         return value
+    if origin is Annotated:
+        return _check_range(coerce(value, args[0], where), tp.__metadata__, where)
     if origin in (Union, types.UnionType):
         for arg in args:
             if arg is type(None):
                 continue
             try:
                 return coerce(value, arg, where)
+            except OutOfRange:
+                raise  # the right type: its range is what is wrong
             except MatrixError:
                 pass
         raise MatrixError(f"{where}: expected {_type_name(tp)}, got {value!r}")
@@ -73,7 +114,7 @@ def unknown_key_error(key: str, known: list[str], where: str) -> MatrixError:
 
 def build(cls: type, values: dict[str, Any], where: str) -> Any:
     """Instantiate dataclass ``cls`` from ``values``, checking every key and type."""
-    hints = typing.get_type_hints(cls)
+    hints = typing.get_type_hints(cls, include_extras=True)
     fields = {f.name: f for f in dataclasses.fields(cls)}
     for key in values:
         if key not in fields:

@@ -26,21 +26,25 @@ import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated
 
 import numpy as np
+from annotated_types import Interval
+
+from lmbench.core.params import NonNegativeFloat, PositiveInt
 
 
 @dataclass(frozen=True)
 class HealthSettings:
     """The matrix's ``[health]`` table: the thresholds of each check (none is keyed)."""
 
-    curve_tail: float = 0.1
-    curve_tolerance: float = 0.05
-    min_spread_ratio: float = 0.5
-    held_out_tolerance: float = 0.05
+    curve_tail: Annotated[float, Interval(gt=0, le=1)] = 0.1
+    curve_tolerance: NonNegativeFloat = 0.05
+    min_spread_ratio: NonNegativeFloat = 0.5
+    held_out_tolerance: NonNegativeFloat = 0.05
     still_improving: bool = True
-    min_prediction_spread: float = 1.0  # input pixels
-    probe_images: int = 64  # pool images the spread is measured on
+    min_prediction_spread: NonNegativeFloat = 1.0  # input pixels
+    probe_images: PositiveInt = 64  # pool images the spread is measured on
 
 
 def curve_measures(losses: list[float], chance: float | None, tail: float) -> dict:

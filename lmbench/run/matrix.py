@@ -8,11 +8,14 @@ import os
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
+
+from annotated_types import Ge
 
 from lmbench.core import params as P
 from lmbench.core.errors import LmbenchError, MatrixError
 from lmbench.core.keys import content_key
+from lmbench.core.params import NonNegativeFloat, NonNegativeInt, PositiveInt
 from lmbench.core.plugins import Registry, registry
 from lmbench.run.health import HealthSettings
 from lmbench.run.profiles import PROFILES, FinetuneConfig
@@ -35,19 +38,19 @@ class MatrixFile:
 
     name: str
     profile: Literal["smoke", "quick", "paper"] = "quick"
-    seeds: list[int] = field(default_factory=lambda: [0])
-    labels: list[int] = field(default_factory=lambda: [1, 5, 10, 25, 50])
+    seeds: list[NonNegativeInt] = field(default_factory=lambda: [0])
+    labels: list[PositiveInt] = field(default_factory=lambda: [1, 5, 10, 25, 50])
     selection: Literal["first", "random"] = "first"
-    image_size: int | None = None
+    image_size: Annotated[int, Ge(32)] | None = None  # None: the profile's
     #: seed of every pre-training, or "seed": one pre-training per fine-tuning seed, so that a
     #: sweep's spread over seeds includes pre-training's (the paper repeats the whole pipeline)
-    pretrain_seed: int | Literal["seed"] = 0
+    pretrain_seed: NonNegativeInt | Literal["seed"] = 0
     output: str = "results"
     cache_dir: str | None = None
     save_models: bool = False  # keep every fine-tuned detector (models/<run_key>.pt); or per entry
     health: HealthSettings = field(default_factory=HealthSettings)  # thresholds of the health verdict
     #: seconds of pre-training between writes of the state a killed pre-training resumes from (0: every step)
-    resume_every: float = 300.0
+    resume_every: NonNegativeFloat = 300.0
     finetune: dict = field(default_factory=dict)
     datasets: list[dict] = field(default_factory=list)
     pretrainers: list[dict] = field(default_factory=list)
@@ -255,13 +258,9 @@ def parse_matrix(data: dict[str, Any], path: Path, reg: Registry | None = None) 
     for key in ("labels", "seeds"):
         if not getattr(top, key):
             raise MatrixError(f"{where}.{key}: must list at least one value")
-    if top.resume_every < 0:
-        raise MatrixError(f"{where}.resume_every: must be 0 (every step) or more seconds, got {top.resume_every}")
-    if any(n < 1 for n in top.labels):
-        raise MatrixError(f"{where}.labels: label counts must be at least 1, got {top.labels}")
     profile = PROFILES[top.profile]
     P.build(FinetuneConfig, {**profile.finetune, **top.finetune}, f"{where}.finetune")  # checked once, here
-    image_size = top.image_size or profile.image_size
+    image_size = top.image_size if top.image_size is not None else profile.image_size
 
     def finetune(dataset: ComponentSpec, backbone: ComponentSpec) -> dict[str, Any]:
         """Profile, what the dataset and backbone bring, the matrix's [finetune], then the

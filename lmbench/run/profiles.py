@@ -8,38 +8,42 @@ pre-training steps) through ``Component.profile_defaults``.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Annotated, Literal
+
+from annotated_types import Interval
+
+from lmbench.core.params import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, UnitInterval
 
 
 @dataclass
 class FinetuneConfig:
     """The shared fine-tuning engine's settings. Defaults are the paper's."""
 
-    epochs: int = 200
-    batch_size: int = 2
-    accumulation: int = 8  # batches whose gradients are averaged into one optimiser step
-    lr: float = 1e-5  # AdamW learning rate when pre-trained weights were loaded
-    lr_scratch: float = 1e-4  # ... and when the network starts from random weights
-    weight_decay: float = 1e-2
-    plateau_factor: float = 0.5  # ReduceLROnPlateau on validation loss
-    plateau_patience: int = 13
-    early_stopping: int = 27  # epochs without a better validation loss before stopping
+    epochs: PositiveInt = 200
+    batch_size: PositiveInt = 2
+    accumulation: PositiveInt = 8  # batches whose gradients are averaged into one optimiser step
+    lr: PositiveFloat = 1e-5  # AdamW learning rate when pre-trained weights were loaded
+    lr_scratch: PositiveFloat = 1e-4  # ... and when the network starts from random weights
+    weight_decay: NonNegativeFloat = 1e-2
+    plateau_factor: Annotated[float, Interval(gt=0, lt=1)] = 0.5  # ReduceLROnPlateau on validation loss
+    plateau_patience: NonNegativeInt = 13
+    early_stopping: PositiveInt = 27  # epochs without a better validation loss before stopping
     # Images drawn per epoch; 0 = the labelled set once, as the paper. With one label an
     # epoch is one step, so the CPU profiles repeat the (augmented) set to fill an epoch.
-    samples_per_epoch: int = 0
+    samples_per_epoch: NonNegativeInt = 0
     augment: bool = True
-    augment_probability: float = 0.5
-    max_shift: float = 0.02  # fraction of the image size
-    max_scale: float = 0.02
-    max_rotation: float = 2.0  # degrees
+    augment_probability: UnitInterval = 0.5
+    max_shift: UnitInterval = 0.02  # fraction of the image size
+    max_scale: Annotated[float, Interval(ge=0, lt=1)] = 0.02
+    max_rotation: Annotated[float, Interval(ge=0, le=180)] = 2.0  # degrees
     precision: Literal["bf16", "fp32"] = "bf16"  # autocast on CUDA; the published code runs fp32
     validation_average: Literal["image", "batch"] = "image"  # the published code averages batch losses
     # A backbone may bring its own recipe (``Component.finetune_defaults``): GU2Net's is Adam,
     # a cyclic learning rate stepped every batch, and the loss summed over pixels
     optimizer: Literal["adamw", "adam"] = "adamw"  # Adam's weight decay is an L2 term in the gradient
     schedule: Literal["plateau", "cyclic"] = "plateau"
-    cyclic_max_lr: float = 1e-2  # CyclicLR from lr to this, triangular2, ...
-    cyclic_half_period: int = 2000  # ... optimiser steps up, as many down
+    cyclic_max_lr: PositiveFloat = 1e-2  # CyclicLR from lr to this, triangular2, ...
+    cyclic_half_period: PositiveInt = 2000  # ... optimiser steps up, as many down
     loss_reduction: Literal["mean", "sum"] = "mean"  # "sum": the head's mean times its target's size
 
 

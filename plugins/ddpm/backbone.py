@@ -26,7 +26,7 @@ from diffusers import UNet2DModel
 from diffusers.models.resnet import ResnetBlock2D
 from torch import nn
 
-from lmbench.api import Backbone, PluginError, WeightSlot
+from lmbench.api import Backbone, PluginError, PositiveInt, WeightSlot
 from lmbench_plugins.ddpm.published_unet import PublishedUNet
 
 PRESETS = {
@@ -138,13 +138,13 @@ class DdpmUNet(Backbone):
     class Params:
         preset: Literal["smoke", "quick", "published", "paper-text"] = "published"
         network: Literal["published", "diffusers"] | None = None
-        base_width: int | None = None
+        base_width: PositiveInt | None = None
         multipliers: list[int] | None = None
-        layers_per_block: int | None = None
-        attention_heads: int | None = None  # published network: heads of every attention
-        attention_head_dim: int | None = None
+        layers_per_block: PositiveInt | None = None
+        attention_heads: PositiveInt | None = None  # published network: heads of every attention
+        attention_head_dim: PositiveInt | None = None
         attention_resolutions: list[int] | None = None  # diffusers network: feature-map sizes (px) with attention
-        norm_groups: int | None = None
+        norm_groups: PositiveInt | None = None
         self_condition: bool | None = None  # an extra all-zero input channel, as the published code
         input_range: Literal["unit", "symmetric"] | None = None  # [0, 1] (published) or [-1, 1]
 

@@ -27,7 +27,19 @@ import torch.nn.functional as F
 from diffusers import DDPMScheduler
 from torch.nn.parallel import DistributedDataParallel
 
-from lmbench.api import LmbenchError, PretrainContext, Pretrainer, augment_images, ema, train_steps
+from lmbench.api import (
+    LmbenchError,
+    NonNegativeFloat,
+    NonNegativeInt,
+    PositiveFloat,
+    PositiveInt,
+    PretrainContext,
+    Pretrainer,
+    UnitInterval,
+    augment_images,
+    ema,
+    train_steps,
+)
 from lmbench_plugins.ddpm.backbone import predict_noise
 
 
@@ -81,26 +93,26 @@ class ShuffledBatches:
 class DdpmPretrainer(Pretrainer):
     @dataclass
     class Params:
-        iterations: int = 8000  # the checkpoint the detector starts from
+        iterations: PositiveInt = 8000  # the checkpoint the detector starts from
         sweep: list[int] = field(default_factory=list)  # more checkpoints of the same run
-        batch_size: int = 4
-        accumulation: int = 8
+        batch_size: PositiveInt = 4
+        accumulation: PositiveInt = 8
         accumulate: Literal["sum", "mean"] = "sum"  # the published code sums
-        lr: float = 1e-4
-        ema_decay: float = 0.995
+        lr: PositiveFloat = 1e-4
+        ema_decay: UnitInterval = 0.995
         use_ema: bool = True  # hand the EMA weights to the detector
         clip: Literal["value", "norm", "none"] = "value"
-        clip_at: float = 1.0
-        timesteps: int = 500
-        beta_start: float = 1e-4
-        beta_end: float = 0.02
-        min_timestep: int = 1  # the published code draws t from 1..T-1
+        clip_at: PositiveFloat = 1.0
+        timesteps: PositiveInt = 500
+        beta_start: PositiveFloat = 1e-4
+        beta_end: PositiveFloat = 0.02
+        min_timestep: NonNegativeInt = 1  # the published code draws t from 1..T-1
         augment: bool = True  # shift and rotate each drawn image, as the published code
-        augment_probability: float = 0.5
-        max_shift: float = 0.02  # fraction of the image size
-        max_rotation: float = 2.0  # degrees
+        augment_probability: UnitInterval = 0.5
+        max_shift: UnitInterval = 0.02  # fraction of the image size
+        max_rotation: NonNegativeFloat = 2.0  # degrees
         precision: Literal["bf16", "fp32"] = "bf16"  # on CUDA; CPUs always compute in fp32
-        batch_multiplier: int = 1
+        batch_multiplier: PositiveInt = 1
         compile: bool = False
         gradient_checkpointing: bool = False  # the published code's memory saving: slower, same numbers
 

@@ -8,7 +8,7 @@ import os
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 
-from lmbench.api import Executor, Summary, one_line
+from lmbench.api import Executor, NonNegativeInt, Summary, one_line
 
 
 def _pin(slots, gpus: int, threads: int) -> None:
@@ -24,8 +24,8 @@ def _pin(slots, gpus: int, threads: int) -> None:
 class Pool(Executor):
     @dataclass
     class Params:
-        workers: int = 0  # 0: one per visible GPU, or 2 on a machine without
-        threads: int = 0  # torch threads per worker; 0: the cores shared evenly
+        workers: NonNegativeInt = 0  # 0: one per visible GPU, or 2 on a machine without
+        threads: NonNegativeInt = 0  # torch threads per worker; 0: the cores shared evenly
 
     def run(self, job, groups, tracker):
         import torch

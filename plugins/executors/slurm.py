@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lmbench.api import Executor, LmbenchError, Summary, one_line
+from lmbench.api import Executor, LmbenchError, NonNegativeInt, PositiveInt, Summary, one_line
 
 
 class Requeued:
@@ -38,11 +38,11 @@ class Submitit(Executor):
         folder: str = "slurm-jobs"  # submitit's logs and pickles, one folder per job
         cluster: str = ""  # "" (SLURM when available), "slurm", "local" or "debug"
         partition: str = ""
-        time_min: int = 240
-        gpus: int = 1
-        cpus: int = 8
-        mem_gb: int = 0  # 0: the partition's default
-        array_parallelism: int = 16
+        time_min: PositiveInt = 240
+        gpus: NonNegativeInt = 1
+        cpus: PositiveInt = 8
+        mem_gb: NonNegativeInt = 0  # 0: the partition's default
+        array_parallelism: PositiveInt = 16
         sbatch: dict = field(default_factory=dict)  # more sbatch options, e.g. { account = "lab" }
 
     def executor(self, nproc: int = 1):

@@ -29,13 +29,13 @@ import torch
 import torch.nn.functional as F
 from scipy import ndimage
 
-from lmbench.api import HeadStrategy
+from lmbench.api import HeadStrategy, PositiveFloat
 
 
 class GaussianHead(HeadStrategy):
     @dataclass
     class Params:
-        sigma: float = 5.0  # in network-input pixels; the paper's 5 is for 256 x 256 inputs
+        sigma: PositiveFloat = 5.0  # in network-input pixels; the paper's 5 is for 256 x 256 inputs
         decode: Literal["contour", "region"] = "contour"
 
     profile_defaults = {"smoke": {"sigma": 2.0}, "quick": {"sigma": 3.0}}

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 import segmentation_models_pytorch as smp
 
-from lmbench.api import Backbone, LoadReport, PluginError, WeightSlot
+from lmbench.api import Backbone, LoadReport, PluginError, PositiveInt, WeightSlot
 
 
 class SmpUnet(Backbone):
@@ -19,7 +19,7 @@ class SmpUnet(Backbone):
     @dataclass
     class Params:
         encoder: str = "densenet161"
-        encoder_depth: int = 5
+        encoder_depth: PositiveInt = 5
         decoder_channels: list[int] = field(default_factory=lambda: [256, 128, 64, 32, 16])
 
     profile_defaults = {

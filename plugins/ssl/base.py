@@ -27,7 +27,17 @@ import torch
 from lightly.models.utils import deactivate_requires_grad
 from torch import nn
 
-from lmbench.api import LmbenchError, PretrainContext, Pretrainer, train_steps
+from lmbench.api import (
+    LmbenchError,
+    NonNegativeFloat,
+    NonNegativeInt,
+    PositiveFloat,
+    PositiveInt,
+    PretrainContext,
+    Pretrainer,
+    UnitInterval,
+    train_steps,
+)
 from lmbench_plugins.ssl.views import view_batches
 
 
@@ -103,16 +113,16 @@ class SslPretrainer(Pretrainer):
 
     @dataclass
     class Params:
-        iterations: int = 10000  # the checkpoint the detector starts from
+        iterations: PositiveInt = 10000  # the checkpoint the detector starts from
         sweep: list[int] = field(default_factory=list)  # more checkpoints of the same run
-        batch_size: int = 4
-        accumulation: int = 8
-        lr: float = 1e-4
-        weight_decay: float = 0.01  # AdamW's default
+        batch_size: PositiveInt = 4
+        accumulation: PositiveInt = 8
+        lr: PositiveFloat = 1e-4
+        weight_decay: NonNegativeFloat = 0.01  # AdamW's default
         recipe: Literal["published", "xray"] = "published"
-        min_scale: float = 0.4  # xray recipe: smallest random-resized-crop area, as a fraction of the image
-        jitter: float = 0.5  # xray recipe: strength of the brightness and contrast jitter (lightly's cj_strength)
-        workers: int = 0  # data-loading processes for the views
+        min_scale: UnitInterval = 0.4  # xray recipe: smallest random-resized-crop area, as a fraction of the image
+        jitter: NonNegativeFloat = 0.5  # xray recipe: strength of the brightness and contrast jitter (lightly's cj_strength)
+        workers: NonNegativeInt = 0  # data-loading processes for the views
 
     profile_defaults = {
         "smoke": {"iterations": 150, "batch_size": 16, "accumulation": 1, "lr": 1e-3, "recipe": "xray"},

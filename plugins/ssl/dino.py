@@ -23,7 +23,7 @@ from lightly.models.utils import update_momentum
 from lightly.transforms import DINOTransform
 from lightly.utils.scheduler import cosine_schedule
 
-from lmbench.api import LmbenchError
+from lmbench.api import LmbenchError, NonNegativeInt, PositiveFloat, PositiveInt, UnitInterval
 from lmbench_plugins.ssl.base import PooledEncoder, SslMethod, SslPretrainer, momentum_copy
 from lmbench_plugins.ssl.views import published_view_args, xray_view_args
 
@@ -82,18 +82,18 @@ class DinoMethod(SslMethod):
 class Dino(SslPretrainer):
     @dataclass
     class Params(SslPretrainer.Params):
-        min_scale: float = 0.4  # xray recipe: global crops cover 40-100% of the image, local ones 5-40%
-        output_dim: int = 256
-        hidden_dim: int = 2048
-        bottleneck_dim: int = 256
-        student_temperature: float = 0.1
-        teacher_temperature: float | None = None  # None: the recipe's (RECIPES)
-        center_momentum: float | None = None
+        min_scale: UnitInterval = 0.4  # xray recipe: global crops cover 40-100% of the image, local ones 5-40%
+        output_dim: PositiveInt = 256
+        hidden_dim: PositiveInt = 2048
+        bottleneck_dim: PositiveInt = 256
+        student_temperature: PositiveFloat = 0.1
+        teacher_temperature: PositiveFloat | None = None  # None: the recipe's (RECIPES)
+        center_momentum: UnitInterval | None = None
         head_batch_norm: bool | None = None  # batch norm in the projection head's MLP
         hand_on: Literal["student", "teacher"] | None = None  # the encoder the detector starts from
-        teacher_momentum: float = 0.996
-        local_views: int = 6
-        local_crop_size: int = 0  # 0: 3/7 of the input size (published); xray: 96/224, in multiples of 32
+        teacher_momentum: UnitInterval = 0.996
+        local_views: NonNegativeInt = 6
+        local_crop_size: NonNegativeInt = 0  # 0: 3/7 of the input size (published); xray: 96/224, in multiples of 32
 
     profile_defaults = {  # two local crops instead of six on a CPU
         name: {**values, "local_views": 2} for name, values in SslPretrainer.profile_defaults.items()

@@ -19,6 +19,7 @@ from lightly.models.modules.heads import BYOLPredictionHead, MoCoProjectionHead
 from lightly.models.utils import update_momentum
 from lightly.transforms import BYOLTransform, BYOLView1Transform, BYOLView2Transform, MoCoV2Transform
 
+from lmbench.api import PositiveFloat, PositiveInt, UnitInterval
 from lmbench_plugins.ssl.base import PooledEncoder, SslMethod, SslPretrainer, momentum_copy
 from lmbench_plugins.ssl.views import published_view_args, xray_view_args
 
@@ -64,10 +65,10 @@ class MoCoV3Method(SslMethod):
 class MoCoV3(SslPretrainer):
     @dataclass
     class Params(SslPretrainer.Params):
-        output_dim: int = 256
-        hidden_dim: int = 2048
-        temperature: float = 0.5
-        momentum: float = 0.999
+        output_dim: PositiveInt = 256
+        hidden_dim: PositiveInt = 2048
+        temperature: PositiveFloat = 0.5
+        momentum: UnitInterval = 0.999
 
     def method(self, encoder, size):
         p = self.params

@@ -15,6 +15,7 @@ from lightly.loss import NTXentLoss
 from lightly.models.modules.heads import SimCLRProjectionHead
 from lightly.transforms import SimCLRTransform
 
+from lmbench.api import PositiveFloat, PositiveInt
 from lmbench_plugins.ssl.base import PooledEncoder, SslMethod, SslPretrainer
 from lmbench_plugins.ssl.views import published_view_args, xray_view_args
 
@@ -38,9 +39,9 @@ class SimCLRv2Method(SslMethod):
 class SimCLRv2(SslPretrainer):
     @dataclass
     class Params(SslPretrainer.Params):
-        output_dim: int = 128
-        hidden_dim: int = 2048  # xray recipe; the published head is as wide as the encoder's features
-        temperature: float = 0.5
+        output_dim: PositiveInt = 128
+        hidden_dim: PositiveInt = 2048  # xray recipe; the published head is as wide as the encoder's features
+        temperature: PositiveFloat = 0.5
 
     def method(self, encoder, size):
         p = self.params

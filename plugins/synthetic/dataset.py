@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.ndimage import gaussian_filter
 
-from lmbench.api import DataError, Dataset, Sample
+from lmbench.api import DataError, Dataset, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, Sample
 
 LANDMARKS = (
     "ulna_tip", "radius_tip",
@@ -125,15 +125,15 @@ class SyntheticHands(Dataset):
 
     @dataclass
     class Params:
-        seed: int = 0
-        n_train: int = 150
-        n_val: int = 20
-        n_test: int = 80
-        height: int = 200
-        width: int = 160
-        spacing: float = 0.8  # mm per pixel
-        noise: float = 0.03
-        n_landmarks: int = len(LANDMARKS)  # the first n, for datasets of other landmark counts
+        seed: NonNegativeInt = 0
+        n_train: PositiveInt = 150
+        n_val: PositiveInt = 20
+        n_test: PositiveInt = 80
+        height: PositiveInt = 200
+        width: PositiveInt = 160
+        spacing: PositiveFloat = 0.8  # mm per pixel
+        noise: NonNegativeFloat = 0.03
+        n_landmarks: PositiveInt = len(LANDMARKS)  # the first n, for datasets of other landmark counts
 
     def __init__(self, params=None):
         super().__init__(params)

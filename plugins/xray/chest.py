@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from lmbench.api import DataError, Dataset, Sample, check_inside, find_image, read_image, read_point_lines
+from lmbench.api import DataError, Dataset, PositiveInt, Sample, check_inside, find_image, read_image, read_point_lines
 from lmbench_plugins.xray.common import data_root, natural_sorted, sized_split, summarize_ids
 
 NUM_LANDMARKS = 6
@@ -23,8 +23,8 @@ class ShenzhenChest(Dataset):
     @dataclass
     class Params:
         root: str = "$LMBENCH_DATA/chest"
-        train_size: int = 195
-        val_size: int = 34
+        train_size: PositiveInt = 195
+        val_size: PositiveInt = 34
         exclude: list[str] = field(default_factory=lambda: list(PAPER_EXCLUSIONS))
 
     unkeyed_params = frozenset({"root"})

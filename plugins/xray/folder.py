@@ -26,7 +26,17 @@ from typing import Literal
 
 import numpy as np
 
-from lmbench.api import DataError, Dataset, Sample, find_image, image_shape, outside_image, read_image_and_spacing
+from lmbench.api import (
+    DataError,
+    Dataset,
+    NonNegativeFloat,
+    NonNegativeInt,
+    Sample,
+    find_image,
+    image_shape,
+    outside_image,
+    read_image_and_spacing,
+)
 from lmbench_plugins.xray.common import data_root, natural_sorted, summarize_ids
 
 
@@ -49,13 +59,13 @@ class FolderDataset(Dataset):
         labels: str | list[str] = "landmarks.csv"
         annotator: str = "mean"  # "mean" of the valid annotations, or one entry of ``labels``
         landmarks: list[str] = field(default_factory=list)  # names, in order; required for labelme
-        spacing: float = 0.0  # mm per pixel; 0: DICOM's own spacing, else pixels
+        spacing: NonNegativeFloat = 0.0  # mm per pixel; 0: DICOM's own spacing, else pixels
         thresholds: list[float] = field(default_factory=lambda: [2.0, 2.5, 3.0, 4.0])
         train: list[str] = field(default_factory=list)  # explicit split; else drawn from fractions
         val: list[str] = field(default_factory=list)
         test: list[str] = field(default_factory=list)
         fractions: list[float] = field(default_factory=lambda: [0.7, 0.1, 0.2])
-        seed: int = 0
+        seed: NonNegativeInt = 0
         on_problem: Literal["skip", "error"] = "skip"  # bad samples left out (and recorded), or an error
 
     unkeyed_params = frozenset({"root"})

@@ -12,7 +12,17 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from lmbench.api import DataError, Dataset, Sample, check_inside, find_image, parse_number, read_image
+from lmbench.api import (
+    DataError,
+    Dataset,
+    PositiveFloat,
+    PositiveInt,
+    Sample,
+    check_inside,
+    find_image,
+    parse_number,
+    read_image,
+)
 from lmbench_plugins.xray.common import data_root, natural_sorted, sized_split, summarize_ids
 
 NUM_LANDMARKS = 37
@@ -22,10 +32,10 @@ class DigitalHandAtlas(Dataset):
     @dataclass
     class Params:
         root: str = "$LMBENCH_DATA/hand"
-        train_size: int = 550
-        val_size: int = 59
+        train_size: PositiveInt = 550
+        val_size: PositiveInt = 59
         scale_pair: list[int] = field(default_factory=lambda: [0, 4])  # landmarks 50 mm apart
-        scale_mm: float = 50.0
+        scale_mm: PositiveFloat = 50.0
         exclude: list[str] = field(default_factory=lambda: ["3142"])  # fails to load in the release
 
     unkeyed_params = frozenset({"root"})

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from lmbench.api import Backbone, PluginError
+from lmbench.api import Backbone, PluginError, PositiveInt
 from lmbench_plugins.yolo_universal.network import GU2Net
 
 #: GU2Net's own training (its config.yaml): Adam 1e-4 with weight decay 1e-4, a cyclic
@@ -26,9 +26,9 @@ class YoloUniversal(Backbone):
 
     @dataclass
     class Params:
-        width: int = 64  # the local U-Net's first level; widths double per level
-        depth: int = 5  # levels of the local U-Net
-        global_channels: int = 128
+        width: PositiveInt = 64  # the local U-Net's first level; widths double per level
+        depth: PositiveInt = 5  # levels of the local U-Net
+        global_channels: PositiveInt = 128
         dilations: list[int] = field(default_factory=lambda: [1, 2, 5, 2, 1])
         recipe: Literal["published", "lmbench"] = "published"  # GU2Net's own training, or the shared engine's
 

@@ -11,14 +11,14 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from lmbench.api import HeadStrategy
+from lmbench.api import HeadStrategy, NonNegativeFloat, PositiveFloat
 
 
 class GaussianBceHead(HeadStrategy):
     @dataclass
     class Params:
-        sigma: float = 3.0  # in network-input pixels, as GU2Net at its input size
-        window: float = 3.0  # half-width of the window in sigmas; 0: the whole Gaussian
+        sigma: PositiveFloat = 3.0  # in network-input pixels, as GU2Net at its input size
+        window: NonNegativeFloat = 3.0  # half-width of the window in sigmas; 0: the whole Gaussian
 
     profile_defaults = {"smoke": {"sigma": 1.5}, "quick": {"sigma": 2.0}}
 

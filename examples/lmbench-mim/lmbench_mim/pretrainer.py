@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-from lmbench.api import LmbenchError, PretrainContext, Pretrainer, train_steps
+from lmbench.api import LmbenchError, PositiveFloat, PositiveInt, PretrainContext, Pretrainer, UnitInterval, train_steps
 
 
 def random_patch_mask(batch: int, size: int, patch: int, ratio: float, generator: torch.Generator) -> torch.Tensor:
@@ -27,12 +27,12 @@ def random_patch_mask(batch: int, size: int, patch: int, ratio: float, generator
 class MaskedImageModelling(Pretrainer):
     @dataclass
     class Params:
-        iterations: int = 2000  # the checkpoint the detector starts from
+        iterations: PositiveInt = 2000  # the checkpoint the detector starts from
         sweep: list[int] = field(default_factory=list)  # more checkpoints of the same run
-        batch_size: int = 8
-        lr: float = 1e-4
-        patch: int = 8  # pixels per side of a hidden square, at the network's input size
-        mask_ratio: float = 0.6
+        batch_size: PositiveInt = 8
+        lr: PositiveFloat = 1e-4
+        patch: PositiveInt = 8  # pixels per side of a hidden square, at the network's input size
+        mask_ratio: UnitInterval = 0.6
 
     profile_defaults = {"smoke": {"iterations": 100, "lr": 1e-3}, "quick": {"iterations": 300, "lr": 5e-4}}
     checkpoint_param = "iterations"
