@@ -35,7 +35,7 @@ _LAZY = {
     "autocast": "lmbench.run.engine", "default_cache_dir": "lmbench.run.matrix",
     "Summary": "lmbench.run.runner", "one_line": "lmbench.run.runner",
     "check_inside": "lmbench.run.io", "find_image": "lmbench.run.io", "parse_number": "lmbench.run.io",
-    "read_image": "lmbench.run.io", "read_point_lines": "lmbench.run.io",
+    "read_image": "lmbench.run.io", "read_point_lines": "lmbench.run.io", "read_text_file": "lmbench.run.io",
     "read_image_and_spacing": "lmbench.run.io", "read_weights": "lmbench.run.tensorfile", "image_shape": "lmbench.run.io", "outside_image": "lmbench.run.io",
 }
 

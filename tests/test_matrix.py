@@ -55,7 +55,7 @@ def test_expansion_and_profile_defaults(tmp_path):
         ("[[heads]]\nname = 'gaussian'", r"heads\[1\]: 'gaussian' appears twice; give each a distinct 'label'"),
         ("[[exclude]]\nlabel = 1", r"exclude\[0\]: unknown key 'label'; did you mean 'labels'"),
         ("[[pretrainers]]\nname = 'mocov3'\nparams = { iterations = 0 }",
-         r"pretrainers\[1\].params: mocov3: iterations must be positive, got \[0\]"),
+         r"pretrainers\[1\].params.iterations: must be at least 1, got 0"),
     ],
 )
 def test_errors_name_the_file_and_key(tmp_path, addition, message):

@@ -159,7 +159,7 @@ name = "gaussian"
         source = root / "images" / ("scan_010.png" if sample_id == "010" else f"{sample_id}.png")
         (new_images / f"{sample_id}.png").write_bytes(source.read_bytes())
     chosen = choose_run([m.results_dir], dataset="folder", labels=4)
-    table, labelme = predict_folder(load_detector(chosen), new_images, tmp_path / "out", device=torch_cpu())
+    table, labelme, _ = predict_folder(load_detector(chosen), new_images, tmp_path / "out", device=torch_cpu())
     with table.open() as handle:
         predicted = {row["id"]: row for row in csv.DictReader(handle)}
     for r in stored:  # the run's own test predictions, again

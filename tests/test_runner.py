@@ -9,6 +9,7 @@ from lmbench.reporting.leaderboard import build_boards
 from lmbench.run import results
 from lmbench.run.matrix import load_matrix, parse_matrix
 from lmbench.run.runner import pick_device, run_matrix
+from lmbench_plugins.synthetic.dataset import SyntheticHands
 
 from conftest import ROOT, tiny_matrix
 
@@ -163,11 +164,11 @@ def test_pretraining_on_another_datasets_images(tmp_path, monkeypatch):
     assert sorted(pools) == [9 + 3, 12 + 4]  # one pre-training each: train + val images
 
 
-def test_an_empty_split_fails_the_run_with_its_name(tmp_path):
+def test_an_empty_split_fails_the_run_with_its_name(tmp_path, monkeypatch):
     m = load_matrix(tiny_matrix(tmp_path, labels=(1,), extra=""))
-    data = tomllib.loads(m.path.read_text())
-    data["datasets"][0]["params"]["n_test"] = 0
-    summary = run_matrix(parse_matrix(data, m.path), quiet=True)
+    split = SyntheticHands.split  # a dataset whose files left no test image
+    monkeypatch.setattr(SyntheticHands, "split", lambda self, name: [] if name == "test" else split(self, name))
+    summary = run_matrix(m, quiet=True)
     assert summary.failures[0][1].startswith("dataset synthetic: the test split is empty [run ")
 
 

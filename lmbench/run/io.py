@@ -150,6 +150,26 @@ def _unit_range(pixels: np.ndarray, path: Path) -> np.ndarray:
     return pixels
 
 
+_BOMS = ((b"\xef\xbb\xbf", "utf-8-sig"), (b"\xff\xfe", "utf-16"), (b"\xfe\xff", "utf-16"))
+
+
+def read_text_file(path: Path, what: str = "annotation file") -> str:
+    """A text file's contents: UTF-8, or UTF-8 or UTF-16 with a byte-order mark (what
+    spreadsheet programs save), the mark stripped; any other encoding is refused in one line."""
+    try:
+        data = Path(path).read_bytes()
+    except FileNotFoundError:
+        raise DataError(f"{path}: {what} is missing") from None
+    except OSError as exc:
+        raise DataError(f"{path}: unreadable {what} ({exc.strerror})") from None
+    encoding = next((name for mark, name in _BOMS if data.startswith(mark)), "utf-8")
+    try:
+        return data.decode(encoding)
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{path}: {what} is not {encoding.upper().removesuffix('-SIG')} text (byte "
+                        f"0x{data[exc.start]:02x} at offset {exc.start}); save it as UTF-8") from None
+
+
 def parse_number(text: str, path: Path, where: str) -> float:
     try:
         value = float(text)
@@ -163,12 +183,7 @@ def parse_number(text: str, path: Path, where: str) -> float:
 def read_point_lines(path: Path, count: int, separator: str | None = ",", skip: int = 0) -> np.ndarray:
     """(count, 2) points from the first ``count`` lines after ``skip`` of a text file of
     ``x<sep>y`` lines. Lines after them (such as class labels) are ignored."""
-    try:
-        lines = [line for line in path.read_text().splitlines()[skip:] if line.strip()]
-    except FileNotFoundError:
-        raise DataError(f"{path}: annotation file is missing") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise DataError(f"{path}: unreadable annotation file ({exc})") from None
+    lines = [line for line in read_text_file(path).splitlines()[skip:] if line.strip()]
     if len(lines) < count:
         raise DataError(f"{path}: expected {count} points, found {len(lines)} lines")
     points = np.zeros((count, 2))

@@ -20,6 +20,7 @@ from lmbench.core.plugins import Registry, registry
 from lmbench.run.health import HealthSettings
 from lmbench.run.profiles import PROFILES, FinetuneConfig
 
+DEFAULT_THREADS = 2
 SECTIONS = {"datasets": "dataset", "pretrainers": "pretrainer", "backbones": "backbone", "heads": "head"}
 PATTERN_KEYS = {"dataset", "pretrainer", "backbone", "head", "labels", "seed"}
 
@@ -51,6 +52,9 @@ class MatrixFile:
     health: HealthSettings = field(default_factory=HealthSettings)  # thresholds of the health verdict
     #: seconds of pre-training between writes of the state a killed pre-training resumes from (0: every step)
     resume_every: NonNegativeFloat = 300.0
+    #: torch's intra-op threads for every run, whichever executor runs it: the count changes
+    #: CPU sums' order and so the numbers, so it is one setting, recorded, and keyed if not 2
+    threads: PositiveInt = DEFAULT_THREADS
     finetune: dict = field(default_factory=dict)
     datasets: list[dict] = field(default_factory=list)
     pretrainers: list[dict] = field(default_factory=list)
@@ -112,6 +116,7 @@ class RunSpec:
     save_models: bool = False  # keep the fine-tuned detector beside the results
     health: HealthSettings = HealthSettings()  # the verdict's thresholds: never part of a key
     resume_every: float = 300.0  # seconds between resume states of a pre-training: never part of a key
+    threads: int = DEFAULT_THREADS  # torch's intra-op threads: part of every key where not the default
 
     @property
     def keeps_model(self) -> bool:
@@ -124,13 +129,16 @@ class RunSpec:
 
     def pretrain_identity(self) -> dict[str, Any]:
         """What the pre-trained weights depend on: not the head, labels or fine-tuning seed."""
-        return {
+        identity = {
             "pretrainer": self.pretrainer.identity(),
             "backbone": self.backbone.identity(),
             "dataset": self.pool_dataset.identity(),
             "image_size": self.image_size,
             "seed": self.pretrain_seed,
         }
+        if self.threads != DEFAULT_THREADS:  # keys of the default stay those computed before it was a setting
+            identity["threads"] = self.threads
+        return identity
 
     @property
     def pretrain_key(self) -> str:
@@ -178,6 +186,7 @@ class Matrix:
     runs: list[RunSpec]
     pruned: list[tuple[RunSpec, str]]
     executor: ComponentSpec
+    threads: int = DEFAULT_THREADS
 
     @property
     def results_dir(self) -> Path:
@@ -322,7 +331,7 @@ def parse_matrix(data: dict[str, Any], path: Path, reg: Registry | None = None) 
                 image_size=image_size, pretrain_seed=seed if top.pretrain_seed == "seed" else top.pretrain_seed,
                 finetune=finetunes[(members[0].label, backbone.label)], pretrain_dataset=pools.get(pretrainer.label),
                 joint=members if joint_label else (), joint_label=joint_label, save_models=top.save_models,
-                health=top.health, resume_every=top.resume_every,
+                health=top.health, resume_every=top.resume_every, threads=top.threads,
             )
             reason = _incompatibility(run, instances, reg)
             if reason is None:
@@ -340,7 +349,8 @@ def parse_matrix(data: dict[str, Any], path: Path, reg: Registry | None = None) 
     kind = P.coerce(settings.pop("kind", "local"), str, f"{where}.executor.kind")
     executor = _component("executor", {"name": kind, "params": settings}, top.profile, reg, f"{where}.executor")
     cache_dir = Path(_expand_path(top.cache_dir)) if top.cache_dir else default_cache_dir()
-    return Matrix(path, top.name, top.profile, Path(_expand_path(top.output)), cache_dir, runs, pruned, executor)
+    return Matrix(path, top.name, top.profile, Path(_expand_path(top.output)), cache_dir, runs, pruned, executor,
+                  top.threads)
 
 
 def _incompatibility(run: RunSpec, instances: dict, reg: Registry) -> str | None:
@@ -364,7 +374,9 @@ def default_cache_dir() -> Path:
 def load_matrix(path: str | Path, reg: Registry | None = None) -> Matrix:
     path = Path(path)
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise MatrixError(f"{path}: not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset {exc.start})") from None
     except OSError as exc:
         raise MatrixError(f"{path}: cannot read matrix: {exc.strerror}") from None
     try:

@@ -54,6 +54,7 @@ RUN_SCHEMA = pa.schema(
         ("model_saved", _b),
         ("health", _s),  # "ok", or one line naming each problem found (lmbench.run.health)
         ("health_measures", _s),  # JSON: what the verdict was computed from
+        ("threads", _i),  # torch's intra-op threads the run computed with (null: not recorded)
     ]
 )
 METRIC_SCHEMA = pa.schema(
@@ -110,11 +111,12 @@ def read_verified(path: Path, schema: pa.Schema) -> pa.Table:
         handle = pq.ParquetFile(path, page_checksum_verification=True)
         stored = (handle.schema_arrow.metadata or {}).get(_DIGEST)
         table = handle.read()
+        intact = stored is None or stored.decode(errors="replace") == _digest(table)
     except FileNotFoundError:
         raise
-    except (OSError, pa.ArrowException) as exc:
+    except (OSError, ValueError, pa.ArrowException) as exc:  # ValueError: a string no longer UTF-8
         raise CorruptFile(f"{path}: unreadable ({' '.join(str(exc).split())})") from None
-    if stored is not None and stored.decode(errors="replace") != _digest(table):
+    if not intact:
         raise CorruptFile(f"{path}: corrupt (its values do not match the checksum written with them)")
     missing = [f.name for f in schema if f.name not in table.column_names]
     try:

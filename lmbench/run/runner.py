@@ -122,7 +122,7 @@ def _config_row(spec: RunSpec) -> dict:
         "labels": spec.labels, "seed": spec.seed, "selection": spec.selection,
         "image_size": spec.image_size, "finetune": canonical_json(spec.finetune),
         "pretrain_key": spec.pretrain_key, "joint": spec.joint_label, "torch_version": torch.__version__,
-        "lmbench_version": lmbench.__version__,
+        "lmbench_version": lmbench.__version__, "threads": spec.threads,
     }
     versions = {}
     for kind in ("dataset", "pretrainer", "backbone", "head"):
@@ -419,6 +419,7 @@ class GroupJob:
     redo: frozenset[str] = frozenset()  # statuses to run again
     device: str | None = None
     nproc: int = 1  # processes per pre-training
+    threads: int = 2  # the matrix's intra-op threads (each run sets its own): executors size their slots by it
 
     def __call__(self, specs: list[RunSpec], on_stage=lambda text, done, total: None) -> Summary:
         summary = Summary()
@@ -431,6 +432,7 @@ class GroupJob:
             todo = [s for s in specs if status[s.run_key] is None or status[s.run_key] in self.redo]
             summary.already_done = len(specs) - len(todo)
             if todo:
+                torch.set_num_threads(todo[0].threads)  # the same count on every executor: the same numbers
                 summary.add(self._execute(todo, on_stage))
         return summary
 
@@ -547,7 +549,8 @@ def run_matrix(matrix: Matrix, rerun: Rerun = None, console: Console | None = No
     if executor not in (None, spec.name):  # another kind than the matrix's: its defaults
         spec = dataclasses.replace(spec, name=executor, label=executor, params={})
     runner = spec.instantiate()
-    job = GroupJob(matrix.results_dir, matrix.cache_dir, frozenset(REDO.get(rerun, set())), nproc=nproc)
+    job = GroupJob(matrix.results_dir, matrix.cache_dir, frozenset(REDO.get(rerun, set())), nproc=nproc,
+                   threads=matrix.threads)
     start = time.perf_counter()
     columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()]
     with Progress(*columns, console=console, disable=quiet, transient=False) as progress:

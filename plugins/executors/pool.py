@@ -1,5 +1,5 @@
 """Worker processes on one machine: one per GPU (each sees only its own, through
-CUDA_VISIBLE_DEVICES), or ``workers`` CPU slots splitting the cores between them."""
+CUDA_VISIBLE_DEVICES), or ``workers`` CPU slots; each run uses the matrix's ``threads``."""
 
 from __future__ import annotations
 
@@ -11,34 +11,29 @@ from dataclasses import dataclass
 from lmbench.api import Executor, NonNegativeInt, Summary, one_line
 
 
-def _pin(slots, gpus: int, threads: int) -> None:
-    """Worker start-up: take a slot; a GPU of its own, or a share of the cores."""
+def _pin(slots, gpus: int) -> None:
+    """Worker start-up: take a slot, and a GPU of its own where there are GPUs."""
     slot = slots.get()
     if gpus:
         os.environ["CUDA_VISIBLE_DEVICES"] = str(slot % gpus)
-    import torch
-
-    torch.set_num_threads(threads)
 
 
 class Pool(Executor):
     @dataclass
     class Params:
-        workers: NonNegativeInt = 0  # 0: one per visible GPU, or 2 on a machine without
-        threads: NonNegativeInt = 0  # torch threads per worker; 0: the cores shared evenly
+        workers: NonNegativeInt = 0  # 0: one per visible GPU, or the cores over the matrix's threads
 
     def run(self, job, groups, tracker):
         import torch
 
         gpus = torch.cuda.device_count()
-        workers = self.params.workers or gpus or 2
-        threads = self.params.threads or max(1, (os.cpu_count() or 1) // workers)
+        workers = self.params.workers or gpus or max(1, (os.cpu_count() or 1) // job.threads)
         context = multiprocessing.get_context("spawn")  # no inherited CUDA or thread state
         slots = context.Queue()
         for slot in range(workers):
             slots.put(slot)
         summary = Summary()
-        with ProcessPoolExecutor(workers, mp_context=context, initializer=_pin, initargs=(slots, gpus, threads)) as pool:
+        with ProcessPoolExecutor(workers, mp_context=context, initializer=_pin, initargs=(slots, gpus)) as pool:
             futures = {pool.submit(job, group): group for group in groups}
             for future in as_completed(futures):
                 group = futures[future]

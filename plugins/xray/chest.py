@@ -11,7 +11,17 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from lmbench.api import DataError, Dataset, PositiveInt, Sample, check_inside, find_image, read_image, read_point_lines
+from lmbench.api import (
+    DataError,
+    Dataset,
+    PositiveInt,
+    Sample,
+    check_inside,
+    find_image,
+    read_image,
+    read_point_lines,
+    read_text_file,
+)
 from lmbench_plugins.xray.common import data_root, natural_sorted, sized_split, summarize_ids
 
 NUM_LANDMARKS = 6
@@ -56,7 +66,7 @@ class ShenzhenChest(Dataset):
         image = read_image(self._images[sample_id])
         label_file = self.root / "labels" / f"CHNCXR_{sample_id}_0.txt"
         fractions = read_point_lines(label_file, NUM_LANDMARKS, separator=None, skip=1)  # raises if unreadable
-        header = label_file.read_text().split("\n", 1)[0].strip()
+        header = read_text_file(label_file).split("\n", 1)[0].strip()
         if header != str(NUM_LANDMARKS):
             raise DataError(f"{label_file}: first line should be the count {NUM_LANDMARKS}, got {header!r}")
         if (fractions < 0).any() or (fractions > 1).any():

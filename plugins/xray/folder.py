@@ -36,6 +36,7 @@ from lmbench.api import (
     image_shape,
     outside_image,
     read_image_and_spacing,
+    read_text_file,
 )
 from lmbench_plugins.xray.common import data_root, natural_sorted, summarize_ids
 
@@ -215,12 +216,7 @@ class FolderDataset(Dataset):
 def read_landmark_csv(path: Path) -> Annotations:
     """Rows ``id,x1,y1,...``; a first row that is not numeric is a header. A bad row, or an id
     on two rows, is a problem of that id."""
-    try:
-        rows = list(csv.reader(path.read_text().splitlines()))
-    except FileNotFoundError:
-        raise DataError(f"{path}: landmark file is missing") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise DataError(f"{path}: unreadable landmark file ({exc})") from None
+    rows = list(csv.reader(read_text_file(path, "landmark file").splitlines()))
     found = Annotations()
     lines: dict[str, int] = {}
     for number, row in enumerate(rows, start=1):
@@ -259,11 +255,14 @@ def read_labelme_folder(folder: Path, names: list[str]) -> Annotations:
     found = Annotations()
     for path in files:
         try:
-            document = json.loads(path.read_text())
+            document = json.loads(read_text_file(path, "labelme file"))
             shapes = document["shapes"]
             if not isinstance(shapes, list) or not all(isinstance(s, dict) for s in shapes):
                 raise TypeError("'shapes' is not a list of objects")
-        except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as exc:
+        except DataError as exc:
+            found.problems[path.stem] = str(exc)
+            continue
+        except (json.JSONDecodeError, KeyError, TypeError) as exc:
             found.problems[path.stem] = f"{path}: not a labelme file ({type(exc).__name__}: {exc})"
             continue
         points, wrong = _labelme_points(shapes, names)

@@ -22,6 +22,7 @@ from lmbench.api import (
     find_image,
     parse_number,
     read_image,
+    read_text_file,
 )
 from lmbench_plugins.xray.common import data_root, natural_sorted, sized_split, summarize_ids
 
@@ -88,10 +89,7 @@ class DigitalHandAtlas(Dataset):
 
 def read_label_table(path) -> dict[str, np.ndarray]:
     """id -> (37, 2) points from Payer et al.'s all.csv."""
-    try:
-        lines = path.read_text().splitlines()
-    except FileNotFoundError:
-        raise DataError(f"{path}: label file is missing") from None
+    lines = read_text_file(path, "label file").splitlines()
     labels = {}
     for number, line in enumerate(lines, start=1):
         if not line.strip():
