@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Annotated
 
 import numpy as np
-from annotated_types import Interval
+from annotated_types import Interval, Lt
 
 from lmbench.core.params import NonNegativeFloat, PositiveInt
 
@@ -39,9 +39,10 @@ class HealthSettings:
     """The matrix's ``[health]`` table: the thresholds of each check (none is keyed)."""
 
     curve_tail: Annotated[float, Interval(gt=0, le=1)] = 0.1
-    curve_tolerance: NonNegativeFloat = 0.05
+    # relative margins below chance; 1 or more would flag everything, below 0 accepts a loss above chance
+    curve_tolerance: Annotated[float, Lt(1)] = 0.05
     min_spread_ratio: NonNegativeFloat = 0.5
-    held_out_tolerance: NonNegativeFloat = 0.05
+    held_out_tolerance: Annotated[float, Lt(1)] = 0.05
     still_improving: bool = True
     min_prediction_spread: NonNegativeFloat = 1.0  # input pixels
     probe_images: PositiveInt = 64  # pool images the spread is measured on

@@ -111,12 +111,12 @@ def read_verified(path: Path, schema: pa.Schema) -> pa.Table:
         handle = pq.ParquetFile(path, page_checksum_verification=True)
         stored = (handle.schema_arrow.metadata or {}).get(_DIGEST)
         table = handle.read()
-        intact = stored is None or stored.decode(errors="replace") == _digest(table)
+        matches = stored is None or stored.decode(errors="replace") == _digest(table)
     except FileNotFoundError:
         raise
     except (OSError, ValueError, pa.ArrowException) as exc:  # ValueError: a string no longer UTF-8
         raise CorruptFile(f"{path}: unreadable ({' '.join(str(exc).split())})") from None
-    if not intact:
+    if not matches:
         raise CorruptFile(f"{path}: corrupt (its values do not match the checksum written with them)")
     missing = [f.name for f in schema if f.name not in table.column_names]
     try:
