@@ -28,6 +28,17 @@ from lmbench.core.interfaces import (
 )
 from lmbench.core.params import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, UnitInterval
 
+#: every hook a plugin may implement (decorated ``@hookimpl``), with what it is called with
+HOOKS = {
+    "lmbench_register_datasets(register)": "register(name, target): Dataset classes",
+    "lmbench_register_pretrainers(register)": "register(name, target): Pretrainer classes",
+    "lmbench_register_backbones(register)": "register(name, target): Backbone classes",
+    "lmbench_register_heads(register)": "register(name, target): HeadStrategy classes",
+    "lmbench_register_executors(register)": "register(name, target): Executor classes (where runs are computed)",
+    "lmbench_register_commands(app)": "app: the `lmbench` typer app, to add commands to",
+}
+#: target: a class, or a "module:Class" string imported only when the component is used
+
 #: name -> module, imported on first use
 _LAZY = {
     "train_steps": "lmbench.run.pretraining", "ema": "lmbench.run.pretraining",
@@ -41,7 +52,7 @@ _LAZY = {
 
 __all__ = [
     "Backbone", "Component", "CorruptFile", "DataError", "Dataset", "Executor", "HeadStrategy", "LmbenchError", "LoadReport",
-    "PluginError", "PretrainContext", "Pretrainer", "Sample", "SkipRun", "WeightSlot", "hookimpl",
+    "HOOKS", "PluginError", "PretrainContext", "Pretrainer", "Sample", "SkipRun", "WeightSlot", "hookimpl",
     "NonNegativeFloat", "NonNegativeInt", "PositiveFloat", "PositiveInt", "UnitInterval", *_LAZY,
 ]
 

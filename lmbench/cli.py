@@ -93,6 +93,9 @@ def validate(matrix: MatrixOption, data_root: DataRootOption = None,
                 seen.setdefault((spec.kind, spec.label), spec)
         for (kind, label), spec in seen.items():
             resolved.add_row(*map(escape, (kind, label, spec.name, spec.code, canonical_json(spec.params))))
+        finetunes = {f"{run.dataset.label} x {run.backbone.label}": run.finetune for run in m.runs}
+        for group, settings in finetunes.items():  # what the shared engine will use, all sources applied
+            resolved.add_row("finetune", escape(group), "", "", escape(canonical_json(settings)))
         console.print(resolved)
     table = Table(title=escape(f"{m.name}: {len(m.runs)} runs ({m.profile} profile) -> {m.results_dir}"))
     for column in ("run_key", "dataset", "pretrainer", "backbone", "head", "labels", "seed"):

@@ -1,10 +1,10 @@
 """Contract checks for a plugin's own test suite, on tiny generated data, in seconds.
 
-    from lmbench.testing import check_pretrainer
-    from lmbench_plugins.smp_unet.backbone import SmpUnet   # or your own backbone
+    from lmbench.testing import check_pretrainer, make
 
     def test_my_pretrainer_keeps_the_contract():
-        check_pretrainer(MyPretrainer(MyPretrainer.Params(steps=3)), SmpUnet(...))
+        backbone = make("backbone", "smp-unet", encoder="tu-resnet10t")   # or your own backbone
+        check_pretrainer(MyPretrainer(MyPretrainer.Params(steps=3)), backbone)
 
 Each ``check_*`` runs the component the way a matrix would and raises ``AssertionError``
 with what is wrong; each returns what it produced, for further assertions of your own.
@@ -17,7 +17,9 @@ import math
 import numpy as np
 import torch
 
+from lmbench.core.errors import PluginError
 from lmbench.core.interfaces import Backbone, Dataset, HeadStrategy, PretrainContext, Pretrainer
+from lmbench.core.params import build, check_defaults
 
 
 def tiny_images(count: int = 8, size: int = 32, seed: int = 0) -> torch.Tensor:
@@ -36,9 +38,20 @@ def tiny_images(count: int = 8, size: int = 32, seed: int = 0) -> torch.Tensor:
     return (images - low) / (images.amax(dim=(1, 2, 3), keepdim=True) - low)
 
 
+def check_params(*components) -> None:
+    """Each component's ``Params`` defaults are plain values of their declared types, as
+    ``lmbench plugins --check`` and ``lmbench validate`` require."""
+    for component in components:
+        try:
+            check_defaults(type(component).Params, type(component).__name__)
+        except PluginError as exc:
+            raise AssertionError(str(exc)) from None
+
+
 def check_backbone(backbone: Backbone, num_landmarks: int = 3, image_size: int = 32) -> torch.nn.Module:
     """``build`` gives (B, N, S, S) finite logits that gradients flow through, and every weight
     slot's part builds with tensors that sit under the slot's prefix in the network."""
+    check_params(backbone)
     model = backbone.build(num_landmarks, image_size)
     out = model(tiny_images(2, image_size))
     assert out.shape == (2, num_landmarks, image_size, image_size), f"build(...) returned logits of shape {tuple(out.shape)}"
@@ -60,6 +73,7 @@ def check_pretrainer(pretrainer: Pretrainer, backbone: Backbone, num_landmarks: 
     (a state dict, or every checkpoint saved), that it loads into the backbone's network and
     that the health probes (``Pretrainer.features``, ``held_out_loss``) run on it. Returns
     the weights the detector would start from."""
+    check_params(pretrainer, backbone)
     from lmbench.run import health
     from lmbench.run.runner import checked_result, load_part
 
@@ -96,6 +110,7 @@ def check_pretrainer(pretrainer: Pretrainer, backbone: Backbone, num_landmarks: 
 def check_head(head: HeadStrategy, num_landmarks: int = 3, size: int = 32) -> torch.Tensor:
     """Targets of the right shape, a finite scalar loss that a few steps lower, and decoding
     that finds landmarks again from logits that learned the targets (within 1.5 px)."""
+    check_params(head)
     generator = torch.Generator().manual_seed(0)
     landmarks = 4 + torch.rand(2, num_landmarks, 2, generator=generator) * (size - 8)
     targets = head.targets(landmarks, (size, size))
@@ -121,6 +136,9 @@ def check_head(head: HeadStrategy, num_landmarks: int = 3, size: int = 32) -> to
 def check_dataset(dataset: Dataset, samples: int = 2) -> None:
     """Disjoint non-empty splits; the first ``samples`` of each load as a float image in
     [0, 1] with (N, 2) landmarks inside it and a spacing that fits the unit."""
+    check_params(dataset)
+    missing = dataset.missing_attributes()
+    assert missing is None, missing
     splits = {name: dataset.split(name) for name in ("train", "val", "test")}
     for name, ids in splits.items():
         assert ids, f"the {name} split is empty"
@@ -146,6 +164,6 @@ def make(kind: str, name: str, **params):
     from lmbench.core.plugins import registry
 
     cls = registry().get(kind, name)
-    component = cls(cls.Params(**params))
+    component = cls(build(cls.Params, params, f"{kind} {name}"))
     component.name = name
     return component

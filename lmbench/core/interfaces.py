@@ -40,14 +40,16 @@ class Component:
 
     def __init__(self, params: Params | None = None):
         self.params = params if params is not None else self.Params()
-        #: the name the component was registered under (set when a matrix instantiates it)
+        #: the name the component was registered under, set when a matrix (or
+        #: ``lmbench.testing.make``) builds it; a component built directly has its class name, lowercased
         self.name = type(self).__name__.lower()
 
     @classmethod
     def finetune_defaults(cls, params: Any) -> dict[str, Any]:
         """Fine-tuning settings a dataset or backbone brings, over the profile's and under the
         matrix's ``[finetune]``: a dataset's augmentation (chest: no scaling), a backbone's own
-        training recipe. Keys are those of ``lmbench.run.profiles.FinetuneConfig``. Read without building
+        training recipe. Keys are the matrix's ``[finetune]`` settings (``lmbench validate --params``
+        shows them resolved). Read without building
         the component, so that a matrix validates without its data."""
         return {}
 
@@ -71,12 +73,23 @@ class Dataset(Component):
     """Annotated grayscale images with named landmarks and fixed splits.
 
     A dataset knows nothing of models: it lists ids and loads samples at their original size.
+    Its three attributes are set on the class or, where they depend on params, in
+    ``__init__``; a dataset missing one is refused in one line (``missing_attributes``).
     """
 
+    #: the landmarks' names, in the order of every sample's ``landmarks`` rows
     landmark_names: Sequence[str]
+    #: "mm" (samples carry a pixel spacing) or "px"
     unit: Literal["mm", "px"]
     #: success-detection-rate thresholds, in ``unit``
     thresholds: Sequence[float]
+    REQUIRED: ClassVar[tuple[str, ...]] = ("landmark_names", "unit", "thresholds")
+
+    def missing_attributes(self) -> str | None:
+        """One line naming the required attributes this dataset does not set, or None."""
+        missing = [name for name in self.REQUIRED if not hasattr(self, name)]
+        return (f"dataset {self.name!r} ({type(self).__name__}) sets no {', '.join(missing)}: set them on the "
+                f"class, or in __init__ where they depend on params") if missing else None
 
     @abstractmethod
     def split(self, name: Literal["train", "val", "test"]) -> list[str]:
@@ -84,7 +97,7 @@ class Dataset(Component):
 
     @abstractmethod
     def load(self, sample_id: str) -> Sample:
-        """Load one sample. Raise ``lmbench.core.errors.DataError`` naming the file on bad data."""
+        """Load one sample. Raise ``lmbench.api.DataError`` naming the file on bad data."""
 
     def problems(self) -> list[str]:
         """Gaps the protocol tolerates, found while indexing (labels without an image, say),
@@ -271,7 +284,9 @@ class Backbone(Component):
 
     def build_part(self, part: str, num_landmarks: int, image_size: int) -> nn.Module:
         """A freshly initialised network of one of ``weight_slots``' parts, for a pretrainer
-        to train; its state dict lands under the slot's prefix in the network ``build`` makes."""
+        to train; its state dict lands under the slot's prefix in the network ``build`` makes.
+        ``num_landmarks`` is the output channels of a part that has them (the whole detector:
+        one heatmap per landmark), ``image_size`` the input's side in pixels."""
         if part == "detector":
             return self.build(num_landmarks, image_size)
         raise NotImplementedError(f"{self.name} names part {part!r} but does not build it")
@@ -328,7 +343,7 @@ class Executor(Component):
 
     ``groups`` are lists of runs that train together (one run, or a joint group's members).
     ``job(group)`` is picklable, runs one group wherever it is called, writes its result files
-    itself and returns a ``lmbench.run.runner.Summary``; locks make it safe to call twice. Report
+    itself and returns a ``lmbench.api.Summary``; locks make it safe to call twice. Report
     each finished group to ``tracker.finished(group, summary)``; ``tracker.started(group)``
     returns an ``on_stage`` callback for progress bars when the group runs in this process.
     """

@@ -1,20 +1,24 @@
 """Typed parameters: a TOML table checked against a dataclass, with profile defaults.
 
 A field's range is declared with ``annotated_types`` bounds, ``Annotated[int, Ge(1)]``, or
-one of the aliases below, and checked whenever a matrix is read (``lmbench validate``).
+one of the aliases below, and checked whenever a matrix is read (``lmbench validate``). A
+field typed ``pathlib.Path`` takes a string and expands ``~`` and ``$VARS`` in it.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
+import json
+import os
 import types
 import typing
+from pathlib import PurePath
 from typing import Annotated, Any, Literal, Union
 
 import annotated_types as at
 
-from lmbench.core.errors import MatrixError
+from lmbench.core.errors import MatrixError, PluginError
 
 PositiveInt = Annotated[int, at.Ge(1)]  # counts: epochs, steps, batch sizes, widths
 NonNegativeInt = Annotated[int, at.Ge(0)]  # counts where 0 means none (or "the default", as documented)
@@ -67,6 +71,8 @@ def coerce(value: Any, tp: Any, where: str) -> Any:
     if origin is Annotated:
         return _check_range(coerce(value, args[0], where), tp.__metadata__, where)
     if origin in (Union, types.UnionType):
+        if value is None and type(None) in args:  # only a default can be None: TOML has no null
+            return None
         for arg in args:
             if arg is type(None):
                 continue
@@ -97,6 +103,8 @@ def coerce(value: Any, tp: Any, where: str) -> Any:
         if not isinstance(value, dict):
             raise MatrixError(f"{where}: expected a table, got {value!r}")
         return build(tp, value, where)
+    if isinstance(tp, type) and issubclass(tp, PurePath) and isinstance(value, (str, PurePath)):
+        return tp(os.path.expanduser(os.path.expandvars(str(value))))
     if tp is float and isinstance(value, (int, float)) and not isinstance(value, bool):
         return float(value)
     if tp is int and isinstance(value, int) and not isinstance(value, bool):
@@ -128,3 +136,40 @@ def build(cls: type, values: dict[str, Any], where: str) -> Any:
     if missing:
         raise MatrixError(f"{where}: missing required key {missing[0]!r}")
     return cls(**kwargs)
+
+
+def plain(value: Any) -> Any:
+    """``value`` as JSON stores it: paths as strings, tuples as lists."""
+    if isinstance(value, PurePath):
+        return str(value)
+    if isinstance(value, (list, tuple)):
+        return [plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: plain(v) for k, v in value.items()}
+    return value
+
+
+def check_defaults(params: type, who: str) -> None:
+    """Every field of a ``Params`` dataclass has a declared type and, where it has a default, a
+    plain value (what keys and run rows store as JSON) of that type; ``PluginError`` naming
+    ``who`` and the field otherwise."""
+    try:
+        hints = typing.get_type_hints(params, include_extras=True)
+    except Exception as exc:  # an annotation naming something the module does not import
+        raise PluginError(f"{who}: Params annotations do not resolve ({type(exc).__name__}: {exc})") from None
+    for f in dataclasses.fields(params):
+        if f.default is not dataclasses.MISSING:
+            value = f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            value = f.default_factory()
+        else:
+            continue
+        try:
+            json.dumps(plain(value), allow_nan=False)
+        except (TypeError, ValueError):
+            raise PluginError(f"{who}: Params.{f.name} defaults to {value!r}, not a plain value (a number, string, "
+                              f"bool, path, or a list or table of them), which keys and run rows store") from None
+        try:
+            coerce(plain(value), hints[f.name], f"{who}: Params.{f.name} default")
+        except MatrixError as exc:
+            raise PluginError(str(exc)) from None

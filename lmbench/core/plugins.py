@@ -11,6 +11,7 @@ listing plugins never imports torch.
 
 from __future__ import annotations
 
+import ast
 import difflib
 import hashlib
 import importlib
@@ -27,6 +28,7 @@ import pluggy
 from lmbench.core import hookspecs
 from lmbench.core.errors import PluginError
 from lmbench.core.interfaces import KINDS, Component
+from lmbench.core.params import check_defaults
 
 GROUP = "lmbench"
 HOOKS = {
@@ -55,6 +57,7 @@ class Registration:
     name: str
     target: str | type
     plugin: Plugin
+    checked: bool = False  # its Params defaults checked (check_defaults), once imported
 
 
 @dataclass
@@ -99,24 +102,59 @@ class Registry:
                 ) from exc
         if not (isinstance(reg.target, type) and issubclass(reg.target, KINDS[kind])):
             raise PluginError(f"{kind} {name!r} from plugin {reg.plugin.name!r} is not a {KINDS[kind].__name__}")
+        if not reg.checked:
+            check_defaults(reg.target.Params, f"{kind} {name!r} from plugin {reg.plugin.name!r}")
+            reg.checked = True
         return reg.target
+
+
+def _module_file(module: str) -> Path | None:
+    try:
+        spec = importlib.util.find_spec(module)
+    except (ImportError, ValueError):
+        return None
+    return Path(spec.origin).resolve() if spec and spec.origin and os.path.exists(spec.origin) else None
+
+
+def own_modules(module: str) -> dict[str, Path]:
+    """``module`` and every module of its own top-level package it imports, directly or
+    through another: the code a component runs that is its plugin's (read, not imported)."""
+    package = module.split(".")[0]
+    found: dict[str, Path] = {}
+    todo = [module]
+    while todo:
+        name = todo.pop()
+        path = _module_file(name)
+        if name in found or path is None or path.suffix != ".py":
+            continue
+        found[name] = path
+        is_package = path.name == "__init__.py"
+        for node in ast.walk(ast.parse(path.read_bytes())):
+            if isinstance(node, ast.Import):
+                todo += [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                base = importlib.util.resolve_name("." * node.level + (node.module or ""),
+                                                   name if is_package else name.rpartition(".")[0]) \
+                    if node.level else node.module or ""
+                todo += [base, *(f"{base}.{alias.name}" for alias in node.names)]  # a name may be a submodule
+        todo = [t for t in todo if t.split(".")[0] == package]
+    return found
 
 
 @cache
 def source_hash(module: str) -> str | None:
     """For a module outside site-packages (an editable install, a working tree): sha256 (12
-    hex digits) of the Python files of its package folder, or of the module alone when it
-    has no package, found without importing it. None for an installed release."""
-    spec = importlib.util.find_spec(module)
-    if spec is None or not spec.origin or not os.path.exists(spec.origin):
+    hex digits) of its source and of its own package's modules it imports (``own_modules``),
+    so that editing one component of a plugin re-keys that component only. None for an
+    installed release, "unknown" where the source cannot be found."""
+    origin = _module_file(module)
+    if origin is None:
         return "unknown"
-    origin = Path(spec.origin).resolve()
     if {"site-packages", "dist-packages"} & set(origin.parts):
         return None
-    files = [origin] if "." not in module and not spec.submodule_search_locations else sorted(origin.parent.rglob("*.py"))
     digest = hashlib.sha256()
-    for path in files:
-        digest.update(path.relative_to(origin.parent).as_posix().encode())
+    for name, path in sorted(own_modules(module).items()):
+        digest.update(name.encode())
         digest.update(path.read_bytes())
     return digest.hexdigest()[:12]
 

@@ -78,6 +78,13 @@ def cached(
 
 
 
+def forget(cache_dir: Path, key: str) -> None:
+    """Mark a cached pre-training incomplete (its weights do not load, say), so that the next
+    run trains it again; its files stay until then."""
+    with file_lock(cache_dir / "pretrain" / f"{key}.lock"):
+        (entry(cache_dir, key) / MARKER).unlink(missing_ok=True)
+
+
 def remove_stopped(cache_dir: Path) -> None:
     """Delete the checkpoints of pre-trainings killed before they wrote a state to resume
     from: a new attempt starts from zero and writes them again."""

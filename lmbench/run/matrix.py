@@ -87,7 +87,7 @@ class ComponentSpec:
 
     def instantiate(self, reg: Registry | None = None):
         cls = (reg or registry()).get(self.kind, self.name)
-        component = cls(cls.Params(**self.params))
+        component = cls(P.build(cls.Params, self.params, f"{self.kind} {self.label}"))
         component.name = self.name
         return component
 
@@ -211,9 +211,12 @@ def _component(kind: str, table: Any, profile: str, reg: Registry, where: str, e
         cls = reg.get(kind, name)
     except LmbenchError as exc:
         raise MatrixError(f"{where}.name: {exc}") from None
+    if kind == "pretrainer" and cls.trains and cls.produces is None:
+        raise MatrixError(f"{where}.name: pretrainer {name!r} trains but declares no `produces`: set it to the part "
+                          f"its weights are for (\"detector\" for a backbone's whole network, or one of its weight slots)")
     values = {**cls.profile_defaults.get(profile, {}), **raw}
     built = P.build(cls.Params, values, f"{where}.params")
-    params = dataclasses.asdict(built)
+    params = P.plain(dataclasses.asdict(built))  # Path params expanded (P.coerce), kept as strings
     for key in cls.unkeyed_params:
         if isinstance(params.get(key), str):
             params[key] = _expand_path(params[key])
@@ -277,7 +280,7 @@ def parse_matrix(data: dict[str, Any], path: Path, reg: Registry | None = None) 
         brought = {}
         for spec in (dataset, backbone):
             cls = reg.get(spec.kind, spec.name)
-            brought.update(cls.finetune_defaults(cls.Params(**spec.params)))
+            brought.update(cls.finetune_defaults(P.build(cls.Params, spec.params, f"{spec.kind} {spec.label}")))
         values = {**profile.finetune, **brought, **top.finetune, **dataset.finetune, **backbone.finetune}
         return dataclasses.asdict(P.build(FinetuneConfig, values, f"{where}.finetune ({dataset.label}, {backbone.label})"))
 

@@ -53,6 +53,8 @@ def train_steps(
     each optimiser step. ``batch_loss(step, total)`` draws one batch and returns its loss;
     ``weights()`` is the state dict a checkpoint keeps (the part the pretrainer produces);
     one optimiser step counts as ``iterations_per_step`` iterations (larger batches).
+    ``after_step(step, total)`` runs after each optimiser step, ``step`` counting them from 1
+    to ``total`` (iterations divided by ``iterations_per_step``).
 
     ``state`` names everything besides the optimiser that a restart must get back: the
     networks, EMA and momentum copies, ``torch.Generator`` s and data orders (objects with

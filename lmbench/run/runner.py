@@ -67,6 +67,8 @@ class DataCache:
         key = content_key({"name": spec.name, "params": spec.params, "size": size})
         if key not in self._entries:
             dataset = spec.instantiate()
+            if dataset.missing_attributes():
+                raise PluginError(dataset.missing_attributes())
             path = self.folder / f"{spec.name}-{size}px-{key}{tensorfile.SUFFIX}"
             prepared = None
             if path.exists():
@@ -323,7 +325,12 @@ def execute(specs: list[RunSpec], ctx: RunContext, on_stage=lambda text, done, t
     torch.manual_seed(lead.seed)
     model = backbone.build(counts if lead.joint else counts[0], lead.image_size)
     if weights is not None:
-        load_part(backbone, model, pretrainer, weights)
+        try:
+            load_part(backbone, model, pretrainer, weights)
+        except Exception:
+            if pretrainer.trains:  # weights that do not load are no finished pre-training
+                cache.forget(ctx.cache_dir, lead.pretrain_key)
+            raise
     lr = config.lr if weights is not None else config.lr_scratch
     on_stage("fine-tuning", 0, config.epochs)
     trains, vals = [part.train for part in parts], [part.val for part in parts]

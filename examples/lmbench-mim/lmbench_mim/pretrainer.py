@@ -44,7 +44,8 @@ class MaskedImageModelling(Pretrainer):
         if size % p.patch:
             raise LmbenchError(f"{self.name}: image size {size} is not a multiple of patch {p.patch}")
         torch.manual_seed(context.seed)
-        model = context.backbone.build_part(self.produces, 1, size).to(context.device).train()
+        # one output map, the reconstructed image: the detector's last layer, sized for its landmarks, is not handed on
+        model = context.backbone.build_part(self.produces, num_landmarks=1, image_size=size).to(context.device).train()
         generator = torch.Generator().manual_seed(context.seed)
 
         def batch_loss(step, total):
