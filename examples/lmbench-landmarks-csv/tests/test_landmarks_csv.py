@@ -2,11 +2,11 @@
 
 import numpy as np
 import pytest
+from lmbench_landmarks_csv.dataset import LandmarksCsv
 from PIL import Image
 
 from lmbench.api import DataError
 from lmbench.testing import check_dataset
-from lmbench_landmarks_csv.dataset import LandmarksCsv
 
 NAMES = ["nasion", "sella", "menton"]
 
