@@ -94,7 +94,7 @@ def test_fixing_a_plugins_source_changes_its_keys(tmp_path, monkeypatch):
     package.mkdir(parents=True)
     (package / "__init__.py").write_text("")
     code = ("from lmbench.core.interfaces import Pretrainer\n\nclass Fixme(Pretrainer):\n"
-            "    def pretrain(self, context):\n        return {{}}  # {}\n")
+            "    produces = 'detector'\n\n    def pretrain(self, context):\n        return {{}}  # {}\n")
     (package / "pretrainer.py").write_text(code.format("buggy"))
     monkeypatch.syspath_prepend(str(tmp_path / "tree"))
     monkeypatch.setitem(registry().components, ("pretrainer", "fixme"), Registration(

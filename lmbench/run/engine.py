@@ -20,6 +20,7 @@ from torch import nn
 
 from lmbench.core.errors import LmbenchError
 from lmbench.core.interfaces import HeadStrategy
+from lmbench.run import timing
 from lmbench.run.augment import augment
 from lmbench.run.data import Prepared
 from lmbench.run.profiles import FinetuneConfig
@@ -145,8 +146,9 @@ def finetune(
                     cyclic.step()
             train_loss += loss.item() * len(index)
         train_loss /= sum(per_epoch)
-        val_loss = sum(validation_loss(v, head, data, config, device) * len(data.ids)
-                       for v, data in zip(views, vals)) / sum(len(data.ids) for data in vals)
+        with timing.stage("validation"):
+            val_loss = sum(validation_loss(v, head, data, config, device) * len(data.ids)
+                           for v, data in zip(views, vals)) / sum(len(data.ids) for data in vals)
         if not math.isfinite(val_loss):
             raise LmbenchError(f"validation loss became {val_loss} at epoch {epoch}")
         result.history.append((train_loss, val_loss, optimiser.param_groups[0]["lr"]))  # the epoch's last lr

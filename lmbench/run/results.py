@@ -54,6 +54,7 @@ RUN_SCHEMA = pa.schema(
         ("model_saved", _b),
         ("health", _s),  # "ok", or one line naming each problem found (lmbench.run.health)
         ("health_measures", _s),  # JSON: what the verdict was computed from
+        ("stage_seconds", _s),  # JSON: seconds per stage of the run (lmbench.run.timing), adding up to its wall time
         ("threads", _i),  # torch's intra-op threads the run computed with (null: not recorded)
     ]
 )

@@ -27,7 +27,7 @@ from lmbench.core.errors import CorruptFile, DataError, LmbenchError, PluginErro
 from lmbench.core.interfaces import Backbone, Dataset, HeadStrategy, LoadReport, PretrainContext, Pretrainer
 from lmbench.core.keys import canonical_json, content_key
 from lmbench.core.plugins import registry
-from lmbench.run import cache, detector, distributed, engine, health, integrity, results, tensorfile
+from lmbench.run import cache, detector, distributed, engine, health, integrity, results, tensorfile, timing
 from lmbench.run.data import Prepared, prepare, select_labelled
 from lmbench.run.geometry import to_original
 from lmbench.run.locks import file_lock
@@ -204,9 +204,10 @@ def _pretrain_health(spec: RunSpec, pretrainer: Pretrainer, backbone: Backbone, 
             dataset, prepared = ctx.data.get(spec.pool_dataset, spec.image_size)
             pool = dataset.pretrain_pool()
             held_out = sorted(set(dataset.split("test")) - set(pool))  # never pre-trained on; labels unused
-            measures = health.pretrain_measures(
-                pretrainer, backbone, weights, prepared.subset(pool).images, prepared.subset(held_out).images,
-                num_landmarks, spec.pretrain_seed, ctx.device, spec.health)
+            with timing.stage("health probes"):
+                measures = health.pretrain_measures(
+                    pretrainer, backbone, weights, prepared.subset(pool).images, prepared.subset(held_out).images,
+                    num_landmarks, spec.pretrain_seed, ctx.device, spec.health)
         health.write_measures(measures, path)
     curve = [r for r in results.read_pretrain_curve(folder / results.PRETRAIN_CURVE)
              if checkpoint is None or r["step"] <= checkpoint]
@@ -275,13 +276,15 @@ def _score(spec: RunSpec, data: Splits, model, head: HeadStrategy, config: Finet
     that the test split is read once."""
     dataset = data.dataset
     if head.calibrates:
-        logits = torch.cat([out.cpu() for out in engine.logits(model, data.val.images, config.batch_size,
-                                                                  ctx.device, config.precision)])
+        with timing.stage("prediction"):
+            logits = torch.cat([out.cpu() for out in engine.logits(model, data.val.images, config.batch_size,
+                                                                      ctx.device, config.precision)])
         head.calibrate(logits, data.val.landmarks)
     metrics, predictions = [], []
     for split, part in (("val", data.val), ("test", data.test)):
-        predicted_input = engine.predict(model, head, part.images, config.batch_size, ctx.device,
-                                         config.precision).numpy()
+        with timing.stage("prediction"):  # the network and the head's decoding
+            predicted_input = engine.predict(model, head, part.images, config.batch_size, ctx.device,
+                                             config.precision).numpy()
         predicted = np.stack([to_original(p, shape, spec.image_size) for p, shape in zip(predicted_input, part.shapes)])
         errors = radial_errors(predicted, part.original_landmarks, part.spacings, dataset.unit)
         paper = paper_errors(dataset, predicted_input, part.original_landmarks, part.shapes, part.spacings,
@@ -306,10 +309,16 @@ def _score(spec: RunSpec, data: Splits, model, head: HeadStrategy, config: Finet
 def execute(specs: list[RunSpec], ctx: RunContext, on_stage=lambda text, done, total: None) -> list[Outcome]:
     """Train once for runs sharing a ``training_key`` (one run, or members of a joint group) and
     return each one's outcome. Raises on failure."""
+    with timing.recording() as seconds:
+        return _execute(specs, ctx, on_stage, seconds)
+
+
+def _execute(specs: list[RunSpec], ctx: RunContext, on_stage, seconds: dict[str, float]) -> list[Outcome]:
     start = time.perf_counter()
     lead = specs[0]
     members = lead.joint or (lead.dataset,)
-    parts = [_splits(lead, member, ctx, on_stage) for member in members]
+    with timing.stage("data"):
+        parts = [_splits(lead, member, ctx, on_stage) for member in members]
     pretrainer: Pretrainer = lead.pretrainer.instantiate()
     backbone: Backbone = lead.backbone.instantiate()
     head: HeadStrategy = lead.head.instantiate()
@@ -318,9 +327,10 @@ def execute(specs: list[RunSpec], ctx: RunContext, on_stage=lambda text, done, t
 
     on_stage("pre-training", 0, 1)
     torch.manual_seed(lead.pretrain_seed)
-    weights, cache_hit, pretrain_seconds, measures = _pretrain(
-        lead, pretrainer, backbone, counts[0], ctx, lambda done, total: on_stage("pre-training", done, total),
-    )
+    with timing.stage("pre-training"):
+        weights, cache_hit, pretrain_seconds, measures = _pretrain(
+            lead, pretrainer, backbone, counts[0], ctx, lambda done, total: on_stage("pre-training", done, total),
+        )
 
     torch.manual_seed(lead.seed)
     model = backbone.build(counts if lead.joint else counts[0], lead.image_size)
@@ -334,10 +344,12 @@ def execute(specs: list[RunSpec], ctx: RunContext, on_stage=lambda text, done, t
     lr = config.lr if weights is not None else config.lr_scratch
     on_stage("fine-tuning", 0, config.epochs)
     trains, vals = [part.train for part in parts], [part.val for part in parts]
-    fit = engine.finetune(
-        model, head, trains if lead.joint else trains[0], vals if lead.joint else vals[0], config, lr, ctx.device,
-        lead.seed, on_epoch=lambda epoch, total, tl, vl: on_stage(f"fine-tuning (val loss {vl:.4f})", epoch, total),
-    )
+    with timing.stage("fine-tuning"):  # its training steps: the validation passes are a stage of their own
+        fit = engine.finetune(
+            model, head, trains if lead.joint else trains[0], vals if lead.joint else vals[0], config, lr,
+            ctx.device, lead.seed,
+            on_epoch=lambda epoch, total, tl, vl: on_stage(f"fine-tuning (val loss {vl:.4f})", epoch, total),
+        )
 
     on_stage("testing", 0, 1)
     curves = [{"epoch": epoch, "train_loss": train, "val_loss": val, "lr": lr}
@@ -350,7 +362,8 @@ def execute(specs: list[RunSpec], ctx: RunContext, on_stage=lambda text, done, t
         domain = members.index(spec.dataset)
         view = engine.DomainView(model, domain) if lead.joint else model
         data = parts[domain]
-        metrics, predictions, predicted_test = _score(spec, data, view, head, config, ctx)
+        with timing.stage("scoring"):  # metrics and prediction rows; the predicting itself is its own stage
+            metrics, predictions, predicted_test = _score(spec, data, view, head, config, ctx)
         findings = (health.pretrain_findings(measures, spec.health)
                     + health.finetune_findings(fit.epochs, fit.best_epoch, predicted_test, spec.health))
         save = detector.saver(model, head, counts if lead.joint else counts[0], domain if lead.joint else None,
@@ -365,6 +378,7 @@ def execute(specs: list[RunSpec], ctx: RunContext, on_stage=lambda text, done, t
             "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
             "excluded": json.dumps(data.dataset.excluded()), "model_saved": save is not None,
             "health": health.verdict(findings), "health_measures": json.dumps(measures, sort_keys=True),
+            "stage_seconds": json.dumps({name: round(s, 3) for name, s in seconds.items()}),
         }
         outcomes.append(Outcome(row, metrics, predictions, curves, save, pretrain_curve))
     return outcomes

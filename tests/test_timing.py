@@ -1,0 +1,37 @@
+"""Where a run's time goes: nested stages exclude the stages inside them, and a run row's
+stages add up to its wall time."""
+
+import json
+import time
+
+from lmbench.run import results, timing
+from lmbench.run.matrix import load_matrix
+from lmbench.run.runner import run_matrix
+
+from conftest import tiny_matrix
+
+
+def test_a_stage_excludes_the_stages_inside_it():
+    start = time.perf_counter()
+    with timing.recording() as seconds:
+        with timing.stage("outer"):
+            time.sleep(0.02)
+            with timing.stage("inner"):
+                time.sleep(0.03)
+            with timing.stage("inner"):
+                time.sleep(0.01)
+    total = time.perf_counter() - start
+    assert seconds["inner"] >= 0.04 and seconds["outer"] >= 0.02
+    assert abs(seconds["outer"] + seconds["inner"] - total) < 0.01
+    with timing.stage("unrecorded"):  # outside recording: nothing kept
+        pass
+    assert "unrecorded" not in seconds
+
+
+def test_a_runs_stages_add_up_to_its_wall_time(tmp_path):
+    matrix = load_matrix(tiny_matrix(tmp_path, labels=(1,)))
+    run_matrix(matrix, quiet=True)
+    (row,) = results.read_runs([matrix.results_dir])
+    stages = json.loads(row["stage_seconds"])
+    assert {"data", "pre-training", "fine-tuning", "validation", "prediction", "scoring"} <= set(stages)
+    assert 0.9 * row["wall_time_s"] <= sum(stages.values()) <= row["wall_time_s"]
