@@ -130,6 +130,8 @@ def test_a_training_pretrainer_that_returns_nothing_fails_naming_its_cache(tmp_p
     from lmbench.core.plugins import Plugin, Registration, registry
 
     class Forgetful(Pretrainer):
+        produces = "detector"
+
         def pretrain(self, context):
             context.backbone.build(context.num_landmarks, context.images.shape[-1])  # ... and no return
 
