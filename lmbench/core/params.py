@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import json
+import operator
 import os
 import types
 import typing
@@ -26,8 +27,8 @@ PositiveFloat = Annotated[float, at.Gt(0)]  # rates, scales, temperatures
 NonNegativeFloat = Annotated[float, at.Ge(0)]
 UnitInterval = Annotated[float, at.Interval(ge=0, le=1)]  # probabilities, fractions, decays
 
-_BOUNDS = {at.Gt: ("gt", "more than", lambda v, b: v > b), at.Ge: ("ge", "at least", lambda v, b: v >= b),
-           at.Lt: ("lt", "less than", lambda v, b: v < b), at.Le: ("le", "at most", lambda v, b: v <= b)}
+_BOUNDS = {at.Gt: ("gt", "more than", operator.gt), at.Ge: ("ge", "at least", operator.ge),
+           at.Lt: ("lt", "less than", operator.lt), at.Le: ("le", "at most", operator.le)}
 
 
 class OutOfRange(MatrixError):
@@ -43,10 +44,10 @@ def _bounds(metadata) -> list:
 
 
 def _check_range(value: Any, metadata, where: str) -> Any:
-    bounds = _bounds(metadata)
-    if all(_BOUNDS[type(b)][2](value, getattr(b, _BOUNDS[type(b)][0])) for b in bounds):
+    bounds = [(_BOUNDS[type(b)], getattr(b, _BOUNDS[type(b)][0])) for b in _bounds(metadata)]
+    if all(holds(value, limit) for (_, _, holds), limit in bounds):
         return value
-    allowed = " and ".join(f"{_BOUNDS[type(b)][1]} {getattr(b, _BOUNDS[type(b)][0])}" for b in bounds)
+    allowed = " and ".join(f"{words} {limit}" for (_, words, _), limit in bounds)
     raise OutOfRange(f"{where}: must be {allowed}, got {value!r}")
 
 
