@@ -27,7 +27,8 @@ from lmbench.run import results
 from lmbench.run.matrix import load_matrix
 from lmbench.run.runner import run_matrix
 
-STAGES = ("data", "pre-training", "health probes", "fine-tuning", "validation", "prediction", "scoring")
+STAGES = ("data", "pre-training", "health probes", "network", "fine-tuning", "validation", "prediction", "scoring",
+          "other")
 
 
 def main() -> None:

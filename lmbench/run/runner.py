@@ -333,14 +333,15 @@ def _execute(specs: list[RunSpec], ctx: RunContext, on_stage, seconds: dict[str,
         )
 
     torch.manual_seed(lead.seed)
-    model = backbone.build(counts if lead.joint else counts[0], lead.image_size)
-    if weights is not None:
-        try:
-            load_part(backbone, model, pretrainer, weights)
-        except Exception:
-            if pretrainer.trains:  # weights that do not load are no finished pre-training
-                cache.forget(ctx.cache_dir, lead.pretrain_key)
-            raise
+    with timing.stage("network"):  # built, and the pre-trained weights loaded into it
+        model = backbone.build(counts if lead.joint else counts[0], lead.image_size)
+        if weights is not None:
+            try:
+                load_part(backbone, model, pretrainer, weights)
+            except Exception:
+                if pretrainer.trains:  # weights that do not load are no finished pre-training
+                    cache.forget(ctx.cache_dir, lead.pretrain_key)
+                raise
     lr = config.lr if weights is not None else config.lr_scratch
     on_stage("fine-tuning", 0, config.epochs)
     trains, vals = [part.train for part in parts], [part.val for part in parts]
@@ -368,17 +369,19 @@ def _execute(specs: list[RunSpec], ctx: RunContext, on_stage, seconds: dict[str,
                     + health.finetune_findings(fit.epochs, fit.best_epoch, predicted_test, spec.health))
         save = detector.saver(model, head, counts if lead.joint else counts[0], domain if lead.joint else None,
                               data.dataset.landmark_names, spec.image_size, config.precision) if spec.keeps_model else None
+        wall = time.perf_counter() - start
+        stages = {**seconds, "other": wall - sum(seconds.values())}  # what no stage covers: they add up
         row = {
             **_config_row(spec), "status": "ok", "labelled_ids": json.dumps(data.labelled),
             "unit": data.dataset.unit, "thresholds": json.dumps(list(data.dataset.thresholds)),
-            **_provenance(ctx), "wall_time_s": time.perf_counter() - start, "pretrain_time_s": pretrain_seconds,
+            **_provenance(ctx), "wall_time_s": wall, "pretrain_time_s": pretrain_seconds,
             "pretrain_cache_hit": cache_hit, "peak_memory_mb": _peak_memory_mb(ctx.device),
             "n_parameters": sum(p.numel() for p in model.parameters()),
             "epochs": fit.epochs, "best_epoch": fit.best_epoch,
             "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
             "excluded": json.dumps(data.dataset.excluded()), "model_saved": save is not None,
             "health": health.verdict(findings), "health_measures": json.dumps(measures, sort_keys=True),
-            "stage_seconds": json.dumps({name: round(s, 3) for name, s in seconds.items()}),
+            "stage_seconds": json.dumps({name: round(s, 3) for name, s in stages.items()}),
         }
         outcomes.append(Outcome(row, metrics, predictions, curves, save, pretrain_curve))
     return outcomes

@@ -1,8 +1,9 @@
 """Where a run's time goes: seconds per stage, kept in its run row (``stage_seconds``).
 
 Stages nest: a stage's seconds exclude those of the stages inside it (fine-tuning's are
-its training steps, the validation passes being their own stage), so a run's stages add
-up to its wall time. Outside ``recording`` a stage costs one clock read and is dropped.
+its training steps, the validation passes being their own stage); the run row adds
+``other``, what no stage covers, so that a run's stages add up to its wall time. Outside
+``recording`` a stage costs two clock reads and is dropped.
 """
 
 from __future__ import annotations
