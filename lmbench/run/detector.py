@@ -145,12 +145,6 @@ def labelme_document(points: np.ndarray, names: list[str], image: Path, shape: t
     }
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def predict_folder(detector: Detector, images: Path, out: Path, device: torch.device, batch_size: int = 8,
                    on_progress=lambda done, total: None, skip_unreadable: bool = False,
                    max_pixels: int | None = None) -> tuple[Path, Path, list[str]]:
@@ -179,9 +173,9 @@ def predict_folder(detector: Detector, images: Path, out: Path, device: torch.de
     labelme.mkdir(parents=True, exist_ok=True)
     for path, (points, shape) in documents.items():
         document = labelme_document(points, names, path.resolve(), shape, labelme.resolve())
-        _write_atomic(labelme / f"{path.stem}.json", json.dumps(document, indent=2))
+        integrity.write_text(labelme / f"{path.stem}.json", json.dumps(document, indent=2))
     text = io.StringIO()
     csv.writer(text).writerows([["id", *(f"{n}_{axis}" for n in names for axis in ("x", "y"))], *rows])
     table = out / "predictions.csv"
-    _write_atomic(table, text.getvalue())
+    integrity.write_text(table, text.getvalue())
     return table, labelme, skipped

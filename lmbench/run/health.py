@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
@@ -32,6 +31,7 @@ import numpy as np
 from annotated_types import Interval, Lt
 
 from lmbench.core.params import NonNegativeFloat, PositiveInt
+from lmbench.run import integrity
 
 
 @dataclass(frozen=True)
@@ -152,6 +152,4 @@ def read_measures(path: Path) -> dict | None:
 
 
 def write_measures(measures: dict, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(measures, indent=2, sort_keys=True))
-    os.replace(tmp, path)
+    integrity.write_text(path, json.dumps(measures, indent=2, sort_keys=True))

@@ -24,6 +24,19 @@ _TEMPORARY = re.compile(r"^\..+\.(\d+)\.tmp$")
 STALE_AFTER_S = 60.0
 
 
+def temporary(path: Path) -> Path:
+    """Where a writer puts ``path``'s contents before renaming them into place: hidden, and
+    named so that ``stale_temporaries`` finds it once its writer is gone."""
+    return path.with_name(f".{path.name}.{os.getpid()}.tmp")
+
+
+def write_text(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` atomically: a reader sees the old file or the whole new one."""
+    tmp = temporary(path)
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
 def set_aside(path: Path, root: Path) -> Path | None:
     """Move ``path`` (inside ``root``) to ``root/corrupt/<its relative path>.<UTC time>``; the
     new path, or None where it cannot be moved (a read-only folder: it is then only skipped)."""

@@ -186,7 +186,6 @@ class Matrix:
     runs: list[RunSpec]
     pruned: list[tuple[RunSpec, str]]
     executor: ComponentSpec
-    threads: int = DEFAULT_THREADS
 
     @property
     def results_dir(self) -> Path:
@@ -352,8 +351,7 @@ def parse_matrix(data: dict[str, Any], path: Path, reg: Registry | None = None) 
     kind = P.coerce(settings.pop("kind", "local"), str, f"{where}.executor.kind")
     executor = _component("executor", {"name": kind, "params": settings}, top.profile, reg, f"{where}.executor")
     cache_dir = Path(_expand_path(top.cache_dir)) if top.cache_dir else default_cache_dir()
-    return Matrix(path, top.name, top.profile, Path(_expand_path(top.output)), cache_dir, runs, pruned, executor,
-                  top.threads)
+    return Matrix(path, top.name, top.profile, Path(_expand_path(top.output)), cache_dir, runs, pruned, executor)
 
 
 def _incompatibility(run: RunSpec, instances: dict, reg: Registry) -> str | None:

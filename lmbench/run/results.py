@@ -100,7 +100,7 @@ def _digest(table: pa.Table) -> str:
 
 def write_atomic(table: pa.Table, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp = integrity.temporary(path)
     pq.write_table(table.replace_schema_metadata({_DIGEST: _digest(table)}), tmp, write_page_checksum=True)
     os.replace(tmp, path)
 
@@ -171,7 +171,7 @@ def write_run(results_dir: Path, run: dict, metrics: list[dict] = (), prediction
     if pretrain_curve is not None:
         target = results_dir / "pretrain_curves" / f"{run['pretrain_key']}.parquet"
         target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+        tmp = integrity.temporary(target)
         shutil.copyfile(pretrain_curve, tmp)
         os.replace(tmp, target)
     for kind, rows in (("metrics", metrics), ("predictions", predictions), ("curves", curves)):

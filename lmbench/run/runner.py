@@ -67,8 +67,8 @@ class DataCache:
         key = content_key({"name": spec.name, "params": spec.params, "size": size})
         if key not in self._entries:
             dataset = spec.instantiate()
-            if dataset.missing_attributes():
-                raise PluginError(dataset.missing_attributes())
+            if missing := dataset.missing_attributes():
+                raise PluginError(missing)
             path = self.folder / f"{spec.name}-{size}px-{key}{tensorfile.SUFFIX}"
             prepared = None
             if path.exists():
@@ -443,7 +443,6 @@ class GroupJob:
     redo: frozenset[str] = frozenset()  # statuses to run again
     device: str | None = None
     nproc: int = 1  # processes per pre-training
-    threads: int = 2  # the matrix's intra-op threads (each run sets its own): executors size their slots by it
 
     def __call__(self, specs: list[RunSpec], on_stage=lambda text, done, total: None) -> Summary:
         summary = Summary()
@@ -573,8 +572,7 @@ def run_matrix(matrix: Matrix, rerun: Rerun = None, console: Console | None = No
     if executor not in (None, spec.name):  # another kind than the matrix's: its defaults
         spec = dataclasses.replace(spec, name=executor, label=executor, params={})
     runner = spec.instantiate()
-    job = GroupJob(matrix.results_dir, matrix.cache_dir, frozenset(REDO.get(rerun, set())), nproc=nproc,
-                   threads=matrix.threads)
+    job = GroupJob(matrix.results_dir, matrix.cache_dir, frozenset(REDO.get(rerun, set())), nproc=nproc)
     start = time.perf_counter()
     columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()]
     with Progress(*columns, console=console, disable=quiet, transient=False) as progress:

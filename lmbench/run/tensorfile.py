@@ -20,6 +20,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from lmbench.core.errors import CorruptFile
+from lmbench.run import integrity
 
 SUFFIX = ".safetensors"
 _ZIP, _PICKLE = b"PK\x03\x04", b"\x80"
@@ -38,7 +39,7 @@ def checksum(tensors: dict[str, torch.Tensor]) -> str:
 def save(path: Path, tensors: dict[str, torch.Tensor], meta: dict | None = None) -> None:
     """Write ``tensors`` and the JSON-able ``meta`` atomically: a reader never sees half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp = integrity.temporary(path)
     # own contiguous copies: safetensors refuses tensors sharing memory (tied weights, views)
     plain = {name: tensor.detach().cpu().contiguous().clone() for name, tensor in tensors.items()}
     save_file(plain, tmp, metadata={"lmbench": json.dumps(meta or {}), "sha256": checksum(plain)})

@@ -27,7 +27,8 @@ class Pool(Executor):
         import torch
 
         gpus = torch.cuda.device_count()
-        workers = self.params.workers or gpus or max(1, (os.cpu_count() or 1) // job.threads)
+        threads = groups[0][0].threads if groups else 1  # the matrix's, the same for every run
+        workers = self.params.workers or gpus or max(1, (os.cpu_count() or 1) // threads)
         context = multiprocessing.get_context("spawn")  # no inherited CUDA or thread state
         slots = context.Queue()
         for slot in range(workers):
