@@ -24,6 +24,7 @@ from lmbench.core.interfaces import (
     PretrainContext,
     Pretrainer,
     Sample,
+    Selector,
     WeightSlot,
 )
 from lmbench.core.params import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, UnitInterval
@@ -34,6 +35,7 @@ HOOKS = {
     "lmbench_register_pretrainers(register)": "register(name, target): Pretrainer classes",
     "lmbench_register_backbones(register)": "register(name, target): Backbone classes",
     "lmbench_register_heads(register)": "register(name, target): HeadStrategy classes",
+    "lmbench_register_selectors(register)": "register(name, target): Selector classes (which training images get the labels)",
     "lmbench_register_executors(register)": "register(name, target): Executor classes (where runs are computed)",
     "lmbench_register_commands(app)": "app: the `lmbench` typer app, to add commands to",
 }
@@ -52,7 +54,7 @@ _LAZY = {
 
 __all__ = [
     "Backbone", "Component", "CorruptFile", "DataError", "Dataset", "Executor", "HeadStrategy", "LmbenchError", "LoadReport",
-    "HOOKS", "PluginError", "PretrainContext", "Pretrainer", "Sample", "SkipRun", "WeightSlot", "hookimpl",
+    "HOOKS", "PluginError", "PretrainContext", "Pretrainer", "Sample", "Selector", "SkipRun", "WeightSlot", "hookimpl",
     "NonNegativeFloat", "NonNegativeInt", "PositiveFloat", "PositiveInt", "UnitInterval", *_LAZY,
 ]
 

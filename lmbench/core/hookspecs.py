@@ -33,6 +33,11 @@ def lmbench_register_heads(register):
 
 
 @hookspec
+def lmbench_register_selectors(register):
+    """Register Selector classes (which training images get the labels)."""
+
+
+@hookspec
 def lmbench_register_executors(register):
     """Register Executor classes (where a matrix's runs are computed)."""
 

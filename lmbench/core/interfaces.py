@@ -83,6 +83,8 @@ class Dataset(Component):
     unit: Literal["mm", "px"]
     #: success-detection-rate thresholds, in ``unit``
     thresholds: Sequence[float]
+    #: a prediction farther than this (in ``unit``) from the truth counts as a failure
+    failure_threshold: float = 10.0
     REQUIRED: ClassVar[tuple[str, ...]] = ("landmark_names", "unit", "thresholds")
 
     def missing_attributes(self) -> str | None:
@@ -328,6 +330,12 @@ class HeadStrategy(Component):
     def decode(self, logits: torch.Tensor) -> torch.Tensor:
         """(B, N, H, W) logits -> (B, N, 2) landmarks."""
 
+    def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
+        """(B, N, H, W) logits -> each landmark's map as a distribution over its pixels (every
+        channel sums to 1), whose spread sizes the landmark's adaptive uncertainty region.
+        Default: a softmax over each channel's pixels."""
+        return logits.float().flatten(2).softmax(-1).view_as(logits)
+
     #: whether ``calibrate`` wants the validation split's logits once fine-tuning is done
     calibrates: ClassVar[bool] = False
 
@@ -335,6 +343,17 @@ class HeadStrategy(Component):
         """Fit decoding settings (a temperature, say) on the validation split's (M, N, H, W)
         logits and (M, N, 2) landmarks, before the test set is decoded. Keep them in tensor
         attributes: a saved detector (``save_models``) carries those."""
+
+
+class Selector(Component):
+    """Which training images get the few labels: a run's labelled subset (the matrix's
+    ``selection``). Every method of a matrix fine-tunes on the same choice for a given label
+    count and seed, so choose from the images themselves, not from a method's network."""
+
+    @abstractmethod
+    def select(self, ids: list[str], images: torch.Tensor, count: int, seed: int) -> list[str]:
+        """``count`` of the training split's ``ids`` (in the dataset's order), given their
+        (M, 1, S, S) images at input size in [0, 1], unlabelled; deterministic for ``seed``."""
 
 
 class Executor(Component):
@@ -358,5 +377,6 @@ KINDS: dict[str, type[Component]] = {
     "pretrainer": Pretrainer,
     "backbone": Backbone,
     "head": HeadStrategy,
+    "selector": Selector,
     "executor": Executor,
 }

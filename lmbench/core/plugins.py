@@ -36,6 +36,7 @@ HOOKS = {
     "pretrainer": "lmbench_register_pretrainers",
     "backbone": "lmbench_register_backbones",
     "head": "lmbench_register_heads",
+    "selector": "lmbench_register_selectors",
     "executor": "lmbench_register_executors",
 }
 

@@ -3,8 +3,8 @@
 Per dataset: MRE against the number of labels per method (bars with the spread over seeds,
 as the paper's supplementary charts), SDR at each threshold, the pre-training-iterations
 sweep (the paper's Figure 2) when the results hold one, prediction overlays on a few
-test images at one label count (the paper's Figure 3), fine-tuning curves, and MRE per
-landmark and method; across datasets and label counts, mean ranks with a critical-difference
+test images at one label count (the paper's Figure 3), fine-tuning curves, the reliability
+of the uncertainty regions, and MRE per landmark and method; across datasets and label counts, mean ranks with a critical-difference
 diagram. Figures come from the results files alone, except the overlays, which reload the
 test images through the dataset plugin and are left out, with the reason in the index,
 where the data is not at hand.
@@ -23,7 +23,7 @@ matplotlib.use("Agg")  # files only, never a window
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from lmbench.reporting import comparisons, curves, health  # noqa: E402
+from lmbench.reporting import comparisons, curves, health, reliability  # noqa: E402
 from lmbench.reporting.formats import to_markdown  # noqa: E402
 from lmbench.reporting.leaderboard import Board, build_boards, header, matches  # noqa: E402
 from lmbench.run import results  # noqa: E402
@@ -230,6 +230,16 @@ def write_report(roots: list[Path], out: Path, eval_mode: str = "native", filter
             index += [f"![fine-tuning curves]({figure.name})", "",
                       "Training and validation loss per fine-tuning epoch, and the learning rate the plateau "
                       "schedule set, for each method and label count (every seed drawn).", ""]
+        reliability_curves = reliability.reliability_curves(board_runs)
+        if reliability_curves:
+            figure = out / f"{slug}-reliability.png"
+            reliability.plot_reliability(reliability_curves, board.dataset, figure)
+            figures.append(figure)
+            index += [f"![reliability of the uncertainty regions]({figure.name})", "",
+                      "Observed test coverage of each landmark's conformal region against the level it was "
+                      "calibrated for on the validation split (solid: adaptive regions, scaled by the heatmap's "
+                      "spread; dashed: one radius per landmark), averaged over seeds. A calibrated method lies on "
+                      "or just above the diagonal.", ""]
         if any(r.landmarks for r in board.rows):
             heatmap = out / f"{slug}-landmarks.png"
             comparisons.plot_landmark_heatmap(board, heatmap)

@@ -21,6 +21,8 @@ from lmbench.reporting import stats
 from lmbench.run import results
 from lmbench.run.metrics import sdr_name
 
+#: columns shown when asked for (``--metrics``): each landmark's conformal region, fixed and adaptive
+UNCERTAINTY = ("coverage", "radius", "coverage_adaptive", "radius_adaptive")
 #: filter name -> the run row columns it matches (a plugin's label or its name)
 FILTER_COLUMNS = {
     "dataset": ("dataset_label", "dataset"), "pretrainer": ("pretrainer_label", "pretrainer"),
@@ -65,12 +67,13 @@ class Board:
     ci: str = "std"  # what follows a mean: "std" over seeds, the "interval" or its "half-width"
 
     def best(self, labels: int, metric: str) -> float | None:
-        """The best mean of ``metric`` among lmbench's rows with ``labels`` labels."""
+        """The best mean of ``metric`` among lmbench's rows with ``labels`` labels; None for a
+        coverage, which is right at its level rather than best when highest."""
         means = [r.values[metric][0] for r in self.rows
                  if r.labels == labels and metric in r.values and r.source == "lmbench"]
-        if not means:
+        if not means or metric.startswith("coverage"):
             return None
-        return min(means) if metric == "mre" else max(means)
+        return min(means) if lower_is_better(metric) else max(means)
 
     @property
     def has_reference(self) -> bool:
@@ -140,7 +143,8 @@ def build_boards(roots: Iterable[Path], eval_mode: str = "native", filters: dict
     for dataset, dataset_runs in sorted(by_dataset.items()):
         ok = [r for r in dataset_runs if r["status"] == "ok"]
         thresholds = json.loads(ok[0]["thresholds"]) if ok else []
-        available = ["mre"] + [sdr_name(t) for t in thresholds]
+        available = ["mre"] + [sdr_name(t) for t in thresholds]  # the paper's columns, shown by default
+        available += [m for m in metrics or [] if m in UNCERTAINTY or m.startswith("failure@")]
         multiple_backbones = len({r["backbone_label"] for r in ok}) > 1
         board = Board(
             dataset=dataset,
@@ -200,17 +204,20 @@ def _row(labels: int, method: tuple[str, ...], runs: list[dict], eval_mode: str,
                 landmarks[m["landmark"]].append(m["value"])
         predictions = results.read_table("predictions", run["_file"], split=split) if eval_mode == "native" else None
         if predictions is not None and predictions.num_rows:
-            ids, errors = np.asarray(predictions.column("image_id").to_pylist()), predictions.column("error").to_numpy()
-            per_seed.append({metric: stats.per_image(ids, errors, metric) for metric in metrics})
+            ids = np.asarray(predictions.column("image_id").to_pylist())
+            columns = {name: predictions.column(name).to_numpy(zero_copy_only=False).astype(float)
+                       for name in ("error", "radius", "radius_adaptive")}
+            usable = [m for m in metrics if m in values]  # a run from before a metric existed has none
+            per_seed.append({m: stats.per_image(ids, stats.point_values(columns, m)) for m in usable})
     verdicts = [run.get("health") for run in runs if run.get("health") not in (None, "ok")]
     row = Row(labels, method, max((len(v) for v in values.values()), default=0),
               {k: (float(np.mean(v)), float(np.std(v))) for k, v in values.items() if k in metrics},
               landmarks={k: float(np.mean(v)) for k, v in landmarks.items()}, flagged=len(verdicts),
               problems=list(dict.fromkeys(problem for v in verdicts for problem in v.split("; "))))
     if per_seed and metrics and len(per_seed) == row.seeds:
-        row.images = sorted(set.intersection(*(set(seed[metrics[0]]) for seed in per_seed)))
+        row.images = sorted(set.intersection(*(set(next(iter(seed.values()), {})) for seed in per_seed)))
         row.per_image = {metric: np.array([[seed[metric][i] for i in row.images] for seed in per_seed])
-                         for metric in metrics}
+                         for metric in metrics if all(metric in seed for seed in per_seed)}
     return row
 
 
@@ -235,7 +242,7 @@ def _intervals_and_tests(board: Board) -> None:
                 candidate, reference = (r.per_image[metric][:, [r.images.index(i) for i in shared]].mean(axis=0)
                                         for r in (row, best))
                 compared.append(row)
-                pvalues.append(stats.worse_pvalue(candidate, reference, lower_is_better=metric == "mre"))
+                pvalues.append(stats.worse_pvalue(candidate, reference, lower_is_better=lower_is_better(metric)))
         for row, p in zip(compared, stats.holm(pvalues)):
             row.pvalues[metric] = p
 
@@ -268,22 +275,37 @@ def _reference_rows(reference: list[dict], board: Board, multiple_backbones: boo
 
 
 CONFIG_FIELDS = ("dataset_params", "pretrainer_params", "backbone_params", "head_params", "finetune",
-                 "selection", "image_size")
+                 "selection", "selection_params", "image_size")
 
 
 def _method(run: dict, with_backbone: bool) -> tuple[str, ...]:
     pretraining = run["pretrainer_label"] + (f" (trained on {run['joint']})" if run.get("joint") else "")
+    if run.get("selection") not in (None, "first"):  # the paper's first N go unsaid
+        pretraining += f" ({run['selection']} labels)"
     return (pretraining, run["head_label"]) + ((run["backbone_label"],) if with_backbone else ())
 
 
 def _config(run: dict) -> str:
     """A short id of everything but the seed and label count that the run's numbers depend on."""
-    return content_key({k: run[k] for k in CONFIG_FIELDS}, length=6)
+    values = {k: run[k] for k in CONFIG_FIELDS}
+    values["selection_params"] = values["selection_params"] or "{}"  # rows from before selectors had params
+    return content_key(values, length=6)
+
+
+def lower_is_better(metric: str) -> bool:
+    return metric == "mre" or metric.startswith(("radius", "failure@"))
 
 
 def header(metric: str, unit: str) -> str:
     if metric == "mre":
         return f"MRE ↓ ({unit})"
+    if metric.startswith("failure@"):
+        return f"Fail >{metric.split('@')[1]}{unit} ↓ (%)"
+    adaptive = " adaptive" if metric.endswith("_adaptive") else ""
+    if metric.startswith("coverage"):
+        return f"Coverage{adaptive} (%)"
+    if metric.startswith("radius"):
+        return f"Radius{adaptive} ↓ ({unit})"
     return f"SDR {metric.split('@')[1]}{unit} ↑ (%)"
 
 
@@ -301,7 +323,7 @@ def cell_text(row: Row, metric: str, ci: str = "std") -> str:
 
 def right_aligned(index: int, name: str) -> bool:
     """Numbers align right in every format: the label count, metrics, seeds and rank."""
-    return index == 0 or "↓" in name or "↑" in name or name in ("Seeds", "Avg rank")
+    return index == 0 or "↓" in name or "↑" in name or name.startswith("Coverage") or name in ("Seeds", "Avg rank")
 
 
 def columns(board: Board) -> list[str]:

@@ -25,10 +25,23 @@ BOOTSTRAP_SEED = 0
 BOOTSTRAP_RESAMPLES = 2000
 
 
-def per_image(image_ids: np.ndarray, errors: np.ndarray, metric: str) -> dict[str, float]:
-    """image id -> the image's MRE, or its SDR (percent of landmarks within ``t``) for "sdr@t"."""
+def point_values(columns: dict[str, np.ndarray], metric: str) -> np.ndarray:
+    """Per-point values whose mean is ``metric``, from a predictions table's ``error`` (and
+    ``radius``, ``radius_adaptive``) columns: the error for "mre", 100 or 0 for "sdr@t",
+    "failure@t" and the coverages, the radius for the radii."""
+    errors = columns["error"]
+    if metric == "mre":
+        return errors
+    if metric.startswith(("sdr@", "failure@")):
+        threshold = float(metric.split("@")[1])
+        return ((errors <= threshold) if metric.startswith("sdr") else (errors > threshold)) * 100.0
+    radius = columns["radius_adaptive" if metric.endswith("_adaptive") else "radius"]
+    return (errors <= radius) * 100.0 if metric.startswith("coverage") else radius
+
+
+def per_image(image_ids: np.ndarray, values: np.ndarray) -> dict[str, float]:
+    """image id -> the mean of its points' ``values``."""
     ids, inverse = np.unique(image_ids, return_inverse=True)
-    values = errors if metric == "mre" else (errors <= float(metric.split("@")[1])) * 100.0
     means = np.bincount(inverse, weights=values) / np.bincount(inverse)
     return dict(zip(ids.tolist(), means.tolist()))
 

@@ -9,7 +9,6 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from lmbench.core.errors import DataError
 from lmbench.core.interfaces import Dataset
 from lmbench.run.geometry import resize_image, to_input
 
@@ -77,15 +76,3 @@ def prepare(dataset: Dataset, ids: list[str], size: int, on_progress=lambda done
         shapes=shapes,
         spacings=spacings,
     )
-
-
-def select_labelled(train_ids: list[str], count: int, selection: str, seed: int) -> list[str]:
-    """The few-shot subset: the first ``count`` training ids in the dataset's sorted order (the
-    paper), or a seeded random draw."""
-    ids = list(train_ids)
-    if count > len(ids):
-        raise DataError(f"labels = {count} exceeds the {len(ids)} images of the training split")
-    if selection == "first":
-        return ids[:count]
-    rng = np.random.default_rng(seed)
-    return [ids[i] for i in sorted(rng.choice(len(ids), size=count, replace=False))]

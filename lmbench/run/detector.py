@@ -23,8 +23,8 @@ import torch
 
 from lmbench.core.errors import CorruptFile, DataError, LmbenchError
 from lmbench.core.interfaces import HeadStrategy
-from lmbench.run import engine, integrity, results, tensorfile
-from lmbench.run.geometry import resize_image, to_original
+from lmbench.run import conformal, engine, integrity, results, tensorfile
+from lmbench.run.geometry import resize_image, to_original, unit_scale
 from lmbench.run.io import IMAGE_SUFFIXES, read_image
 
 FORMAT = 2
@@ -36,14 +36,17 @@ def model_file(run: dict) -> Path:
 
 
 def saver(model: torch.nn.Module, head: HeadStrategy, num_landmarks, domain: int | None,
-          landmark_names, image_size: int, precision: str):
-    """``save(path)`` writing the detector atomically; called before the run row is written."""
+          landmark_names, image_size: int, precision: str, regions: dict | None = None):
+    """``save(path)`` writing the detector atomically; called before the run row is written.
+    ``regions``: the calibrated ``level`` and per-landmark ``scale`` of the adaptive
+    uncertainty regions (lmbench.run.conformal)."""
     def save(path: Path) -> None:
         tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
         tensors.update({f"head.{k}": v for k, v in vars(head).items() if isinstance(v, torch.Tensor)})
         tensorfile.save(path, tensors, {
             "format": FORMAT, "num_landmarks": num_landmarks, "domain": domain,
             "landmark_names": list(landmark_names), "image_size": image_size, "precision": precision,
+            "regions": regions,
         })
     return save
 
@@ -56,12 +59,22 @@ class Detector:
     landmark_names: list[str]
     image_size: int
     precision: str
+    regions: dict | None = None  # level and per-landmark scale of the adaptive regions; None: saved without
 
-    def predict(self, images: list[np.ndarray], device: torch.device, batch_size: int = 8) -> np.ndarray:
-        """(M, N, 2) landmarks in each image's own pixels, for (H, W) images in [0, 1]."""
+    def predict(self, images: list[np.ndarray], device: torch.device, batch_size: int = 8
+                ) -> tuple[np.ndarray, np.ndarray | None]:
+        """(M, N, 2) landmarks in each image's own pixels, for (H, W) images in [0, 1], and
+        (M, N) radii of their calibrated uncertainty regions, in those pixels (None for a
+        detector saved without)."""
         inputs = torch.stack([resize_image(image, self.image_size) for image in images])
-        points = engine.predict(self.model, self.head, inputs, batch_size, device, self.precision).numpy()
-        return np.stack([to_original(p, image.shape[:2], self.image_size) for p, image in zip(points, images)])
+        points, covariances = engine.predict(self.model, self.head, inputs, batch_size, device, self.precision)
+        shapes = [image.shape[:2] for image in images]
+        points = np.stack([to_original(p, shape, self.image_size) for p, shape in zip(points.numpy(), shapes)])
+        if self.regions is None:
+            return points, None
+        scales = np.stack([unit_scale(shape, self.image_size) for shape in shapes])
+        spreads = conformal.spread(covariances.numpy(), scales[:, None, :])
+        return points, np.asarray(self.regions["scale"]) * np.maximum(spreads, conformal.MIN_SPREAD)
 
 
 def load_detector(run: dict) -> Detector:
@@ -96,7 +109,8 @@ def load_detector(run: dict) -> Detector:
     for name, value in tensors.items():
         if name.startswith("head."):
             setattr(head, name.removeprefix("head."), value)
-    return Detector(run, model.eval(), head, meta["landmark_names"], meta["image_size"], meta["precision"])
+    return Detector(run, model.eval(), head, meta["landmark_names"], meta["image_size"], meta["precision"],
+                    meta.get("regions"))
 
 
 def choose_run(roots: list[Path], run_key: str | None = None, dataset: str | None = None,
@@ -134,12 +148,23 @@ def image_files(folder: Path) -> list[Path]:
     return files
 
 
-def labelme_document(points: np.ndarray, names: list[str], image: Path, shape: tuple[int, int], folder: Path) -> dict:
-    """A labelme file of one point per landmark, naming ``image`` relative to ``folder``."""
+def _shape(label: str, kind: str, points: list, description: str = "") -> dict:
+    return {"label": label, "points": points, "group_id": None, "description": description,
+            "shape_type": kind, "flags": {}, "mask": None}
+
+
+def labelme_document(points: np.ndarray, names: list[str], image: Path, shape: tuple[int, int], folder: Path,
+                     radii: np.ndarray | None = None, level: float | None = None) -> dict:
+    """A labelme file of one point per landmark, naming ``image`` relative to ``folder``; with
+    ``radii``, a circle per landmark (``<name>_radius``) showing its uncertainty region."""
+    shapes = [_shape(name, "point", [[float(x), float(y)]]) for name, (x, y) in zip(names, points)]
+    if radii is not None:
+        shapes += [_shape(f"{name}_radius", "circle", [[float(x), float(y)], [float(x + r), float(y)]],
+                          f"{level:.0%} conformal region")
+                   for name, (x, y), r in zip(names, points, radii) if np.isfinite(r)]
     return {
         "version": LABELME_VERSION, "flags": {},
-        "shapes": [{"label": name, "points": [[float(x), float(y)]], "group_id": None, "description": "",
-                    "shape_type": "point", "flags": {}, "mask": None} for name, (x, y) in zip(names, points)],
+        "shapes": shapes,
         "imagePath": os.path.relpath(image, folder), "imageData": None,
         "imageHeight": int(shape[0]), "imageWidth": int(shape[1]),
     }
@@ -149,7 +174,8 @@ def predict_folder(detector: Detector, images: Path, out: Path, device: torch.de
                    on_progress=lambda done, total: None, skip_unreadable: bool = False,
                    max_pixels: int | None = None) -> tuple[Path, Path, list[str]]:
     """Predict every image of ``images``; write ``out/predictions.csv`` (one row per image:
-    id, then x and y of each landmark) and ``out/labelme/<id>.json``, only once all are
+    id, then x and y of each landmark, then each landmark's uncertainty radius where the
+    detector was saved with its regions) and ``out/labelme/<id>.json``, only once all are
     predicted. An unreadable image stops it with nothing written or, with ``skip_unreadable``,
     is left out. Returns both paths and the one-line reason of each image left out."""
     files = image_files(images)
@@ -165,17 +191,23 @@ def predict_folder(detector: Detector, images: Path, out: Path, device: torch.de
                 if not skip_unreadable:
                     raise DataError(f"{exc}; nothing written (--skip-unreadable predicts the other images)") from None
                 skipped.append(str(exc))
-        for path, image, points in zip(chunk, pixels, detector.predict(pixels, device, batch_size) if chunk else []):
-            rows.append([path.stem, *(f"{v:.3f}" for v in points.ravel())])
-            documents[path] = (points, image.shape)
+        points, radii = detector.predict(pixels, device, batch_size) if chunk else ([], None)
+        for i, (path, image) in enumerate(zip(chunk, pixels)):
+            radius = radii[i] if radii is not None else None
+            rows.append([path.stem, *(f"{v:.3f}" for v in points[i].ravel()),
+                         *(f"{r:.3f}" for r in (radius if radius is not None else []))])
+            documents[path] = (points[i], image.shape, radius)
         on_progress(min(start + batch_size, len(files)), len(files))
     labelme = out / "labelme"
     labelme.mkdir(parents=True, exist_ok=True)
-    for path, (points, shape) in documents.items():
-        document = labelme_document(points, names, path.resolve(), shape, labelme.resolve())
+    level = detector.regions["level"] if detector.regions else None
+    for path, (points, shape, radii) in documents.items():
+        document = labelme_document(points, names, path.resolve(), shape, labelme.resolve(), radii, level)
         integrity.write_text(labelme / f"{path.stem}.json", json.dumps(document, indent=2))
+    header = ["id", *(f"{n}_{axis}" for n in names for axis in ("x", "y"))]
+    header += [f"{n}_radius" for n in names] if detector.regions else []
     text = io.StringIO()
-    csv.writer(text).writerows([["id", *(f"{n}_{axis}" for n in names for axis in ("x", "y"))], *rows])
+    csv.writer(text).writerows([header, *rows])
     table = out / "predictions.csv"
     integrity.write_text(table, text.getvalue())
     return table, labelme, skipped

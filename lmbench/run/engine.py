@@ -20,7 +20,7 @@ from torch import nn
 
 from lmbench.core.errors import LmbenchError
 from lmbench.core.interfaces import HeadStrategy
-from lmbench.run import timing
+from lmbench.run import conformal, timing
 from lmbench.run.augment import augment
 from lmbench.run.data import Prepared
 from lmbench.run.profiles import FinetuneConfig
@@ -178,6 +178,11 @@ def logits(model: nn.Module, images: torch.Tensor, batch_size: int, device, prec
 
 
 def predict(model: nn.Module, head: HeadStrategy, images: torch.Tensor, batch_size: int, device,
-            precision: str = "bf16") -> torch.Tensor:
-    """(M, 1, S, S) images -> (M, N, 2) landmarks in input pixels."""
-    return torch.cat([head.decode(out).cpu() for out in logits(model, images, batch_size, device, precision)])
+            precision: str = "bf16") -> tuple[torch.Tensor, torch.Tensor]:
+    """(M, 1, S, S) images -> (M, N, 2) landmarks and (M, N, 2, 2) spatial covariances of their
+    heatmaps (``head.probabilities``), in input pixels."""
+    points, covariances = [], []
+    for out in logits(model, images, batch_size, device, precision):
+        points.append(head.decode(out).cpu())
+        covariances.append(conformal.covariance(head.probabilities(out).cpu()))
+    return torch.cat(points), torch.cat(covariances)

@@ -23,6 +23,12 @@ def to_original(points: np.ndarray, shape: tuple[int, int], size: int) -> np.nda
     return (points + 0.5) * scale - 0.5
 
 
+def unit_scale(shape: tuple[int, int], size: int, spacing: float | None = None) -> np.ndarray:
+    """(x, y) lengths of one input pixel in the original image of ``shape`` (H, W): in its
+    pixels, or in mm when its pixel ``spacing`` is given."""
+    return np.array([shape[1] / size, shape[0] / size]) * (1.0 if spacing is None else spacing)
+
+
 def resize_image(image: np.ndarray, size: int) -> torch.Tensor:
     """(H, W) image -> (1, size, size) float32, aspect ignored as in the paper, min-max to [0, 1]."""
     x = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))[None, None]

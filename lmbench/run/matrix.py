@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from annotated_types import Ge
+from annotated_types import Ge, Interval
 
 from lmbench.core import params as P
 from lmbench.core.errors import LmbenchError, MatrixError
@@ -21,6 +21,8 @@ from lmbench.run.health import HealthSettings
 from lmbench.run.profiles import PROFILES, FinetuneConfig
 
 DEFAULT_THREADS = 2
+DEFAULT_LEVEL = 0.9  # of the conformal uncertainty regions
+NAMED_SELECTIONS = ("first", "random")  # keyed by name alone, as before selectors had params
 SECTIONS = {"datasets": "dataset", "pretrainers": "pretrainer", "backbones": "backbone", "heads": "head"}
 PATTERN_KEYS = {"dataset", "pretrainer", "backbone", "head", "labels", "seed"}
 
@@ -41,7 +43,10 @@ class MatrixFile:
     profile: Literal["smoke", "quick", "paper"] = "quick"
     seeds: list[NonNegativeInt] = field(default_factory=lambda: [0])
     labels: list[PositiveInt] = field(default_factory=lambda: [1, 5, 10, 25, 50])
-    selection: Literal["first", "random"] = "first"
+    #: which training images get the labels: a selector's name, or a table with its name and params
+    selection: str | dict = "first"
+    #: the coverage each landmark's uncertainty region is calibrated for (lmbench.run.conformal)
+    conformal_level: Annotated[float, Interval(gt=0, lt=1)] = DEFAULT_LEVEL
     image_size: Annotated[int, Ge(32)] | None = None  # None: the profile's
     #: seed of every pre-training, or "seed": one pre-training per fine-tuning seed, so that a
     #: sweep's spread over seeds includes pre-training's (the paper repeats the whole pipeline)
@@ -104,7 +109,7 @@ class RunSpec:
     head: ComponentSpec
     labels: int
     seed: int
-    selection: str
+    selection: ComponentSpec
     image_size: int
     pretrain_seed: int
     finetune: dict[str, Any]
@@ -117,6 +122,7 @@ class RunSpec:
     health: HealthSettings = HealthSettings()  # the verdict's thresholds: never part of a key
     resume_every: float = 300.0  # seconds between resume states of a pre-training: never part of a key
     threads: int = DEFAULT_THREADS  # torch's intra-op threads: part of every key where not the default
+    conformal_level: float = DEFAULT_LEVEL  # part of every key where not the default
 
     @property
     def keeps_model(self) -> bool:
@@ -151,9 +157,11 @@ class RunSpec:
             "head": self.head.identity(),
             "labels": self.labels,
             "seed": self.seed,
-            "selection": self.selection,
+            "selection": self.selection.name if self.selection.name in NAMED_SELECTIONS else self.selection.identity(),
             "finetune": self.finetune,
         }
+        if self.conformal_level != DEFAULT_LEVEL:
+            identity["conformal_level"] = self.conformal_level
         if self.pretrainer.checkpoint is not None:
             identity["checkpoint"] = self.pretrainer.checkpoint
         if self.joint:
@@ -319,6 +327,8 @@ def parse_matrix(data: dict[str, Any], path: Path, reg: Registry | None = None) 
                                   f"known: {', '.join(sorted(by_label))}")
         groups.append((tuple(by_label[label] for label in group.datasets), group.label or "+".join(group.datasets)))
 
+    table = {"name": top.selection} if isinstance(top.selection, str) else top.selection
+    selection = _component("selector", table, top.profile, reg, f"{where}.selection")
     finetunes = {(d.label, b.label): finetune(d, b) for d in sections["datasets"] for b in sections["backbones"]}
     runs: list[RunSpec] = []
     pruned: list[tuple[RunSpec, str]] = []
@@ -329,11 +339,12 @@ def parse_matrix(data: dict[str, Any], path: Path, reg: Registry | None = None) 
         for dataset in members:
             run = RunSpec(
                 matrix=top.name, profile=top.profile, dataset=dataset, pretrainer=pretrainer,
-                backbone=backbone, head=head, labels=labels, seed=seed, selection=top.selection,
+                backbone=backbone, head=head, labels=labels, seed=seed, selection=selection,
                 image_size=image_size, pretrain_seed=seed if top.pretrain_seed == "seed" else top.pretrain_seed,
                 finetune=finetunes[(members[0].label, backbone.label)], pretrain_dataset=pools.get(pretrainer.label),
                 joint=members if joint_label else (), joint_label=joint_label, save_models=top.save_models,
                 health=top.health, resume_every=top.resume_every, threads=top.threads,
+                conformal_level=top.conformal_level,
             )
             reason = _incompatibility(run, instances, reg)
             if reason is None:

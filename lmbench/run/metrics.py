@@ -23,9 +23,15 @@ def sdr_name(threshold: float) -> str:
     return f"sdr@{threshold:g}"
 
 
-def summarize(errors: np.ndarray, thresholds: Sequence[float], landmark_names: Sequence[str]) -> list[tuple[str, str, float]]:
-    """(metric, landmark, value) rows: MRE, its standard deviation and SDR (percent, distance <= t),
-    over all landmarks ("all") and per landmark."""
+def failure_name(threshold: float) -> str:
+    return f"failure@{threshold:g}"
+
+
+def summarize(errors: np.ndarray, thresholds: Sequence[float], landmark_names: Sequence[str],
+              failure_threshold: float | None = None) -> list[tuple[str, str, float]]:
+    """(metric, landmark, value) rows: MRE, its standard deviation, SDR (percent, distance <= t)
+    and the failure rate (percent, distance > ``failure_threshold``), over all landmarks
+    ("all") and per landmark."""
     columns = [("all", errors.ravel())] + [(name, errors[:, i]) for i, name in enumerate(landmark_names)]
     rows = []
     for landmark, values in columns:
@@ -33,4 +39,19 @@ def summarize(errors: np.ndarray, thresholds: Sequence[float], landmark_names: S
         rows.append(("mre_std", landmark, float(values.std())))
         for t in thresholds:
             rows.append((sdr_name(t), landmark, float((values <= t).mean() * 100)))
+        if failure_threshold is not None:
+            rows.append((failure_name(failure_threshold), landmark, float((values > failure_threshold).mean() * 100)))
+    return rows
+
+
+def summarize_regions(errors: np.ndarray, fixed: np.ndarray, adaptive: np.ndarray,
+                      landmark_names: Sequence[str]) -> list[tuple[str, str, float]]:
+    """(metric, landmark, value) rows of uncertainty regions of (M, N) radii around points
+    with (M, N) errors: coverage (percent of points inside) and mean radius, of the fixed and
+    the adaptive regions, over all landmarks and per landmark."""
+    rows = []
+    for landmark, index in [("all", slice(None))] + [(name, i) for i, name in enumerate(landmark_names)]:
+        for suffix, radii in (("", fixed), ("_adaptive", adaptive)):
+            rows.append((f"coverage{suffix}", landmark, float((errors[:, index] <= radii[:, index]).mean() * 100)))
+            rows.append((f"radius{suffix}", landmark, float(radii[:, index].mean())))
     return rows

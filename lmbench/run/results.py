@@ -44,7 +44,7 @@ RUN_SCHEMA = pa.schema(
         ("pretrainer", _s), ("pretrainer_label", _s), ("pretrainer_params", _s),
         ("backbone", _s), ("backbone_label", _s), ("backbone_params", _s),
         ("head", _s), ("head_label", _s), ("head_params", _s),
-        ("labels", _i), ("seed", _i), ("selection", _s), ("image_size", _i), ("finetune", _s),
+        ("labels", _i), ("seed", _i), ("selection", _s), ("selection_params", _s), ("image_size", _i), ("finetune", _s),
         ("pretrain_key", _s), ("joint", _s), ("labelled_ids", _s), ("unit", _s), ("thresholds", _s),
         ("lmbench_version", _s), ("plugin_versions", _s), ("torch_version", _s), ("device", _s),
         ("device_name", _s), ("cuda_version", _s), ("deterministic", _b), ("git_sha", _s),
@@ -56,6 +56,7 @@ RUN_SCHEMA = pa.schema(
         ("health_measures", _s),  # JSON: what the verdict was computed from
         ("stage_seconds", _s),  # JSON: seconds per stage of the run (lmbench.run.timing), adding up to its wall time
         ("threads", _i),  # torch's intra-op threads the run computed with (null: not recorded)
+        ("conformal_level", _f),  # the coverage the uncertainty regions are calibrated for
     ]
 )
 METRIC_SCHEMA = pa.schema(
@@ -69,6 +70,8 @@ PREDICTION_SCHEMA = pa.schema(
         ("schema_version", _i), ("run_key", _s), ("split", _s), ("image_id", _s),
         ("landmark_index", _i), ("landmark", _s), ("x", _f), ("y", _f), ("x_true", _f), ("y_true", _f),
         ("error", _f), ("unit", _s),
+        # the heatmap's spread and the radii of the fixed and adaptive conformal regions, in ``unit``
+        ("spread", _f), ("radius", _f), ("radius_adaptive", _f),
     ]
 )
 CURVE_SCHEMA = pa.schema(

@@ -27,12 +27,12 @@ from lmbench.core.errors import CorruptFile, DataError, LmbenchError, PluginErro
 from lmbench.core.interfaces import Backbone, Dataset, HeadStrategy, LoadReport, PretrainContext, Pretrainer
 from lmbench.core.keys import canonical_json, content_key
 from lmbench.core.plugins import registry
-from lmbench.run import cache, detector, distributed, engine, health, integrity, results, tensorfile, timing
-from lmbench.run.data import Prepared, prepare, select_labelled
-from lmbench.run.geometry import to_original
+from lmbench.run import cache, conformal, detector, distributed, engine, health, integrity, results, tensorfile, timing
+from lmbench.run.data import Prepared, prepare
+from lmbench.run.geometry import to_original, unit_scale
 from lmbench.run.locks import file_lock
 from lmbench.run.matrix import ComponentSpec, Matrix, RunSpec
-from lmbench.run.metrics import radial_errors, summarize
+from lmbench.run.metrics import radial_errors, summarize, summarize_regions
 from lmbench.run.paper_eval import paper_errors
 from lmbench.run.profiles import FinetuneConfig
 
@@ -121,10 +121,11 @@ def _provenance(ctx: RunContext) -> dict:
 def _config_row(spec: RunSpec) -> dict:
     row = {
         "run_key": spec.run_key, "matrix": spec.matrix, "profile": spec.profile,
-        "labels": spec.labels, "seed": spec.seed, "selection": spec.selection,
+        "labels": spec.labels, "seed": spec.seed, "selection": spec.selection.label,
+        "selection_params": canonical_json(spec.selection.params),
         "image_size": spec.image_size, "finetune": canonical_json(spec.finetune),
         "pretrain_key": spec.pretrain_key, "joint": spec.joint_label, "torch_version": torch.__version__,
-        "lmbench_version": lmbench.__version__, "threads": spec.threads,
+        "lmbench_version": lmbench.__version__, "threads": spec.threads, "conformal_level": spec.conformal_level,
     }
     versions = {}
     for kind in ("dataset", "pretrainer", "backbone", "head"):
@@ -265,9 +266,22 @@ def _splits(spec: RunSpec, dataset_spec: ComponentSpec, ctx: RunContext, on_stag
     for split in ("train", "val", "test"):
         if not dataset.split(split):
             raise DataError(f"dataset {dataset_spec.label}: the {split} split is empty")
-    labelled = select_labelled(dataset.split("train"), spec.labels, spec.selection, spec.seed)
+    labelled = select_labelled(spec, dataset.split("train"), prepared)
     train, val, test = (prepared.subset(ids) for ids in (labelled, dataset.split("val"), dataset.split("test")))
     return Splits(dataset, labelled, train, val, test)
+
+
+def select_labelled(spec: RunSpec, train_ids: list[str], prepared: Prepared) -> list[str]:
+    """The run's labelled subset of the training split, as its selector chooses it."""
+    if spec.labels > len(train_ids):
+        raise DataError(f"labels = {spec.labels} exceeds the {len(train_ids)} images of the training split")
+    selector = spec.selection.instantiate()
+    images = prepared.subset(train_ids).images
+    chosen = selector.select(list(train_ids), images, spec.labels, spec.seed)
+    if len(set(chosen)) != spec.labels or not set(chosen) <= set(train_ids):
+        raise PluginError(f"selector {spec.selection.name!r} returned {len(set(chosen))} distinct training ids "
+                          f"for labels = {spec.labels}; it must return that many of the ids it was given")
+    return list(chosen)
 
 
 def _score(spec: RunSpec, data: Splits, model, head: HeadStrategy, config: FinetuneConfig, ctx: RunContext):
@@ -281,29 +295,41 @@ def _score(spec: RunSpec, data: Splits, model, head: HeadStrategy, config: Finet
                                                                       ctx.device, config.precision)])
         head.calibrate(logits, data.val.landmarks)
     metrics, predictions = [], []
+    names, regions = dataset.landmark_names, None
     for split, part in (("val", data.val), ("test", data.test)):
         with timing.stage("prediction"):  # the network and the head's decoding
-            predicted_input = engine.predict(model, head, part.images, config.batch_size, ctx.device,
-                                             config.precision).numpy()
+            predicted_input, covariances = engine.predict(model, head, part.images, config.batch_size, ctx.device,
+                                                          config.precision)
+        predicted_input = predicted_input.numpy()
         predicted = np.stack([to_original(p, shape, spec.image_size) for p, shape in zip(predicted_input, part.shapes)])
         errors = radial_errors(predicted, part.original_landmarks, part.spacings, dataset.unit)
         paper = paper_errors(dataset, predicted_input, part.original_landmarks, part.shapes, part.spacings,
                              spec.image_size)
+        scales = np.stack([unit_scale(shape, spec.image_size, spacing if dataset.unit == "mm" else None)
+                           for shape, spacing in zip(part.shapes, part.spacings)])
+        spreads = conformal.spread(covariances.numpy(), scales[:, None, :])
+        if regions is None:  # calibrated on the validation split, which comes first
+            regions = conformal.calibrate(errors, spreads, spec.conformal_level)
+        fixed, adaptive = conformal.radii(regions, spreads)
+        rows = [("native", row) for row in summarize(errors, dataset.thresholds, names, dataset.failure_threshold)]
+        rows += [("paper", row) for row in summarize(paper, dataset.thresholds, names, dataset.failure_threshold)]
+        if split == "test":
+            rows += [("native", row) for row in summarize_regions(errors, fixed, adaptive, names)]
         metrics += [
-            {"split": split, "eval_mode": mode, "metric": metric, "landmark": landmark,
-             "value": value, "unit": "%" if metric.startswith("sdr") else dataset.unit}
-            for mode, values in (("native", errors), ("paper", paper))
-            for metric, landmark, value in summarize(values, dataset.thresholds, dataset.landmark_names)
+            {"split": split, "eval_mode": mode, "metric": metric, "landmark": landmark, "value": value,
+             "unit": "%" if metric.startswith(("sdr", "failure", "coverage")) else dataset.unit}
+            for mode, (metric, landmark, value) in rows
         ]
         predictions += [
             {"split": split, "image_id": image_id, "landmark_index": j, "landmark": name,
              "x": float(predicted[i, j, 0]), "y": float(predicted[i, j, 1]),
              "x_true": float(part.original_landmarks[i, j, 0]), "y_true": float(part.original_landmarks[i, j, 1]),
-             "error": float(errors[i, j]), "unit": dataset.unit}
+             "error": float(errors[i, j]), "unit": dataset.unit, "spread": float(spreads[i, j]),
+             "radius": float(fixed[i, j]), "radius_adaptive": float(adaptive[i, j])}
             for i, image_id in enumerate(part.ids)
-            for j, name in enumerate(dataset.landmark_names)
+            for j, name in enumerate(names)
         ]
-    return metrics, predictions, predicted_input  # the last: the test split's, in input pixels
+    return metrics, predictions, predicted_input, regions  # the test split's points, in input pixels
 
 
 def execute(specs: list[RunSpec], ctx: RunContext, on_stage=lambda text, done, total: None) -> list[Outcome]:
@@ -364,11 +390,12 @@ def _execute(specs: list[RunSpec], ctx: RunContext, on_stage, seconds: dict[str,
         view = engine.DomainView(model, domain) if lead.joint else model
         data = parts[domain]
         with timing.stage("scoring"):  # metrics and prediction rows; the predicting itself is its own stage
-            metrics, predictions, predicted_test = _score(spec, data, view, head, config, ctx)
+            metrics, predictions, predicted_test, regions = _score(spec, data, view, head, config, ctx)
         findings = (health.pretrain_findings(measures, spec.health)
                     + health.finetune_findings(fit.epochs, fit.best_epoch, predicted_test, spec.health))
         save = detector.saver(model, head, counts if lead.joint else counts[0], domain if lead.joint else None,
-                              data.dataset.landmark_names, spec.image_size, config.precision) if spec.keeps_model else None
+                              data.dataset.landmark_names, spec.image_size, config.precision,
+                              {"level": spec.conformal_level, "scale": regions["scale"].tolist()}) if spec.keeps_model else None
         wall = time.perf_counter() - start
         stages = {**seconds, "other": wall - sum(seconds.values())}  # what no stage covers: they add up
         row = {

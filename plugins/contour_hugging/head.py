@@ -62,6 +62,13 @@ class ContourHuggingHead(HeadStrategy):
         batch, channels = logits.shape[:2]
         return F.cross_entropy(logits.reshape(batch * channels, -1), targets.reshape(-1))
 
+    def probabilities(self, logits):
+        """The head's own distribution: the softmax over each map, at the fitted temperature."""
+        flat = logits.float().flatten(2)
+        if self.temperatures is not None:
+            flat = flat / self.temperatures.to(flat.device)[None, :, None]
+        return flat.softmax(-1).view_as(logits)
+
     def decode(self, logits):
         batch, channels, height, width = logits.shape
         flat = logits.reshape(batch, channels, -1)

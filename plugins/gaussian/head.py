@@ -51,6 +51,16 @@ class GaussianHead(HeadStrategy):
     def loss(self, logits, targets):
         return F.cross_entropy(logits, targets)
 
+    def probabilities(self, logits):
+        """The pixels decoding keeps, weighted by how far above half the maximum they are: a
+        wide or split peak spreads; background pixels, which the loss leaves free, do not."""
+        maps = logits.float() if self.params.decode == "contour" else logits.float().softmax(dim=1)
+        peak = maps.flatten(2).amax(-1)[..., None, None]
+        weights = (maps - 0.5 * peak).clamp_min(0).flatten(2)
+        mass = weights.sum(-1, keepdim=True)
+        uniform = torch.full_like(weights, 1 / weights.shape[-1])  # nothing above half (a negative peak)
+        return torch.where(mass > 0, weights / mass.clamp_min(1e-30), uniform).view_as(logits)
+
     def decode(self, logits):
         if self.params.decode == "contour":
             maps, rule = logits.float().cpu().numpy(), largest_contour_centroid

@@ -39,6 +39,11 @@ class GaussianBceHead(HeadStrategy):
     def loss(self, logits, targets):
         return F.binary_cross_entropy_with_logits(logits, targets)
 
+    def probabilities(self, logits):
+        """Each channel's sigmoid outputs, normalised: its trained Gaussian as a distribution."""
+        heat = logits.float().sigmoid().flatten(2)
+        return (heat / heat.sum(-1, keepdim=True)).view_as(logits)
+
     def decode(self, logits):
         batch, channels, height, width = logits.shape
         index = logits.reshape(batch, channels, -1).argmax(dim=-1)
