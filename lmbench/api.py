@@ -45,7 +45,7 @@ HOOKS = {
 _LAZY = {
     "train_steps": "lmbench.run.pretraining", "ema": "lmbench.run.pretraining",
     "augment": "lmbench.run.augment", "augment_images": "lmbench.run.augment",
-    "autocast": "lmbench.run.engine", "default_cache_dir": "lmbench.run.matrix",
+    "autocast": "lmbench.run.engine", "tf32": "lmbench.run.engine", "default_cache_dir": "lmbench.run.matrix",
     "Summary": "lmbench.run.runner", "one_line": "lmbench.run.runner",
     "check_inside": "lmbench.run.io", "find_image": "lmbench.run.io", "parse_number": "lmbench.run.io",
     "read_image": "lmbench.run.io", "read_point_lines": "lmbench.run.io", "read_text_file": "lmbench.run.io",

@@ -89,7 +89,7 @@ def validate(matrix: MatrixOption, data_root: DataRootOption = None,
             resolved.add_column(column, overflow="fold")
         seen = {}
         for run in m.runs + [run for run, _ in m.pruned]:
-            for spec in (run.dataset, run.pretrainer, run.backbone, run.head):
+            for spec in (run.dataset, run.pretrainer, run.backbone, run.head, run.selection):
                 seen.setdefault((spec.kind, spec.label), spec)
         for (kind, label), spec in seen.items():
             resolved.add_row(*map(escape, (kind, label, spec.name, spec.code, canonical_json(spec.params))))
@@ -98,19 +98,19 @@ def validate(matrix: MatrixOption, data_root: DataRootOption = None,
             resolved.add_row("finetune", escape(group), "", "", escape(canonical_json(settings)))
         console.print(resolved)
     table = Table(title=escape(f"{m.name}: {len(m.runs)} runs ({m.profile} profile) -> {m.results_dir}"))
-    for column in ("run_key", "dataset", "pretrainer", "backbone", "head", "labels", "seed"):
+    for column in ("run_key", "dataset", "pretrainer", "backbone", "head", "labels", "seed", "selection"):
         table.add_column(column)
     for run in m.runs:
         table.add_row(*map(escape, (run.run_key, run.dataset.label, run.pretrainer.label, run.backbone.label,
-                                    run.head.label, str(run.labels), str(run.seed))))
+                                    run.head.label, str(run.labels), str(run.seed), run.selection.label)))
     console.print(table)
     if m.pruned:
         pruned = Table(title=f"{len(m.pruned)} pruned combinations")
-        for column in ("dataset", "pretrainer", "backbone", "head", "labels", "seed", "why"):
+        for column in ("dataset", "pretrainer", "backbone", "head", "labels", "seed", "selection", "why"):
             pruned.add_column(column)
         for run, why in m.pruned:
             pruned.add_row(*map(escape, (run.dataset.label, run.pretrainer.label, run.backbone.label,
-                                         run.head.label, str(run.labels), str(run.seed), why)))
+                                         run.head.label, str(run.labels), str(run.seed), run.selection.label, why)))
         console.print(pruned)
 
 

@@ -168,3 +168,21 @@ def test_ddpm_pairs_only_with_its_unet(tmp_path):
     m = load_matrix(tiny_matrix(tmp_path, labels=(1,), pretrainers='[[pretrainers]]\nname = "ddpm"'))
     assert not m.runs
     assert {why for _, why in m.pruned} == {"ddpm produces ddpm-unet weights; smp-unet accepts detector, unet-encoder"}
+
+
+def test_a_bf16_pretraining_sets_tf32_for_itself_and_leaves_the_flags_as_it_found_them():
+    flags = lambda: (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)  # noqa: E731
+    before = flags()
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    seen = []
+    pretrainer = DdpmPretrainer(DdpmPretrainer.Params(iterations=2, batch_size=2, accumulation=1, precision="bf16"))
+    original = pretrainer._pretrain
+    pretrainer._pretrain = lambda ctx: (seen.append(flags()), original(ctx))[1]
+    try:
+        pretrainer.pretrain(context(torch.rand(4, 1, 32, 32)))
+        assert seen == [(True, True)] and flags() == (False, False)
+        fp32 = DdpmPretrainer(DdpmPretrainer.Params(iterations=2, batch_size=2, accumulation=1, precision="fp32"))
+        fp32.pretrain(context(torch.rand(4, 1, 32, 32)))
+        assert flags() == (False, False)  # fp32 touches nothing: PyTorch's defaults, as the published code ran
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = before

@@ -45,7 +45,7 @@ def test_expansion_and_profile_defaults(tmp_path):
     [
         ("colour = 'red'", r"m.toml: unknown key 'colour'"),
         ("lables = [1]", r"unknown key 'lables'; did you mean 'labels'\?"),
-        ("selection = 'best'", r"m.toml.selection: expected one of 'first', 'random'"),
+        ("selection = 'best'", r"m.toml.selection.name: unknown selector 'best'; known: first, random, representative"),
         ("image_size = 'big'", r"m.toml.image_size: expected int \| None, got 'big'"),
         ("[finetune]\nepochs = 2.5", r"m.toml.finetune.epochs: expected int, got float 2.5"),
         ("[finetune]\nlearning_rate = 1", r"finetune: unknown key 'learning_rate'"),

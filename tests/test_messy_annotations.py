@@ -166,6 +166,8 @@ name = "gaussian"
         row = predicted[r["image_id"]]
         assert float(row[f"{r['landmark']}_x"]) == pytest.approx(r["x"], abs=2e-3)
         assert float(row[f"{r['landmark']}_y"]) == pytest.approx(r["y"], abs=2e-3)
+        # the run's calibrated region, in this image's pixels (0.1 mm each)
+        assert float(row[f"{r['landmark']}_radius"]) == pytest.approx(r["radius_adaptive"] / 0.1, rel=1e-3, abs=2e-3)
     reread = FolderDataset(FolderDataset.Params(root=str(tmp_path / "out"), images="none", labels="labelme",
                                                 landmarks=NAMES, fractions=[1.0, 0.0, 0.0]))
     assert sorted(reread.split("train")) == test_ids  # labelme opens them, and so does lmbench

@@ -44,6 +44,20 @@ def autocast(device: torch.device, precision: str = "bf16"):
     return contextlib.nullcontext()
 
 
+@contextlib.contextmanager
+def tf32(enabled: bool = True):
+    """TF32 matmuls and cuDNN convolutions on (or off) for one stage, and the two global flags
+    as they were after it: a flag left set would change the numbers of the next stage in the
+    process (a fine-tuning in fp32 after a bf16 pre-training), so results would depend on
+    what the cache held."""
+    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = enabled
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+
+
 def _epoch_order(n: int, count: int, generator: torch.Generator) -> torch.Tensor:
     """``count`` indices into ``n`` samples: whole shuffled passes, the last one cut short."""
     passes = [torch.randperm(n, generator=generator) for _ in range(math.ceil(count / n))]

@@ -24,7 +24,7 @@ DEFAULT_THREADS = 2
 DEFAULT_LEVEL = 0.9  # of the conformal uncertainty regions
 NAMED_SELECTIONS = ("first", "random")  # keyed by name alone, as before selectors had params
 SECTIONS = {"datasets": "dataset", "pretrainers": "pretrainer", "backbones": "backbone", "heads": "head"}
-PATTERN_KEYS = {"dataset", "pretrainer", "backbone", "head", "labels", "seed"}
+PATTERN_KEYS = {"dataset", "pretrainer", "backbone", "head", "labels", "seed", "selection"}
 
 
 @dataclass
@@ -43,8 +43,9 @@ class MatrixFile:
     profile: Literal["smoke", "quick", "paper"] = "quick"
     seeds: list[NonNegativeInt] = field(default_factory=lambda: [0])
     labels: list[PositiveInt] = field(default_factory=lambda: [1, 5, 10, 25, 50])
-    #: which training images get the labels: a selector's name, or a table with its name and params
-    selection: str | dict = "first"
+    #: which training images get the labels: a selector's name, or a table with its name and
+    #: params, or a list of them (one run per selection)
+    selection: str | dict | list = "first"
     #: the coverage each landmark's uncertainty region is calibrated for (lmbench.run.conformal)
     conformal_level: Annotated[float, Interval(gt=0, lt=1)] = DEFAULT_LEVEL
     image_size: Annotated[int, Ge(32)] | None = None  # None: the profile's
@@ -180,7 +181,8 @@ class RunSpec:
         joint = f" (joint {self.joint_label})" if self.joint else ""
         return (
             f"{self.dataset.label}{joint} | {self.pretrainer.label} | {self.backbone.label} | "
-            f"{self.head.label} | {self.labels} labels | seed {self.seed}"
+            f"{self.head.label} | {self.labels}{'' if self.selection.name == 'first' else ' ' + self.selection.label} "
+            f"labels | seed {self.seed}"
         )
 
 
@@ -327,14 +329,21 @@ def parse_matrix(data: dict[str, Any], path: Path, reg: Registry | None = None) 
                                   f"known: {', '.join(sorted(by_label))}")
         groups.append((tuple(by_label[label] for label in group.datasets), group.label or "+".join(group.datasets)))
 
-    table = {"name": top.selection} if isinstance(top.selection, str) else top.selection
-    selection = _component("selector", table, top.profile, reg, f"{where}.selection")
+    chosen = top.selection if isinstance(top.selection, list) else [top.selection]
+    selections = [_component("selector", {"name": s} if isinstance(s, str) else s, top.profile, reg,
+                             f"{where}.selection" + (f"[{i}]" if isinstance(top.selection, list) else ""))
+                  for i, s in enumerate(chosen)]
+    if not selections:
+        raise MatrixError(f"{where}.selection: must list at least one selector")
+    names = [s.label for s in selections]
+    if len(set(names)) < len(names):
+        raise MatrixError(f"{where}.selection: a selector appears twice; give each a distinct 'label'")
     finetunes = {(d.label, b.label): finetune(d, b) for d in sections["datasets"] for b in sections["backbones"]}
     runs: list[RunSpec] = []
     pruned: list[tuple[RunSpec, str]] = []
     instances = {}
-    for (members, joint_label), pretrainer, backbone, head, labels, seed in itertools.product(
-        groups, sections["pretrainers"], sections["backbones"], sections["heads"], top.labels, top.seeds,
+    for (members, joint_label), pretrainer, backbone, head, labels, seed, selection in itertools.product(
+        groups, sections["pretrainers"], sections["backbones"], sections["heads"], top.labels, top.seeds, selections,
     ):
         for dataset in members:
             run = RunSpec(

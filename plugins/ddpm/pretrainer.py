@@ -18,6 +18,7 @@ counts stay in the protocol's units.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass, field
 from typing import Literal
@@ -38,6 +39,7 @@ from lmbench.api import (
     UnitInterval,
     augment_images,
     ema,
+    tf32,
     train_steps,
 )
 from lmbench_plugins.ddpm.backbone import predict_noise
@@ -163,12 +165,14 @@ class DdpmPretrainer(Pretrainer):
         return sum(losses) / len(losses), sum(zero) / len(zero)
 
     def pretrain(self, context: PretrainContext):
-        p, device = self.params, context.device
         if len(context.images) == 0:
             raise LmbenchError("ddpm: the pre-training pool is empty")
-        if device.type == "cuda" and p.precision == "bf16":
-            torch.backends.cuda.matmul.allow_tf32 = True
-            torch.backends.cudnn.allow_tf32 = True
+        fast = self.params.precision == "bf16"  # fp32 keeps PyTorch's defaults, as the published code ran
+        with tf32() if fast else contextlib.nullcontext():
+            return self._pretrain(context)
+
+    def _pretrain(self, context: PretrainContext):
+        p, device = self.params, context.device
         torch.manual_seed(context.seed)
         backbone = context.backbone
         unet = backbone.build_part("ddpm-unet", 1, context.images.shape[-1]).to(device)
