@@ -81,3 +81,37 @@ def test_each_heads_spread_grows_with_its_heatmaps_width(head):
         np.testing.assert_allclose(probabilities.sum((-2, -1)).numpy(), 1.0, rtol=1e-5)
         spreads.append(float(conformal.spread(conformal.covariance(probabilities)[0, 0].numpy(), np.ones(2))))
     assert spreads[1] > 1.5 * spreads[0], spreads
+
+
+def test_a_run_stores_its_regions_and_the_leaderboard_shows_them(tmp_path):
+    from conftest import tiny_matrix
+
+    from lmbench.reporting.leaderboard import build_boards, cell_text
+    from lmbench.run import results
+    from lmbench.run.matrix import load_matrix
+    from lmbench.run.runner import run_matrix
+
+    path = tiny_matrix(tmp_path, seeds=(0, 1), labels=(2,))
+    path.write_text("conformal_level = 0.75\n" + path.read_text())  # 4 validation images: rank 4 of 4
+    m = load_matrix(path)
+    assert run_matrix(m, quiet=True).ok == 2
+    columns = ["mre", "coverage", "radius", "coverage_adaptive", "radius_adaptive", "failure@10"]
+    (board,) = build_boards([m.results_dir], metrics=columns)
+    (row,) = board.rows
+    assert board.metrics == columns and set(row.intervals) == set(columns)
+    expected = {name: [] for name in columns}
+    for run in results.read_runs([m.results_dir]):
+        assert run["conformal_level"] == 0.75
+        val = results.read_table("predictions", run["_file"], split="val").to_pydict()
+        test = results.read_table("predictions", run["_file"], split="test").to_pydict()
+        errors, radius = np.array(test["error"]), np.array(test["radius"])
+        # the fixed radius of each landmark is its largest validation error (rank 4 of 4)
+        for landmark, r in zip(test["landmark"], radius):
+            assert r == pytest.approx(max(e for e, name in zip(val["error"], val["landmark"]) if name == landmark))
+        expected["coverage"].append((errors <= radius).mean() * 100)
+        expected["coverage_adaptive"].append((errors <= np.array(test["radius_adaptive"])).mean() * 100)
+        expected["radius"].append(radius.mean())
+    for name in ("coverage", "coverage_adaptive", "radius"):
+        assert row.values[name][0] == pytest.approx(np.mean(expected[name]))
+    assert board.best(2, "coverage") is None and board.best(2, "radius") == row.values["radius"][0]
+    assert cell_text(row, "coverage") != "-"

@@ -35,7 +35,8 @@ def test_a_matrix_runs_end_to_end_and_a_rerun_recomputes_nothing(tmp_path):
     assert run["epochs"] == 2 and 1 <= run["best_epoch"] <= 2
     assert results.read_table("predictions", run["_file"]).num_rows == (4 + 6) * 11  # val + test images x landmarks
     metrics = results.read_table("metrics", run["_file"]).to_pylist()
-    assert {m_["metric"] for m_ in metrics} == {"mre", "mre_std", "sdr@2.5", "sdr@5", "sdr@10"}
+    assert {m_["metric"] for m_ in metrics} == {"mre", "mre_std", "sdr@2.5", "sdr@5", "sdr@10", "failure@10", "coverage",
+                                                 "radius", "coverage_adaptive", "radius_adaptive"}
     for split in ("val", "test"):  # each split's metrics are its own predictions'
         errors = results.read_table("predictions", run["_file"], split=split).column("error").to_pylist()
         mre = next(r["value"] for r in metrics

