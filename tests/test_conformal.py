@@ -9,8 +9,13 @@ import numpy as np
 import pytest
 import torch
 
-from lmbench.run import conformal
+from lmbench.reporting.leaderboard import build_boards, cell_text
+from lmbench.run import conformal, results
+from lmbench.run.matrix import load_matrix
+from lmbench.run.runner import run_matrix
 from lmbench.testing import make
+
+from conftest import tiny_matrix
 
 LEVEL = 0.9
 
@@ -84,13 +89,6 @@ def test_each_heads_spread_grows_with_its_heatmaps_width(head):
 
 
 def test_a_run_stores_its_regions_and_the_leaderboard_shows_them(tmp_path):
-    from conftest import tiny_matrix
-
-    from lmbench.reporting.leaderboard import build_boards, cell_text
-    from lmbench.run import results
-    from lmbench.run.matrix import load_matrix
-    from lmbench.run.runner import run_matrix
-
     path = tiny_matrix(tmp_path, seeds=(0, 1), labels=(2,))
     path.write_text("conformal_level = 0.75\n" + path.read_text())  # 4 validation images: rank 4 of 4
     m = load_matrix(path)

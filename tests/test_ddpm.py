@@ -186,3 +186,22 @@ def test_a_bf16_pretraining_sets_tf32_for_itself_and_leaves_the_flags_as_it_foun
         assert flags() == (False, False)  # fp32 touches nothing: PyTorch's defaults, as the published code ran
     finally:
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = before
+
+
+def test_weight_standardisation_changes_only_rounding_in_bf16_unless_the_published_rule_is_asked_for():
+    from lmbench_plugins.ddpm.published_unet import WeightStandardizedConv2d
+
+    torch.manual_seed(0)
+    conv = WeightStandardizedConv2d(4, 8, 3, padding=1)
+    with torch.no_grad():
+        conv.weight.mul_(1e-3)  # a kernel variance near eps, so the two epsilons give different functions
+    x = torch.randn(2, 4, 8, 8)
+    reference = conv(x)
+    def bf16():  # activations in bf16, under autocast
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            return conv(x.bfloat16()).float()
+
+    torch.testing.assert_close(bf16(), reference, rtol=0.05, atol=0.05)
+    conv.eps_by_dtype = True
+    torch.testing.assert_close(conv(x), reference)  # fp32 activations: eps 1e-5 either way
+    assert bf16().abs().mean() < 0.5 * reference.abs().mean()  # eps 1e-3: another function

@@ -38,13 +38,13 @@ PRESETS = {
                   self_condition=False, input_range="unit"),
     "published": dict(network="published", base_width=256, multipliers=[1, 2, 4, 8], layers_per_block=2,
                       attention_heads=4, attention_head_dim=32, norm_groups=4, attention_resolutions=None,
-                      self_condition=True, input_range="unit"),
+                      self_condition=True, input_range="unit", ws_eps="fixed"),
     "paper-text": dict(network="diffusers", base_width=64, multipliers=[1, 2, 4, 8], layers_per_block=4,
                        attention_heads=None, attention_head_dim=128, norm_groups=32, attention_resolutions=[32],
                        self_condition=False, input_range="unit"),
 }
 #: fields that only one network has
-ONLY = {"attention_heads": "published", "attention_resolutions": "diffusers"}
+ONLY = {"attention_heads": "published", "attention_resolutions": "diffusers", "ws_eps": "published"}
 
 
 def build_unet(config: dict, image_size: int, out_channels: int) -> nn.Module:
@@ -58,7 +58,7 @@ def build_unet(config: dict, image_size: int, out_channels: int) -> nn.Module:
     if config["network"] == "published":
         return PublishedUNet(in_channels, out_channels, config["base_width"], config["multipliers"],
                              config["layers_per_block"], config["norm_groups"], config["attention_heads"],
-                             config["attention_head_dim"])
+                             config["attention_head_dim"], eps_by_dtype=config["ws_eps"] == "by-dtype")
     resolutions = [image_size // 2**i for i in range(len(widths))]
     attention = [r in config["attention_resolutions"] for r in resolutions]
     return UNet2DModel(
@@ -147,6 +147,9 @@ class DdpmUNet(Backbone):
         norm_groups: PositiveInt | None = None
         self_condition: bool | None = None  # an extra all-zero input channel, as the published code
         input_range: Literal["unit", "symmetric"] | None = None  # [0, 1] (published) or [-1, 1]
+        # published network: weight standardisation's eps, 1e-5 ("fixed", the published code's at
+        # its fp32), or the published rule to the letter, 1e-3 for non-fp32 activations ("by-dtype")
+        ws_eps: Literal["fixed", "by-dtype"] | None = None
 
         def __post_init__(self):
             preset = PRESETS[self.preset]
@@ -156,7 +159,7 @@ class DdpmUNet(Backbone):
                     if getattr(self, name) is not None:
                         raise PluginError(f"ddpm-unet: {name} applies to network {owner!r}, not {network!r}")
                     preset = {**preset, name: None}
-                elif preset[name] is None:
+                elif preset.get(name) is None:
                     preset = {**preset, name: PRESETS["published" if owner == "published" else "paper-text"][name]}
             for f in fields(self):
                 if getattr(self, f.name) is None:

@@ -30,12 +30,16 @@ from torch.utils.checkpoint import checkpoint
 
 
 class WeightStandardizedConv2d(nn.Conv2d):
-    """A convolution whose kernel is standardised per output channel before use
-    (Qiao et al. 2019), with the published code's epsilons."""
+    """A convolution whose kernel is standardised per output channel before use (Qiao et al.
+    2019), in fp32 with eps 1e-5, the published code's function at its fp32 precision; with
+    ``eps_by_dtype``, the published rule to the letter: eps 1e-3 for activations of any other
+    dtype, so that under bf16 autocast the function, not only its rounding, changes."""
+
+    eps_by_dtype = False
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        eps = 1e-5 if x.dtype == torch.float32 else 1e-3
-        w = self.weight
+        eps = 1e-3 if self.eps_by_dtype and x.dtype != torch.float32 else 1e-5
+        w = self.weight.float()
         mean = w.mean(dim=(1, 2, 3), keepdim=True)
         var = w.var(dim=(1, 2, 3), keepdim=True, unbiased=False)
         return F.conv2d(x, (w - mean) * (var + eps).rsqrt(), self.bias, self.stride, self.padding,
@@ -127,7 +131,8 @@ class PublishedUNet(nn.Module):
     block skips its time term, and ``drop_time_embedding`` removes those weights."""
 
     def __init__(self, in_channels: int, out_channels: int, base_width: int, multipliers: list[int],
-                 layers_per_block: int = 2, norm_groups: int = 4, heads: int = 4, head_dim: int = 32):
+                 layers_per_block: int = 2, norm_groups: int = 4, heads: int = 4, head_dim: int = 32,
+                 eps_by_dtype: bool = False):
         super().__init__()
         widths = [base_width] + [base_width * m for m in multipliers]
         pairs = list(zip(widths[:-1], widths[1:]))
@@ -158,6 +163,9 @@ class PublishedUNet(nn.Module):
         self.final_block = StandardizedResnetBlock(2 * base_width, base_width, norm_groups, time_dim)
         self.final_conv = nn.Conv2d(base_width, out_channels, 1)
         self.gradient_checkpointing = False  # the published code's memory saving
+        for module in self.modules():
+            if isinstance(module, WeightStandardizedConv2d):
+                module.eps_by_dtype = eps_by_dtype
 
     def drop_time_embedding(self) -> None:
         self.time_proj = self.time_embedding = None
