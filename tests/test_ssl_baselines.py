@@ -209,3 +209,13 @@ def test_published_views_are_drawn_once_per_batch_as_the_published_transforms_on
     assert pretrainer(pretrainer.Params()).batch_views  # the published recipe's default
     with pytest.raises(LmbenchError, match="views = \"batch\" is the published recipe's"):
         pretrainer(pretrainer.Params(recipe="xray", views="batch")).method(encoder, 64)
+
+
+def test_published_features_are_rectified_before_pooling_as_torchvisions_densenet():
+    encoder = SmpUnet(SmpUnet.Params(encoder="densenet121", encoder_depth=5)).build_part("unet-encoder", 5, 64).eval()
+    x = torch.rand(2, 1, 64, 64)
+    deepest = encoder(x)[-1]  # after the final batch norm: negative values among them
+    assert (deepest < 0).any()
+    with torch.no_grad():
+        torch.testing.assert_close(PooledEncoder(encoder, relu=True)(x), torch.relu(deepest).mean(dim=(2, 3)))
+        torch.testing.assert_close(PooledEncoder(encoder)(x), deepest.mean(dim=(2, 3)))

@@ -42,15 +42,18 @@ from lmbench_plugins.ssl.views import view_batches
 
 
 class PooledEncoder(nn.Module):
-    """An smp encoder reduced to one vector per image: its deepest features, average-pooled."""
+    """An smp encoder reduced to one vector per image: its deepest features, average-pooled;
+    with ``relu``, rectified first, as torchvision's DenseNet does after its final norm (the
+    published SSL features; a ResNet's last features are rectified already)."""
 
-    def __init__(self, encoder: nn.Module):
+    def __init__(self, encoder: nn.Module, relu: bool = False):
         super().__init__()
-        self.encoder = encoder
+        self.encoder, self.relu = encoder, relu
         self.dim = encoder.out_channels[-1]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.encoder(x)[-1].mean(dim=(2, 3))
+        features = self.encoder(x)[-1]
+        return (torch.relu(features) if self.relu else features).mean(dim=(2, 3))
 
 
 def momentum_copy(module: nn.Module, blank: nn.Module | None = None) -> nn.Module:
@@ -125,6 +128,8 @@ class SslPretrainer(Pretrainer):
         # None: the recipe's. published: "batch", the published code's torchvision transforms on the
         # batch tensor, one draw for a micro-batch; "image": lightly's, a draw per image (xray: always)
         views: Literal["batch", "image"] | None = None
+        # None: the recipe's (published: true). Rectify the deepest features before pooling them
+        feature_relu: bool | None = None
         workers: NonNegativeInt = 0  # data-loading processes for the views
 
     profile_defaults = {
@@ -158,7 +163,8 @@ class SslPretrainer(Pretrainer):
         published = p.recipe == "published"
         part = context.backbone.build_part("unet-encoder", context.num_landmarks, size)
         stem = widen_stem(part) if published else None
-        method, transform = self.method(PooledEncoder(part), size)
+        relu = published if p.feature_relu is None else p.feature_relu
+        method, transform = self.method(PooledEncoder(part, relu), size)
         method.stem, method.per_batch = stem, published
         method.to(device).train()
         optimiser = torch.optim.AdamW(
