@@ -219,3 +219,16 @@ def test_published_features_are_rectified_before_pooling_as_torchvisions_densene
     with torch.no_grad():
         torch.testing.assert_close(PooledEncoder(encoder, relu=True)(x), torch.relu(deepest).mean(dim=(2, 3)))
         torch.testing.assert_close(PooledEncoder(encoder)(x), deepest.mean(dim=(2, 3)))
+
+
+def test_epoch_sampling_sees_every_image_once_per_pass_and_drops_the_short_batch():
+    from lmbench_plugins.ssl.views import ViewBatches
+
+    images = torch.arange(10.0).view(10, 1, 1, 1).expand(-1, 1, 4, 4) / 10  # each image its own value
+    batches = ViewBatches(images, lambda image: [torch.tensor(np.asarray(image), dtype=torch.float32)], 3,
+                          seed=0, epochs=True)
+    seen = [sorted(round(float(v[0, 0]) / 25.5) for v in batches[b][0]) for b in range(6)]  # pixel = id / 10 * 255
+    first, second = sum(seen[:3], []), sum(seen[3:], [])
+    assert len(set(first)) == 9 and len(set(second)) == 9  # 3 batches of 3 of the 10, none twice
+    assert seen[:3] != seen[3:]  # each pass shuffled anew
+    assert [batches[b][0].tolist() for b in range(6)] == [batches[b][0].tolist() for b in range(6)]  # a function of b

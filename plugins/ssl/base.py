@@ -130,6 +130,9 @@ class SslPretrainer(Pretrainer):
         views: Literal["batch", "image"] | None = None
         # None: the recipe's (published: true). Rectify the deepest features before pooling them
         feature_relu: bool | None = None
+        # None: the recipe's (published: "epochs", shuffled passes dropping the short last batch;
+        # xray: "replacement", every batch drawn from the whole pool)
+        sampling: Literal["epochs", "replacement"] | None = None
         workers: NonNegativeInt = 0  # data-loading processes for the views
 
     profile_defaults = {
@@ -172,7 +175,8 @@ class SslPretrainer(Pretrainer):
         )
         checkpoints = self.checkpoints()
         batches = view_batches(context.images, transform, p.batch_size, checkpoints[-1] * p.accumulation,
-                               context.seed, p.workers, channels=3 if published else 1)
+                               context.seed, p.workers, channels=3 if published else 1,
+                               epochs=(p.sampling or ("epochs" if published else "replacement")) == "epochs")
 
         def batch_loss(step, total):
             if method.per_batch:

@@ -24,6 +24,8 @@ import torch
 from PIL import Image
 from torchvision.transforms import InterpolationMode, v2
 
+from lmbench.api import LmbenchError
+
 #: the published code's normalisation: mean 0.5, ImageNet's standard deviations
 PUBLISHED_NORMALIZE = {"mean": [0.5, 0.5, 0.5], "std": [0.229, 0.224, 0.225]}
 
@@ -72,23 +74,37 @@ def xray_view_args(size: int, jitter: float) -> dict:
 
 
 class ViewBatches(torch.utils.data.Dataset):
-    """Batch ``b`` of views: ``batch_size`` pool images drawn with replacement, each a list of
-    views, stacked per view. A function of (seed, b) alone: the same batches with any number of
+    """Batch ``b`` of views: ``batch_size`` pool images drawn with replacement or, with
+    ``epochs``, the b-th batch of shuffled passes over the pool whose short last batch is
+    dropped (the published loaders' ``shuffle`` and ``drop_last``); each image a list of views,
+    stacked per view. A function of (seed, b) alone: the same batches with any number of
     workers, and a resumed pre-training draws the ones it would have drawn."""
 
     def __init__(self, images: torch.Tensor, transform: Callable[[Image.Image], list[torch.Tensor]], batch_size: int,
-                 seed: int, channels: int = 1):
+                 seed: int, channels: int = 1, epochs: bool = False):
         pixels = (images[:, 0].clamp(0, 1) * 255).round().to(torch.uint8)
         if isinstance(transform, BatchViews):  # float tensors in [0, 1], as torchvision's ToTensor gives
             self.images = (pixels.float() / 255)[:, None].expand(-1, channels, -1, -1)
         else:
             mode = "RGB" if channels == 3 else "L"
             self.images = [Image.fromarray(p, mode="L").convert(mode) for p in pixels.numpy()]
-        self.transform, self.batch_size, self.seed = transform, batch_size, seed
+        self.transform, self.batch_size, self.seed, self.epochs = transform, batch_size, seed, epochs
+        if epochs and len(self.images) < batch_size:
+            raise LmbenchError(f"a pool of {len(self.images)} images holds no full batch of {batch_size}")
+
+    def indices(self, b: int, draw: int) -> torch.Tensor:
+        n = len(self.images)
+        if not self.epochs:
+            return torch.randint(n, (self.batch_size,), generator=torch.Generator().manual_seed(draw))
+        per_epoch = n // self.batch_size
+        epoch, position = divmod(b, per_epoch)
+        (order_seed,) = np.random.SeedSequence([self.seed, epoch, 1]).generate_state(1)
+        order = torch.randperm(n, generator=torch.Generator().manual_seed(int(order_seed)))
+        return order[position * self.batch_size:(position + 1) * self.batch_size]
 
     def __getitem__(self, b: int) -> list[torch.Tensor]:
         draw, torch_seed, numpy_seed, python_seed = np.random.SeedSequence([self.seed, b]).generate_state(4)
-        index = torch.randint(len(self.images), (self.batch_size,), generator=torch.Generator().manual_seed(int(draw)))
+        index = self.indices(b, int(draw))
         # the transforms draw from torch's, numpy's (lightly's blur) and Python's global generators
         numpy_state, python_state = np.random.get_state(), random.getstate()
         with torch.random.fork_rng(devices=[]):
@@ -134,6 +150,7 @@ class ViewStream:
 
 
 def view_batches(images: torch.Tensor, transform, batch_size: int, count: int, seed: int, workers: int,
-                 channels: int = 1) -> ViewStream:
-    """``count`` batches of views (a list of (B, C, h, w) tensors each), drawn with replacement."""
-    return ViewStream(ViewBatches(images, transform, batch_size, seed, channels), count, workers)
+                 channels: int = 1, epochs: bool = False) -> ViewStream:
+    """``count`` batches of views (a list of (B, C, h, w) tensors each), drawn with replacement
+    or in shuffled passes (``epochs``)."""
+    return ViewStream(ViewBatches(images, transform, batch_size, seed, channels, epochs), count, workers)
