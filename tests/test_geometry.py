@@ -38,3 +38,18 @@ def test_augmentation_replicates_the_border():
     image = torch.ones(1, 32, 32)  # an edge-replicated warp of a constant image stays constant
     warped, _ = augment(image, torch.zeros(1, 2), config, torch.Generator().manual_seed(0))
     assert torch.allclose(warped, image, atol=1e-5)
+
+
+def test_the_published_pool_resize_is_opencvs_linear_and_sharper_than_the_antialiased():
+    import cv2
+
+    rng = np.random.default_rng(0)
+    image = rng.random((400, 320)).astype(np.float32)  # detail finer than the input's pixels
+    linear, antialiased = resize_image(image, 64, "linear")[0].numpy(), resize_image(image, 64)[0].numpy()
+    expected = cv2.resize(image, (64, 64), interpolation=cv2.INTER_LINEAR)
+    np.testing.assert_allclose(linear, (expected - expected.min()) / (expected.max() - expected.min()), atol=1e-6)
+
+    def laplacian_energy(x):
+        return float(np.mean(cv2.Laplacian(x, cv2.CV_32F) ** 2))
+
+    assert laplacian_energy(linear) > 2 * laplacian_energy(antialiased)

@@ -203,6 +203,9 @@ class Pretrainer(Component):
     #: False for pretrainers that learn nothing from the images (random initialisation):
     #: they are called directly instead of through the cache
     trains: ClassVar[bool] = True
+    #: how the pool's images are resized to the input size: "antialiased" (the images every
+    #: stage shares) or "linear" (bilinear without antialiasing, OpenCV's INTER_LINEAR: sharper)
+    pool_resize: Literal["antialiased", "linear"] = "antialiased"
     #: the param that picks one checkpoint of a training run that keeps several (an iteration
     #: count, say); entries differing only in it share one run and its cache entry
     checkpoint_param: ClassVar[str | None] = None

@@ -49,16 +49,18 @@ class Prepared:
         )
 
 
-def _load_resized(dataset: Dataset, sample_id: str, size: int):
+def _load_resized(dataset: Dataset, sample_id: str, size: int, resize: str):
     sample = dataset.load(sample_id)
-    return sample, resize_image(sample.image, size)
+    return sample, resize_image(sample.image, size, resize)
 
 
-def prepare(dataset: Dataset, ids: list[str], size: int, on_progress=lambda done, total: None) -> Prepared:
-    """Load and resize ``ids``, decoding in threads (image decoders and torch release the GIL)."""
+def prepare(dataset: Dataset, ids: list[str], size: int, on_progress=lambda done, total: None,
+            resize: str = "antialiased") -> Prepared:
+    """Load and resize ``ids`` (``geometry.resize_image``), decoding in threads (image decoders
+    and torch release the GIL)."""
     images, landmarks, originals, shapes, spacings = [], [], [], [], []
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
-        loaded = pool.map(lambda i: _load_resized(dataset, i, size), ids)
+        loaded = pool.map(lambda i: _load_resized(dataset, i, size, resize), ids)
         for done, (sample, resized) in enumerate(loaded, start=1):
             on_progress(done, len(ids))
             shape = sample.image.shape[:2]

@@ -6,6 +6,7 @@ maps x to (x + 0.5) * S / W - 0.5, the same convention as ``align_corners=False`
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -29,9 +30,15 @@ def unit_scale(shape: tuple[int, int], size: int, spacing: float | None = None) 
     return np.array([shape[1] / size, shape[0] / size]) * (1.0 if spacing is None else spacing)
 
 
-def resize_image(image: np.ndarray, size: int) -> torch.Tensor:
-    """(H, W) image -> (1, size, size) float32, aspect ignored as in the paper, min-max to [0, 1]."""
-    x = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))[None, None]
-    x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)[0]
+def resize_image(image: np.ndarray, size: int, resize: str = "antialiased") -> torch.Tensor:
+    """(H, W) image -> (1, size, size) float32, aspect ignored as in the paper, min-max to [0, 1].
+    ``resize``: "antialiased" bilinear, or "linear", OpenCV's INTER_LINEAR without antialiasing
+    (the published DDPM pre-training's)."""
+    pixels = np.ascontiguousarray(image, dtype=np.float32)
+    if resize == "linear":
+        x = torch.from_numpy(cv2.resize(pixels, (size, size), interpolation=cv2.INTER_LINEAR))[None]
+    else:
+        x = F.interpolate(torch.from_numpy(pixels)[None, None], size=(size, size), mode="bilinear",
+                          align_corners=False, antialias=True)[0]
     low, high = x.min(), x.max()
     return (x - low) / (high - low) if high > low else torch.zeros_like(x)

@@ -63,8 +63,10 @@ class DataCache:
         self.folder = cache_dir / "data"
         self._entries: dict[str, tuple[Dataset, Prepared]] = {}
 
-    def get(self, spec: ComponentSpec, size: int, on_progress=lambda done, total: None) -> tuple[Dataset, Prepared]:
-        key = content_key({"name": spec.name, "params": spec.params, "size": size})
+    def get(self, spec: ComponentSpec, size: int, on_progress=lambda done, total: None,
+            resize: str = "antialiased") -> tuple[Dataset, Prepared]:
+        identity = {"name": spec.name, "params": spec.params, "size": size}
+        key = content_key(identity if resize == "antialiased" else {**identity, "resize": resize})
         if key not in self._entries:
             dataset = spec.instantiate()
             if missing := dataset.missing_attributes():
@@ -80,7 +82,7 @@ class DataCache:
                                 self.folder.parent / integrity.CORRUPT)
             if prepared is None:
                 ids = list(dict.fromkeys(dataset.split("train") + dataset.split("val") + dataset.split("test")))
-                prepared = prepare(dataset, ids, size, on_progress)
+                prepared = prepare(dataset, ids, size, on_progress, resize)
                 tensorfile.save(path, *prepared.to_tensors())
             if len(self._entries) >= 2:
                 self._entries.pop(next(iter(self._entries)))
@@ -161,7 +163,7 @@ def _pretrain(spec: RunSpec, pretrainer: Pretrainer, backbone: Backbone, num_lan
         return compute(torch.zeros(0, 1, spec.image_size, spec.image_size)), False, 0.0, {}
 
     def train_on_pool(save):
-        dataset, prepared = ctx.data.get(spec.pool_dataset, spec.image_size)
+        dataset, prepared = ctx.data.get(spec.pool_dataset, spec.image_size, resize=pretrainer.pool_resize)
         images = prepared.subset(dataset.pretrain_pool()).images
         if ctx.nproc > 1:
             weights = _pretrain_data_parallel(spec, pretrainer, images, num_landmarks, ctx, folder)
@@ -202,7 +204,7 @@ def _pretrain_health(spec: RunSpec, pretrainer: Pretrainer, backbone: Backbone, 
     if measures is None:
         measures = {}
         if weights is not None and pretrainer.produces is not None:
-            dataset, prepared = ctx.data.get(spec.pool_dataset, spec.image_size)
+            dataset, prepared = ctx.data.get(spec.pool_dataset, spec.image_size, resize=pretrainer.pool_resize)
             pool = dataset.pretrain_pool()
             held_out = sorted(set(dataset.split("test")) - set(pool))  # never pre-trained on; labels unused
             with timing.stage("health probes"):
