@@ -55,11 +55,25 @@ def test_training_on_one_dataset_moves_the_shared_and_its_own_weights_only():
 
 def test_the_output_is_the_product_of_both_sigmoids_and_the_global_network_sees_the_local_one():
     net = SMALL.build([2], 32).eval()
-    x = torch.rand(1, 1, 32, 32)
+    image = torch.rand(1, 1, 32, 32)
+    x = (image - image.mean()) / image.std(unbiased=False)  # the published recipe's input: z-scored
     local = net.local(x, 0)
     coarse = net.globe(x, torch.sigmoid(local), 0)
-    torch.testing.assert_close(torch.sigmoid(net(x)), torch.sigmoid(local) * torch.sigmoid(coarse), atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(torch.sigmoid(net(image)), torch.sigmoid(local) * torch.sigmoid(coarse), atol=1e-5,
+                               rtol=1e-4)
     assert not torch.equal(coarse, net.globe(x, torch.zeros_like(local), 0))  # the local-to-global link
+
+
+def test_the_published_recipe_standardises_each_image_and_the_lmbench_one_does_not():
+    torch.manual_seed(0)
+    published = SMALL.build([2], 32).eval()
+    unit = YoloUniversal(YoloUniversal.Params(width=8, depth=3, global_channels=8, recipe="lmbench")).build([2], 32)
+    unit.load_state_dict(published.state_dict())
+    image = torch.rand(2, 1, 32, 32)
+    zscored = (image - image.mean(dim=(1, 2, 3), keepdim=True)) / image.std(dim=(1, 2, 3), keepdim=True, unbiased=False)
+    with torch.no_grad():
+        torch.testing.assert_close(published(image), unit.eval()(zscored))
+        assert not torch.equal(unit(image), unit(zscored))
 
 
 def test_gaussian_bce_targets_peak_at_one_and_decode_by_argmax():
@@ -110,3 +124,30 @@ def test_a_joint_group_must_name_known_datasets(tmp_path):
     path = tiny_matrix(tmp_path, extra='[[joint]]\ndatasets = ["synthetic", "hands"]\n')
     with pytest.raises(MatrixError, match=r"joint\[0\]\.datasets: no \[\[datasets\]\] entry is labelled 'hands'"):
         load_matrix(path)
+
+
+def test_the_joint_validation_loss_weighs_images_or_each_dataset_alike():
+    import numpy as np
+
+    from lmbench.run import engine
+    from lmbench.run.data import Prepared
+    from lmbench.run.profiles import FinetuneConfig
+
+    def split(n, seed):
+        g = torch.Generator().manual_seed(seed)
+        return Prepared([str(i) for i in range(n)], torch.rand(n, 1, 32, 32, generator=g),
+                        torch.rand(n, 2, 2, generator=g) * 31, np.zeros((n, 2, 2)), [(32, 32)] * n, [None] * n)
+
+    head, trains, vals = GaussianBceHead(), [split(2, 0), split(2, 1)], [split(1, 2), split(5, 3)]
+    recorded = {}
+    for weighting in ("images", "datasets"):
+        config = FinetuneConfig(epochs=1, batch_size=2, accumulation=1, augment=False, joint_validation=weighting)
+        torch.manual_seed(0)
+        model = SMALL.build([2, 2], 32)
+        fit = engine.finetune(model, head, trains, vals, config, 1e-3, torch.device("cpu"), seed=0)
+        each = [engine.validation_loss(engine.DomainView(model, d), head, v, config, torch.device("cpu")) for d, v in enumerate(vals)]
+        recorded[weighting] = (fit.history[0][1], each)
+    loss, (a, b) = recorded["images"]
+    assert loss == pytest.approx((a * 1 + b * 5) / 6)
+    loss, (a, b) = recorded["datasets"]
+    assert loss == pytest.approx((a + b) / 2)

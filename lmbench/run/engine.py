@@ -112,7 +112,8 @@ def finetune(
     """Train ``model`` in place; on return it holds the best validation epoch's weights.
 
     Lists of splits train one network on several datasets at once (``model(x, domain)``): each
-    batch comes from one dataset, in turn, and the validation loss is their image-weighted mean.
+    batch comes from one dataset, in turn, and the validation loss is their mean, weighted by
+    images or with each dataset alike (``joint_validation``).
     """
     joint = isinstance(train, list)
     trains, vals = (train, val) if joint else ([train], [val])
@@ -161,8 +162,9 @@ def finetune(
             train_loss += loss.item() * len(index)
         train_loss /= sum(per_epoch)
         with timing.stage("validation"):
-            val_loss = sum(validation_loss(v, head, data, config, device) * len(data.ids)
-                           for v, data in zip(views, vals)) / sum(len(data.ids) for data in vals)
+            weights = [len(data.ids) if config.joint_validation == "images" else 1 for data in vals]
+            val_loss = sum(validation_loss(v, head, data, config, device) * w
+                           for v, data, w in zip(views, vals, weights)) / sum(weights)
         if not math.isfinite(val_loss):
             raise LmbenchError(f"validation loss became {val_loss} at epoch {epoch}")
         result.history.append((train_loss, val_loss, optimiser.param_groups[0]["lr"]))  # the epoch's last lr

@@ -38,6 +38,9 @@ class FinetuneConfig:
     max_rotation: Annotated[float, Interval(ge=0, le=180)] = 2.0  # degrees
     precision: Literal["bf16", "fp32"] = "bf16"  # autocast on CUDA; the published code runs fp32
     validation_average: Literal["image", "batch"] = "image"  # the published code averages batch losses
+    # a network trained on several datasets: its validation loss weighs each dataset by its
+    # images, or each dataset alike (GU2Net's published code: the sum of their means)
+    joint_validation: Literal["images", "datasets"] = "images"
     # A backbone may bring its own recipe (``Component.finetune_defaults``): GU2Net's is Adam,
     # a cyclic learning rate stepped every batch, and the loss summed over pixels
     optimizer: Literal["adamw", "adam"] = "adamw"  # Adam's weight decay is an L2 term in the gradient

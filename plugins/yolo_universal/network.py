@@ -90,12 +90,19 @@ class GlobalNet(nn.Module):
 
 
 class GU2Net(nn.Module):
-    def __init__(self, landmark_counts: list[int], width: int, depth: int, global_channels: int, dilations: list[int]):
+    """``standardise``: each input image z-scored first, as the published data loaders do."""
+
+    def __init__(self, landmark_counts: list[int], width: int, depth: int, global_channels: int, dilations: list[int],
+                 standardise: bool = False):
         super().__init__()
         self.local = LocalUNet(landmark_counts, width, depth)
         self.globe = GlobalNet(landmark_counts, global_channels, dilations)
+        self.standardise = standardise
 
     def forward(self, x: torch.Tensor, domain: int = 0) -> torch.Tensor:
+        if self.standardise:
+            mean, std = x.mean(dim=(1, 2, 3), keepdim=True), x.std(dim=(1, 2, 3), keepdim=True, unbiased=False)
+            x = (x - mean) / (std + 1e-20)
         local = self.local(x, domain)
         coarse = self.globe(x, torch.sigmoid(local), domain)
         log_p = (F.logsigmoid(local) + F.logsigmoid(coarse)).clamp(max=-1e-6)  # log of the product
