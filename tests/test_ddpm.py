@@ -205,3 +205,25 @@ def test_weight_standardisation_changes_only_rounding_in_bf16_unless_the_publish
     conv.eps_by_dtype = True
     torch.testing.assert_close(conv(x), reference)  # fp32 activations: eps 1e-5 either way
     assert bf16().abs().mean() < 0.5 * reference.abs().mean()  # eps 1e-3: another function
+
+
+def test_the_published_loop_drops_each_epochs_short_batch_and_forces_a_step_at_its_end(monkeypatch):
+    from lmbench_plugins.ddpm import pretrainer as module
+    from lmbench_plugins.ddpm.pretrainer import ShuffledBatches, epoch_steps
+
+    counts = epoch_steps(37, 8)  # ISBI's 150 images in batches of 4
+    assert [counts(s) for s in range(1, 11)] == [8, 8, 8, 8, 5] * 2  # 5 steps an epoch, the last of 20 images
+    batches = ShuffledBatches(10, 4, torch.Generator().manual_seed(0), "cpu", drop_last=True)
+    epochs = [torch.cat([next(batches) for _ in range(2)]) for _ in range(3)]  # 2 batches of 4 an epoch
+    assert all(len(set(e.tolist())) == 8 for e in epochs)  # 2 of the 10 left out each time, never repeated
+
+    seen = {}
+    original = module.noise_prediction_loss
+    for steps in ("epochs", "steady"):
+        seen[steps] = []
+        monkeypatch.setattr(module, "noise_prediction_loss",
+                            lambda model, x, *a, steps=steps: (seen[steps].append(len(x)), original(model, x, *a))[1])
+        params = DdpmPretrainer.Params(iterations=6, batch_size=2, accumulation=2, augment=False, steps=steps)
+        DdpmPretrainer(params).pretrain(context(torch.rand(11, 1, 32, 32)))
+    assert sum(seen["epochs"]) == 2 * 5 * 2  # 6 steps: two epochs of 5 batches of 2 (one image dropped)
+    assert sum(seen["steady"]) == 6 * 2 * 2

@@ -48,13 +48,16 @@ def train_steps(
     iterations_per_step: int = 1,
     chance: float | None = None,
     state: dict[str, Any] | None = None,
+    micro_batches: Callable[[int], int] | None = None,
 ) -> list[float]:
     """Train until the last of ``checkpoints`` (in iterations) and return the mean loss of
     each optimiser step. ``batch_loss(step, total)`` draws one batch and returns its loss;
     ``weights()`` is the state dict a checkpoint keeps (the part the pretrainer produces);
     one optimiser step counts as ``iterations_per_step`` iterations (larger batches).
     ``after_step(step, total)`` runs after each optimiser step, ``step`` counting them from 1
-    to ``total`` (iterations divided by ``iterations_per_step``).
+    to ``total`` (iterations divided by ``iterations_per_step``). ``micro_batches(step)``, if
+    given, is the number of batches of that step instead of ``accumulation`` (a step forced
+    at an epoch's end on the batches left, as some published loops do).
 
     ``state`` names everything besides the optimiser that a restart must get back: the
     networks, EMA and momentum copies, ``torch.Generator`` s and data orders (objects with
@@ -79,18 +82,18 @@ def train_steps(
             context.record_loss(step * iterations_per_step, earlier, chance)
     saved_at = time.monotonic()
     for step in range(len(losses) + 1, total + 1):
-        step_loss = 0.0
-        for _ in range(accumulation):
+        step_loss, count = 0.0, micro_batches(step) if micro_batches is not None else accumulation
+        for _ in range(count):
             with autocast(context.device, precision):
                 loss = batch_loss(step, total).float()
-            (loss / accumulation if accumulate == "mean" else loss).backward()
+            (loss / count if accumulate == "mean" else loss).backward()
             value = loss.detach().clone()
             if context.world_size > 1:  # the global batch's loss: the mean of the processes' shares
                 dist.all_reduce(value)
                 value /= context.world_size
             if not torch.isfinite(value):
                 raise LmbenchError(f"{who}: loss became {value.item()} at iteration {step * iterations_per_step}")
-            step_loss += value.item() / accumulation
+            step_loss += value.item() / count
         if clip == "value":
             nn.utils.clip_grad_value_(parameters, clip_at)
         elif clip == "norm":

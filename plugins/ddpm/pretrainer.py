@@ -68,17 +68,20 @@ def noise_prediction_loss(model, clean: torch.Tensor, scheduler: DDPMScheduler, 
 
 class ShuffledBatches:
     """Endless batches of indices into ``count`` images: shuffled epochs, each image once per
-    epoch; a batch that crosses an epoch's end takes the rest from the next. Its state (what is
-    left of the epoch) goes into a resumable pre-training's; the generator's is saved beside."""
+    epoch; a batch that crosses an epoch's end takes the rest from the next or, with
+    ``drop_last``, the epoch's short last batch is dropped. Its state (what is left of the
+    epoch) goes into a resumable pre-training's; the generator's is saved beside."""
 
-    def __init__(self, count: int, batch: int, generator: torch.Generator, device):
-        self.count, self.batch, self.generator = count, batch, generator
+    def __init__(self, count: int, batch: int, generator: torch.Generator, device, drop_last: bool = False):
+        self.count, self.batch, self.generator, self.drop_last = count, batch, generator, drop_last
         self.pending = torch.empty(0, dtype=torch.long, device=device)
 
     def __iter__(self):
         return self
 
     def __next__(self) -> torch.Tensor:
+        if self.drop_last and len(self.pending) < self.batch:
+            self.pending = self.pending[:0]
         while len(self.pending) < self.batch:
             order = torch.randperm(self.count, generator=self.generator, device=self.pending.device)
             self.pending = torch.cat([self.pending, order])
@@ -90,6 +93,21 @@ class ShuffledBatches:
 
     def load_state_dict(self, state: dict) -> None:
         self.pending = state["pending"].to(self.pending.device)
+
+
+def epoch_steps(batches_per_epoch: int, accumulation: int):
+    """``micro_batches(step)`` of the published loop: ``accumulation`` batches a step, and a
+    step forced at each epoch's end on the batches left (ISBI's 150 images in batches of 4:
+    37 a epoch, so 4 steps of 8 and one of 5)."""
+    if batches_per_epoch < 1:
+        raise LmbenchError("ddpm: the pool holds no full batch; lower batch_size or use steps = \"steady\"")
+    per_epoch = -(-batches_per_epoch // accumulation)
+
+    def micro_batches(step: int) -> int:
+        last = (step - 1) % per_epoch == per_epoch - 1
+        return batches_per_epoch - accumulation * (per_epoch - 1) if last else accumulation
+
+    return micro_batches
 
 
 class DdpmPretrainer(Pretrainer):
@@ -120,14 +138,18 @@ class DdpmPretrainer(Pretrainer):
         # "linear": the pool resized as the published code does (OpenCV's INTER_LINEAR, no
         # antialiasing: sharper); "antialiased": the images fine-tuning sees
         resize: Literal["linear", "antialiased"] = "linear"
+        # "epochs": the published loop's: shuffled epochs dropping the short last batch, and an
+        # optimiser step forced at each epoch's end on the batches left (fewer images); "steady":
+        # every step of accumulation batches, batches running across epochs
+        steps: Literal["epochs", "steady"] = "epochs"
 
     # The CPU profiles pre-train without augmentation: with it, their short runs made worse
     # detectors on ISBI 2015 (smoke profile, seed 0: 16.2 against 11.4 mm at 1 label).
     profile_defaults = {
         "smoke": {"iterations": 400, "batch_size": 8, "accumulation": 1, "lr": 1e-3, "augment": False,
-                  "resize": "antialiased"},
+                  "resize": "antialiased", "steps": "steady"},
         "quick": {"iterations": 800, "batch_size": 8, "accumulation": 1, "lr": 5e-4, "augment": False,
-                  "resize": "antialiased"},
+                  "resize": "antialiased", "steps": "steady"},
     }
     unkeyed_params = frozenset({"compile", "gradient_checkpointing"})
     checkpoint_param = "iterations"
@@ -197,7 +219,8 @@ class DdpmPretrainer(Pretrainer):
         scheduler = self.scheduler(device)
         images = context.images.to(device)  # the whole pool stays on the device
         generator = torch.Generator(device=device).manual_seed(context.seed)
-        batches = ShuffledBatches(len(images), p.batch_size * k, generator, device)
+        epochs = p.steps == "epochs"
+        batches = ShuffledBatches(len(images), p.batch_size * k, generator, device, drop_last=epochs)
 
         def batch_loss(step, total):
             batch = images[next(batches)]
@@ -214,5 +237,6 @@ class DdpmPretrainer(Pretrainer):
             precision=p.precision, after_step=lambda step, total: average.update_parameters(unet),
             chance=1.0,  # predicting zero noise: the mean square of unit normal noise
             state={"unet": unet, "ema": average, "generator": generator, "batches": batches},
+            micro_batches=epoch_steps(len(images) // (p.batch_size * k), p.accumulation) if epochs else None,
         )
         return None
