@@ -113,3 +113,12 @@ def test_a_run_stores_its_regions_and_the_leaderboard_shows_them(tmp_path):
         assert row.values[name][0] == pytest.approx(np.mean(expected[name]))
     assert board.best(2, "coverage") is None and board.best(2, "radius") == row.values["radius"][0]
     assert cell_text(row, "coverage") != "-"
+
+
+def test_reliability_follows_the_level_on_exchangeable_splits():
+    rng = np.random.default_rng(2)
+    val, test = simulated_split(rng, 400), simulated_split(rng, 4000)
+    levels = [0.5, 0.7, 0.9]
+    observed = conformal.reliability(*val, *test, levels)
+    for kind in ("fixed", "adaptive"):
+        np.testing.assert_allclose(observed[kind], levels, atol=0.03)

@@ -288,8 +288,9 @@ def select_labelled(spec: RunSpec, train_ids: list[str], prepared: Prepared) -> 
 
 def _score(spec: RunSpec, data: Splits, model, head: HeadStrategy, config: FinetuneConfig, ctx: RunContext):
     """Metric rows (native and paper evaluation) and prediction rows on the validation and test
-    splits. The validation split's are for choosing settings (Figure 2's checkpoint, say), so
-    that the test split is read once."""
+    splits, and the conformal regions calibrated on the validation split. The validation
+    split's numbers are for choosing settings (Figure 2's checkpoint, say), so that the test
+    split is read once."""
     dataset = data.dataset
     if head.calibrates:
         with timing.stage("prediction"):
