@@ -172,12 +172,12 @@ def _rows(ok: list[dict], eval_mode: str, metrics: list[str], multiple_backbones
     configs = defaultdict(set)  # method -> configurations run under that name
     latest = {}  # one run per configuration, label count and seed: the latest finished
     for run in sorted(ok, key=lambda r: r["finished_at"] or ""):
-        latest[(_config(run), _method(run, True), run["labels"], run["seed"])] = run
+        latest[(_config(run), method_of(run, True), run["labels"], run["seed"])] = run
     for run in latest.values():
-        configs[_method(run, multiple_backbones)].add(_config(run))
+        configs[method_of(run, multiple_backbones)].add(_config(run))
     grouped: dict[tuple, list[dict]] = defaultdict(list)
     for run in latest.values():
-        method = _method(run, multiple_backbones)
+        method = method_of(run, multiple_backbones)
         if len(configs[method]) > 1:  # same labels, other settings: never pooled
             method = (f"{method[0]} [{_config(run)}]", *method[1:])
         grouped[(run["labels"], method)].append(run)
@@ -278,7 +278,8 @@ CONFIG_FIELDS = ("dataset_params", "pretrainer_params", "backbone_params", "head
                  "selection", "selection_params", "image_size")
 
 
-def _method(run: dict, with_backbone: bool) -> tuple[str, ...]:
+def method_of(run: dict, with_backbone: bool) -> tuple[str, ...]:
+    """A run's row name: (pre-training, head) and the backbone where asked."""
     pretraining = run["pretrainer_label"] + (f" (trained on {run['joint']})" if run.get("joint") else "")
     if run.get("selection") not in (None, "first"):  # the paper's first N go unsaid
         pretraining += f" ({run['selection']} labels)"

@@ -13,6 +13,7 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import numpy as np
 
+from lmbench.reporting.leaderboard import method_of
 from lmbench.run import conformal, results
 
 LEVELS = np.round(np.arange(0.5, 0.96, 0.05), 2)
@@ -38,7 +39,7 @@ def reliability_curves(runs: list[dict]) -> dict[tuple[int, str], dict[str, np.n
         val, test = _matrices(run, "val"), _matrices(run, "test")
         if val is None or test is None:
             continue
-        method = f"{run['pretrainer_label']} / {run['head_label']} / {run['backbone_label']}"
+        method = " / ".join(method_of(run, with_backbone=True))
         for kind, observed in conformal.reliability(*val, *test, LEVELS).items():
             grouped[(run["labels"], method)][kind].append(observed)
     return {key: {kind: np.mean(values, axis=0) for kind, values in kinds.items()} for key, kinds in grouped.items()}
