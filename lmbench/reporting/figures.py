@@ -222,24 +222,21 @@ def write_report(roots: list[Path], out: Path, eval_mode: str = "native", filter
                       f"method, with {labels} labelled images (the paper's Figure 3).", ""]
         else:
             index += [f"Prediction overlays left out: {why_not}.", ""]
-        runs_curves = curves.read_curves(board_runs)
-        if runs_curves:
-            figure = out / f"{slug}-curves.png"
-            curves.plot_curves(runs_curves, board.dataset, figure)
-            figures.append(figure)
-            index += [f"![fine-tuning curves]({figure.name})", "",
-                      "Training and validation loss per fine-tuning epoch, and the learning rate the plateau "
-                      "schedule set, for each method and label count (every seed drawn).", ""]
-        reliability_curves = reliability.reliability_curves(board_runs)
-        if reliability_curves:
-            figure = out / f"{slug}-reliability.png"
-            reliability.plot_reliability(reliability_curves, board.dataset, figure)
-            figures.append(figure)
-            index += [f"![reliability of the uncertainty regions]({figure.name})", "",
-                      "Observed test coverage of each landmark's conformal region against the level it was "
-                      "calibrated for on the validation split (solid: adaptive regions, scaled by the heatmap's "
-                      "spread; dashed: one radius per landmark), averaged over seeds. A calibrated method lies on "
-                      "or just above the diagonal.", ""]
+        for name, data, plot, alt, caption in (
+            ("curves", curves.read_curves(board_runs), curves.plot_curves, "fine-tuning curves",
+             "Training and validation loss per fine-tuning epoch, and the learning rate the plateau schedule set, "
+             "for each method and label count (every seed drawn)."),
+            ("reliability", reliability.reliability_curves(board_runs), reliability.plot_reliability,
+             "reliability of the uncertainty regions",
+             "Observed test coverage of each landmark's conformal region against the level it was calibrated for "
+             "on the validation split (solid: adaptive regions, scaled by the heatmap's spread; dashed: one radius "
+             "per landmark), averaged over seeds. A calibrated method lies on or just above the diagonal."),
+        ):
+            if data:
+                figure = out / f"{slug}-{name}.png"
+                plot(data, board.dataset, figure)
+                figures.append(figure)
+                index += [f"![{alt}]({figure.name})", "", caption, ""]
         if any(r.landmarks for r in board.rows):
             heatmap = out / f"{slug}-landmarks.png"
             comparisons.plot_landmark_heatmap(board, heatmap)

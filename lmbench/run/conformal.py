@@ -21,6 +21,8 @@ import math
 import numpy as np
 import torch
 
+from lmbench.run.geometry import unit_scale
+
 MIN_SPREAD = 1e-6  # a heatmap concentrated on one pixel still scales its region
 
 
@@ -53,6 +55,20 @@ def spread(cov: np.ndarray, scale: np.ndarray) -> np.ndarray:
     return np.sqrt(np.maximum(variance / 2, 0.0))
 
 
+def spreads_of(covariances: np.ndarray, shapes: list[tuple[int, int]], size: int,
+               spacings: list[float | None] | None = None) -> np.ndarray:
+    """(M, N) spreads of (M, N, 2, 2) input-pixel covariances, in each original image's pixels,
+    or in mm through its ``spacings``."""
+    spacings = spacings if spacings is not None else [None] * len(shapes)
+    scales = np.stack([unit_scale(shape, size, spacing) for shape, spacing in zip(shapes, spacings)])
+    return spread(covariances, scales[:, None, :])
+
+
+def adaptive_radii(scale: np.ndarray, spreads: np.ndarray) -> np.ndarray:
+    """(M, N) radii of adaptive regions: each landmark's ``scale`` times each point's spread."""
+    return np.asarray(scale) * np.maximum(spreads, MIN_SPREAD)
+
+
 def calibrate(errors: np.ndarray, spreads: np.ndarray, level: float) -> dict[str, np.ndarray]:
     """Validation (M, N) errors and spreads -> per-landmark ``radius`` (fixed regions, in the
     errors' unit) and ``scale`` (adaptive regions: radius = scale * spread)."""
@@ -64,8 +80,7 @@ def calibrate(errors: np.ndarray, spreads: np.ndarray, level: float) -> dict[str
 
 def radii(regions: dict[str, np.ndarray], spreads: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(M, N) radii of the fixed and the adaptive regions around points of these spreads."""
-    fixed = np.broadcast_to(regions["radius"], spreads.shape)
-    return fixed, regions["scale"] * np.maximum(spreads, MIN_SPREAD)
+    return np.broadcast_to(regions["radius"], spreads.shape), adaptive_radii(regions["scale"], spreads)
 
 
 def reliability(val_errors, val_spreads, test_errors, test_spreads, levels) -> dict[str, list[float]]:

@@ -24,7 +24,7 @@ import torch
 from lmbench.core.errors import CorruptFile, DataError, LmbenchError
 from lmbench.core.interfaces import HeadStrategy
 from lmbench.run import conformal, engine, integrity, results, tensorfile
-from lmbench.run.geometry import resize_image, to_original, unit_scale
+from lmbench.run.geometry import resize_image, to_original
 from lmbench.run.io import IMAGE_SUFFIXES, read_image
 
 FORMAT = 2
@@ -72,9 +72,8 @@ class Detector:
         points = np.stack([to_original(p, shape, self.image_size) for p, shape in zip(points.numpy(), shapes)])
         if self.regions is None:
             return points, None
-        scales = np.stack([unit_scale(shape, self.image_size) for shape in shapes])
-        spreads = conformal.spread(covariances.numpy(), scales[:, None, :])
-        return points, np.asarray(self.regions["scale"]) * np.maximum(spreads, conformal.MIN_SPREAD)
+        spreads = conformal.spreads_of(covariances.numpy(), shapes, self.image_size)
+        return points, conformal.adaptive_radii(self.regions["scale"], spreads)
 
 
 def load_detector(run: dict) -> Detector:

@@ -29,7 +29,7 @@ from lmbench.core.keys import canonical_json, content_key
 from lmbench.core.plugins import registry
 from lmbench.run import cache, conformal, detector, distributed, engine, health, integrity, results, tensorfile, timing
 from lmbench.run.data import Prepared, prepare
-from lmbench.run.geometry import to_original, unit_scale
+from lmbench.run.geometry import to_original
 from lmbench.run.locks import file_lock
 from lmbench.run.matrix import ComponentSpec, Matrix, RunSpec
 from lmbench.run.metrics import radial_errors, summarize, summarize_regions
@@ -308,9 +308,8 @@ def _score(spec: RunSpec, data: Splits, model, head: HeadStrategy, config: Finet
         errors = radial_errors(predicted, part.original_landmarks, part.spacings, dataset.unit)
         paper = paper_errors(dataset, predicted_input, part.original_landmarks, part.shapes, part.spacings,
                              spec.image_size)
-        scales = np.stack([unit_scale(shape, spec.image_size, spacing if dataset.unit == "mm" else None)
-                           for shape, spacing in zip(part.shapes, part.spacings)])
-        spreads = conformal.spread(covariances.numpy(), scales[:, None, :])
+        spreads = conformal.spreads_of(covariances.numpy(), part.shapes, spec.image_size,
+                                       part.spacings if dataset.unit == "mm" else None)
         if regions is None:  # calibrated on the validation split, which comes first
             regions = conformal.calibrate(errors, spreads, spec.conformal_level)
         fixed, adaptive = conformal.radii(regions, spreads)
