@@ -166,6 +166,17 @@ class PretrainContext:
             raise LmbenchError(f"a batch of {len(tensors[0])} does not split over {self.world_size} processes")
         return tuple(t.chunk(self.world_size)[self.rank] for t in tensors)
 
+    def parallel(self, module: nn.Module) -> nn.Module:
+        """``module`` ready to train on ``shard`` s: in a data-parallel pre-training its batch
+        norms normalise over the global batch (``distributed.sync_batch_norms``), in place, and
+        it comes back inside DistributedDataParallel, which averages the gradients; in one
+        process, ``module`` itself."""
+        if self.world_size == 1:
+            return module
+        from lmbench.run.distributed import data_parallel
+
+        return data_parallel(module, self.device)
+
 
 @dataclass(frozen=True)
 class WeightSlot:
@@ -195,9 +206,9 @@ class Pretrainer(Component):
 
     #: the part this pretrainer produces weights for (see ``WeightSlot``); None: no weights
     produces: ClassVar[str | None] = None
-    #: whether ``pretrain`` runs data-parallel (``lmbench run --nproc N``): it wraps its network
-    #: in DistributedDataParallel when ``context.world_size > 1`` and computes its loss on
-    #: ``context.shard`` of each global batch
+    #: whether ``pretrain`` runs data-parallel (``lmbench run --nproc N``): it trains
+    #: ``context.parallel(network)`` and computes its loss on ``context.shard`` of each global
+    #: batch (with negatives gathered from every process, for a contrastive loss)
     data_parallel: ClassVar[bool] = False
 
     #: False for pretrainers that learn nothing from the images (random initialisation):

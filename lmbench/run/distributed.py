@@ -4,7 +4,9 @@ Each process draws the same global batch and random numbers (images, noise, time
 single process would, computes the loss on its equal share (``PretrainContext.shard``), and
 torch's ``DistributedDataParallel`` averages the gradients (NCCL on GPUs, one per process;
 gloo on CPUs), so the weights follow the single-process run's within float rounding.
-Process 0 writes the checkpoints, the curve and the resume state into the cache entry.
+Batch norms normalise over the global batch: torch's ``SyncBatchNorm`` on GPUs and, on CPUs
+(where torch's has no kernels), ``GlobalBatchNorm``. Process 0 writes the checkpoints, the
+curve and the resume state into the cache entry.
 """
 
 from __future__ import annotations
@@ -15,11 +17,64 @@ from pathlib import Path
 
 import torch
 import torch.distributed as dist
+from torch import nn
+from torch.distributed import _functional_collectives as collective
+from torch.nn.parallel import DistributedDataParallel
 
 from lmbench.core.interfaces import PretrainContext
 from lmbench.run import cache, results, tensorfile
 
 FINAL = f"final{tensorfile.SUFFIX}"  # a pretrainer's returned weights, when it keeps no checkpoints
+
+
+class GlobalBatchNorm(nn.modules.batchnorm._BatchNorm):
+    """Batch norm whose training statistics are those of the global batch, every process's
+    share of it: the CPU counterpart of torch's ``SyncBatchNorm``, through torch's
+    differentiable all-reduce, so gradients flow back to every process's inputs."""
+
+    def _check_input_dim(self, x: torch.Tensor) -> None:
+        if x.dim() < 2:
+            raise ValueError(f"expected a batch of at least 2 dimensions, got {x.dim()}")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training:
+            return super().forward(x)
+        dims = [0, *range(2, x.dim())]
+        shape = [1, -1] + [1] * (x.dim() - 2)
+        count = x.numel() // x.shape[1] * dist.get_world_size()
+        mean = collective.all_reduce(x.sum(dims), "sum", dist.group.WORLD) / count
+        centred = x - mean.view(shape)
+        var = collective.all_reduce(centred.pow(2).sum(dims), "sum", dist.group.WORLD) / count
+        if self.track_running_stats:
+            with torch.no_grad():
+                self.num_batches_tracked += 1
+                momentum = self.momentum if self.momentum is not None else 1 / self.num_batches_tracked.item()
+                self.running_mean.lerp_(mean, momentum)
+                self.running_var.lerp_(var * count / max(count - 1, 1), momentum)
+        y = centred * torch.rsqrt(var + self.eps).view(shape)
+        return y * self.weight.view(shape) + self.bias.view(shape) if self.affine else y
+
+
+def sync_batch_norms(module: nn.Module, device: torch.device) -> nn.Module:
+    """Every batch norm below ``module`` made to normalise over the global batch, in place,
+    with the same parameters and statistics (so an optimiser built before still applies)."""
+    if device.type == "cuda":
+        return nn.SyncBatchNorm.convert_sync_batchnorm(module)
+    for parent in list(module.modules()):
+        for name, child in list(parent.named_children()):
+            if isinstance(child, nn.modules.batchnorm._BatchNorm):
+                norm = GlobalBatchNorm(child.num_features, child.eps, child.momentum, child.affine,
+                                       child.track_running_stats)
+                norm.weight, norm.bias = child.weight, child.bias
+                norm.running_mean, norm.running_var = child.running_mean, child.running_var
+                norm.num_batches_tracked = child.num_batches_tracked
+                setattr(parent, name, norm.train(child.training))
+    return module
+
+
+def data_parallel(module: nn.Module, device: torch.device) -> DistributedDataParallel:
+    """``module`` with global batch norms, inside DistributedDataParallel (``PretrainContext.parallel``)."""
+    return DistributedDataParallel(sync_batch_norms(module, device))
 
 
 def _worker(rank: int, world: int, rendezvous: str, job: dict) -> None:

@@ -26,7 +26,6 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 from diffusers import DDPMScheduler
-from torch.nn.parallel import DistributedDataParallel
 
 from lmbench.api import (
     LmbenchError,
@@ -213,7 +212,7 @@ class DdpmPretrainer(Pretrainer):
                 unet.enable_gradient_checkpointing()
         prepare = backbone.input_adapter()
         average = ema(unet, p.ema_decay)
-        model = DistributedDataParallel(unet) if context.world_size > 1 else unet  # gradients averaged
+        model = context.parallel(unet)
         model = torch.compile(model) if p.compile else model
         k = p.batch_multiplier
         scheduler = self.scheduler(device)

@@ -87,7 +87,12 @@ class SslMethod(nn.Module):
     stem: str | None = None  # the widened stem's weight, folded back to one channel on the way out
 
     def loss(self, views: list[torch.Tensor], step: int, total: int) -> torch.Tensor:
+        """The loss of this process's share of a batch of views; a contrastive loss takes its
+        negatives from every process's share (lightly's ``gather_distributed``)."""
         raise NotImplementedError
+
+    def forward(self, views: list[torch.Tensor], step: int, total: int) -> torch.Tensor:
+        return self.loss(views, step, total)  # so that DistributedDataParallel sees the backward coming
 
     def chance(self, batch: int) -> float:
         """The loss of a network that learned nothing (every output alike), for ``batch`` images."""
@@ -113,6 +118,8 @@ class SslMethod(nn.Module):
 
 class SslPretrainer(Pretrainer):
     """Base of the lightly baselines: subclasses add their hyperparameters and ``method``."""
+
+    data_parallel = True
 
     @dataclass
     class Params:
@@ -170,6 +177,7 @@ class SslPretrainer(Pretrainer):
         method, transform = self.method(PooledEncoder(part, relu), size)
         method.stem, method.per_batch = stem, published
         method.to(device).train()
+        model = context.parallel(method)
         optimiser = torch.optim.AdamW(
             [q for q in method.parameters() if q.requires_grad], lr=p.lr, weight_decay=p.weight_decay
         )
@@ -181,7 +189,7 @@ class SslPretrainer(Pretrainer):
         def batch_loss(step, total):
             if method.per_batch:
                 method.update_momentum(step, total)
-            return method.loss([v.to(device, non_blocking=True) for v in next(batches)], step, total)
+            return model(list(context.shard(*(v.to(device, non_blocking=True) for v in next(batches)))), step, total)
 
         self.losses = train_steps(  # mean loss per optimiser step
             context, optimiser, batch_loss, who=self.name, checkpoints=checkpoints, weights=method.encoder_weights,

@@ -19,6 +19,7 @@ from lightly.loss import NTXentLoss
 from lightly.models.modules.heads import BYOLPredictionHead, MoCoProjectionHead
 from lightly.models.utils import update_momentum
 from lightly.transforms import BYOLTransform, BYOLView1Transform, BYOLView2Transform, MoCoV2Transform
+from lightly.utils import dist
 
 from lmbench.api import PositiveFloat, PositiveInt, UnitInterval
 from lmbench_plugins.ssl.base import PooledEncoder, SslMethod, SslPretrainer, momentum_copy
@@ -26,9 +27,13 @@ from lmbench_plugins.ssl.views import BatchViews, published_batch_view, publishe
 
 
 def moco_v3_loss(queries: torch.Tensor, keys: torch.Tensor, temperature: float) -> torch.Tensor:
-    """Each query's positive is the key of the same image; the batch's other keys are negatives."""
+    """Each query's positive is the key of the same image; the batch's other keys (those of
+    every process, in a data-parallel pre-training) are negatives."""
+    if dist.world_size() > 1:
+        keys = torch.cat(dist.gather(keys.contiguous()))
     logits = F.normalize(queries, dim=1) @ F.normalize(keys, dim=1).T / temperature
-    return F.cross_entropy(logits, torch.arange(len(queries), device=queries.device))
+    first = dist.rank() * len(queries)
+    return F.cross_entropy(logits, torch.arange(first, first + len(queries), device=queries.device))
 
 
 class MoCoV3Method(SslMethod):
@@ -40,7 +45,7 @@ class MoCoV3Method(SslMethod):
         self.prediction = BYOLPredictionHead(p.output_dim, p.hidden_dim, p.output_dim)
         self.momentum_encoder = momentum_copy(self.student)
         self.momentum_projection = momentum_copy(self.projection)
-        self.criterion = NTXentLoss(temperature=p.temperature)
+        self.criterion = NTXentLoss(temperature=p.temperature, gather_distributed=True)
         self.params = p
 
     def loss(self, views, step, total):

@@ -26,7 +26,7 @@ class SimCLRv2Method(SslMethod):
         self.student = encoder
         hidden = encoder.dim if p.recipe == "published" else p.hidden_dim
         self.projection = SimCLRProjectionHead(encoder.dim, hidden, p.output_dim, num_layers=3)
-        self.criterion = NTXentLoss(temperature=p.temperature)
+        self.criterion = NTXentLoss(temperature=p.temperature, gather_distributed=True)
 
     def loss(self, views, step, total):
         first, second = (self.projection(self.student(v)) for v in views)
