@@ -88,3 +88,29 @@ def test_a_pretrainer_that_cannot_run_data_parallel_fails_in_one_line(tmp_path):
     assert out.returncode == 1
     assert "pretrainer 'mim' does not pre-train data-parallel: run it with --nproc 1" in out.stdout
     assert torch.distributed.is_available()
+
+
+def test_a_failing_process_is_reported_in_one_line_and_nothing_is_cached(tmp_path):
+    path = ddpm_matrix(tmp_path, iterations=2, first=1, labels=(1,))
+    path.write_text(path.read_text().replace("batch_size = 2", "batch_size = 3"))
+    out = lmbench_cli("run", "--matrix", str(path), "--nproc", "2", "--quiet")
+    assert out.returncode == 1
+    assert "data-parallel pre-training over 2 processes failed: a batch of 3 does not split over 2 processes" in out.stdout
+    assert not list(tmp_path.glob("cache/pretrain/*/COMPLETE"))
+
+
+def test_several_nodes_run_torchrun_on_each_through_srun():
+    """The command the first node of a SLURM job runs: one srun task per node, each starting
+    ``nproc`` processes that meet at the first node (the same worker as one node's, tested above)."""
+    from pathlib import Path
+
+    from lmbench.run.distributed import launch_command
+
+    job = Path("/cache/pretrain/0123abcd/data-parallel-job.safetensors")
+    one = launch_command(4, 1, job)
+    assert one[1:] == ["-m", "torch.distributed.run", "--standalone", "--nproc-per-node=4", "-m",
+                       "lmbench.run.distributed", str(job)]
+    many = launch_command(4, 2, job, "node17", 29400)
+    assert many[:5] == ["srun", "--overlap", "--nodes=2", "--ntasks-per-node=1", "--kill-on-bad-exit=1"]
+    assert {"--nnodes=2", "--nproc-per-node=4", "--rdzv-backend=c10d", "--rdzv-endpoint=node17:29400",
+            "--rdzv-id=0123abcd"} <= set(many) and many[-3:] == one[-3:]

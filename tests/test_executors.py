@@ -1,6 +1,7 @@
 """One smoke matrix through local, pool and submitit executors gives identical results, and
 processes sharing a matrix or a pre-training never do the same work twice."""
 
+import os
 import subprocess
 import sys
 
@@ -88,3 +89,32 @@ def test_a_slurm_task_stopped_by_its_time_limit_submits_itself_again():
     again = task.checkpoint(["group"])
     assert again.function is task and again.args == (["group"],)
     assert again.function(*again.args) == "summary" and groups == [["group"]]
+
+
+def test_a_job_on_several_nodes_asks_slurm_for_them_and_runs_its_group_on_the_first(tmp_path, monkeypatch):
+    """``nodes = M``: one task per node, each with ``--nproc`` GPUs; the first node runs the
+    group (its pre-trainings over every node: ``distributed.launch_command``), the others
+    return at once. Without SLURM the setting is refused in one line."""
+    import submitit
+
+    from lmbench_plugins.executors.slurm import Requeued, Submitit
+
+    path = smoke(tmp_path / "local", '[executor]\nkind = "submitit"\ncluster = "local"\nnodes = 2\ngpus = 0\n')
+    out = lmbench_cli("run", "--matrix", str(path), "--quiet")
+    assert out.returncode != 0 and "several nodes (nodes = 2) only on SLURM, not on 'local'" in out.stdout + out.stderr
+
+    bin_dir = tmp_path / "bin"  # submitit looks for srun before it writes a job
+    bin_dir.mkdir()
+    (bin_dir / "srun").write_text("#!/bin/sh\n")
+    (bin_dir / "srun").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    executor = Submitit(Submitit.Params(cluster="slurm", nodes=2, folder=str(tmp_path / "jobs"))).executor(nproc=4)
+    script = executor._executor._make_submission_file_text("python -m job", "uid")
+    assert {"#SBATCH --nodes=2", "#SBATCH --ntasks-per-node=1", "#SBATCH --gpus-per-node=4"} <= set(script.splitlines())
+
+    ran = []
+    task = Requeued(ran.append, nodes=2)
+    for rank in (1, 0):
+        monkeypatch.setattr(submitit, "JobEnvironment", lambda rank=rank: type("Env", (), {"global_rank": rank}))
+        task(["group"])
+    assert ran == [["group"]]

@@ -1,4 +1,5 @@
-"""One pre-training over N processes of this machine: ``lmbench run --nproc N``.
+"""One pre-training over N processes per node: ``lmbench run --nproc N``, started by torch's
+launcher (torchrun) on this machine or, in a SLURM job of several nodes, on each of them.
 
 Each process draws the same global batch and random numbers (images, noise, timesteps) as a
 single process would, computes the loss on its equal share (``PretrainContext.shard``), and
@@ -11,8 +12,11 @@ curve and the resume state into the cache entry.
 
 from __future__ import annotations
 
+import dataclasses
 import os
-import tempfile
+import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import torch
@@ -21,8 +25,10 @@ from torch import nn
 from torch.distributed import _functional_collectives as collective
 from torch.nn.parallel import DistributedDataParallel
 
+from lmbench.core.errors import LmbenchError
 from lmbench.core.interfaces import PretrainContext
 from lmbench.run import cache, results, tensorfile
+from lmbench.run.matrix import ComponentSpec
 
 FINAL = f"final{tensorfile.SUFFIX}"  # a pretrainer's returned weights, when it keeps no checkpoints
 
@@ -77,22 +83,68 @@ def data_parallel(module: nn.Module, device: torch.device) -> DistributedDataPar
     return DistributedDataParallel(sync_batch_norms(module, device))
 
 
-def _worker(rank: int, world: int, rendezvous: str, job: dict) -> None:
+JOB = f"data-parallel-job{tensorfile.SUFFIX}"  # the pre-training's inputs, for every process to read
+
+
+def launch_command(nproc: int, nodes: int, job_file: Path, host: str = "", port: int = 0) -> list[str]:
+    """torchrun (``torch.distributed.run``) over ``nproc`` processes on this machine or, from
+    the first node of a SLURM allocation, on each of its ``nodes`` (one srun task per node,
+    meeting at ``host:port``)."""
+    worker = ["-m", "lmbench.run.distributed", str(job_file)]
+    if nodes == 1:
+        return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}", *worker]
+    return ["srun", "--overlap", f"--nodes={nodes}", "--ntasks-per-node=1", "--kill-on-bad-exit=1",
+            sys.executable, "-m", "torch.distributed.run", f"--nnodes={nodes}", f"--nproc-per-node={nproc}",
+            "--rdzv-backend=c10d", f"--rdzv-endpoint={host}:{port}", f"--rdzv-id={job_file.parent.name}", *worker]
+
+
+def pretrain(nproc: int, job: dict, nodes: int = 1) -> dict[str, torch.Tensor] | None:
+    """Run ``job`` (the specs and inputs of one pre-training) on ``nproc`` processes per node;
+    the weights it returned, if it returned any (its checkpoints are in ``job["folder"]``)."""
+    folder: Path = job["folder"]
+    job_file = folder / JOB
+    meta = {k: dataclasses.asdict(v) if dataclasses.is_dataclass(v) else v for k, v in job.items() if k != "images"}
+    tensorfile.save(job_file, {"images": job["images"]}, {**meta, "folder": str(folder)})
+    for stale in [folder / FINAL, *folder.glob("error-*.txt")]:
+        stale.unlink(missing_ok=True)
+    host = socket.gethostname()
+    with socket.socket() as probe:  # a free port for the nodes to meet at
+        probe.bind(("", 0))
+        port = probe.getsockname()[1]
+    launched = subprocess.run(launch_command(nproc, nodes, job_file, host, port), stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE, text=True)
+    job_file.unlink(missing_ok=True)
+    if launched.returncode != 0:
+        errors = sorted(folder.glob("error-*.txt"))
+        said = errors[0].read_text() if errors else (launched.stderr.strip().splitlines() or ["no output"])[-1]
+        raise LmbenchError(f"data-parallel pre-training over {nodes * nproc} processes failed: {said}")
+    final = folder / FINAL
+    if not final.exists():
+        return None
+    weights = tensorfile.load(final)[0]
+    final.unlink()
+    return weights
+
+
+def _worker(job_file: Path) -> None:
+    """One process of a data-parallel pre-training, as torchrun starts it (its environment
+    names its rank, the world size and where the processes meet)."""
+    tensors, job = tensorfile.load(job_file)
+    rank, world, local = (int(os.environ[name]) for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK"))
+    folder = Path(job["folder"])
     cuda = job["device"] == "cuda"
-    dist.init_process_group("nccl" if cuda else "gloo", init_method=f"file://{rendezvous}", rank=rank,
-                            world_size=world)
+    dist.init_process_group("nccl" if cuda else "gloo")
     try:
         if cuda:
-            torch.cuda.set_device(rank)
+            torch.cuda.set_device(local)
         else:
-            torch.set_num_threads(max(1, (os.cpu_count() or 1) // world))
-        folder: Path = job["folder"]
-        pretrainer, backbone = job["pretrainer"].instantiate(), job["backbone"].instantiate()
+            torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(os.environ["LOCAL_WORLD_SIZE"])))
+        pretrainer, backbone = (ComponentSpec(**job[kind]).instantiate() for kind in ("pretrainer", "backbone"))
         curve: list[dict] = []
         lead = rank == 0
         context = PretrainContext(
-            images=job["images"], backbone=backbone, num_landmarks=job["num_landmarks"], seed=job["seed"],
-            device=torch.device("cuda", rank) if cuda else torch.device("cpu"), progress=lambda done, total: None,
+            images=tensors["images"], backbone=backbone, num_landmarks=job["num_landmarks"], seed=job["seed"],
+            device=torch.device("cuda", local) if cuda else torch.device("cpu"), progress=lambda done, total: None,
             save_checkpoint=(lambda step, w: tensorfile.save(folder / cache.weights_file(step), w)) if lead
             else (lambda step, w: None),
             record_loss=lambda step, loss, chance: curve.append({"step": step, "loss": loss, "chance": chance}),
@@ -103,20 +155,14 @@ def _worker(rank: int, world: int, rendezvous: str, job: dict) -> None:
             results.write_pretrain_curve(job["key"], curve, folder / results.PRETRAIN_CURVE)
             if weights is not None:
                 tensorfile.save(folder / FINAL, weights)
+    except Exception as exc:  # the first line the launching process reports
+        from lmbench.run.runner import one_line
+
+        (folder / f"error-{rank}.txt").write_text(one_line(exc))
+        raise
     finally:
         dist.destroy_process_group()
 
 
-def pretrain(nproc: int, job: dict) -> dict[str, torch.Tensor] | None:
-    """Run ``job`` (the specs and inputs of one pre-training) on ``nproc`` processes; the
-    weights it returned, if it returned any (its checkpoints are in ``job["folder"]``)."""
-    job["folder"].mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory() as scratch:
-        torch.multiprocessing.start_processes(
-            _worker, args=(nproc, os.path.join(scratch, "rendezvous"), job), nprocs=nproc, start_method="spawn")
-    final = job["folder"] / FINAL
-    if not final.exists():
-        return None
-    weights = tensorfile.load(final)[0]
-    final.unlink()
-    return weights
+if __name__ == "__main__":
+    _worker(Path(sys.argv[1]))

@@ -97,7 +97,8 @@ class RunContext:
     cache_dir: Path
     device: torch.device = field(default_factory=pick_device)
     git_sha: str | None = field(default_factory=git_sha)
-    nproc: int = 1  # processes per pre-training (data-parallel)
+    nproc: int = 1  # processes per pre-training and node (data-parallel)
+    nodes: int = 1  # nodes per pre-training (the SLURM job's, from its first node)
 
     def __post_init__(self):
         self.data = DataCache(self.cache_dir)
@@ -165,7 +166,7 @@ def _pretrain(spec: RunSpec, pretrainer: Pretrainer, backbone: Backbone, num_lan
     def train_on_pool(save):
         dataset, prepared = ctx.data.get(spec.pool_dataset, spec.image_size, resize=pretrainer.pool_resize)
         images = prepared.subset(dataset.pretrain_pool()).images
-        if ctx.nproc > 1:
+        if ctx.nproc * ctx.nodes > 1:
             weights = _pretrain_data_parallel(spec, pretrainer, images, num_landmarks, ctx, folder)
         else:
             weights = compute(images, save)
@@ -191,7 +192,7 @@ def _pretrain_data_parallel(spec: RunSpec, pretrainer: Pretrainer, images: torch
         "pretrainer": spec.pretrainer, "backbone": spec.backbone, "images": images, "num_landmarks": num_landmarks,
         "seed": spec.pretrain_seed, "device": ctx.device.type, "folder": folder, "key": spec.pretrain_key,
         "resume_every": spec.resume_every,
-    })
+    }, ctx.nodes)
 
 
 def _pretrain_health(spec: RunSpec, pretrainer: Pretrainer, backbone: Backbone, weights, num_landmarks: int,
@@ -471,7 +472,8 @@ class GroupJob:
     cache_dir: Path
     redo: frozenset[str] = frozenset()  # statuses to run again
     device: str | None = None
-    nproc: int = 1  # processes per pre-training
+    nproc: int = 1  # processes per pre-training and node
+    nodes: int = 1  # nodes per pre-training (a SLURM job's, set by the submitit executor)
 
     def __call__(self, specs: list[RunSpec], on_stage=lambda text, done, total: None) -> Summary:
         summary = Summary()
@@ -491,7 +493,7 @@ class GroupJob:
     def context(self) -> RunContext:
         if getattr(self, "_context", None) is None:  # one per process: it holds the decoded datasets
             device = torch.device(self.device) if self.device else pick_device()
-            self._context = RunContext(cache_dir=self.cache_dir, device=device, nproc=self.nproc)
+            self._context = RunContext(cache_dir=self.cache_dir, device=device, nproc=self.nproc, nodes=self.nodes)
         return self._context
 
     def __getstate__(self):

@@ -4,13 +4,16 @@ Each task writes its own result files, so a coordinator that dies can be started
 submits only what is not finished, and a task still running elsewhere keeps its claim. A task
 that SLURM stops (its time limit, preemption) requeues itself through submitit's
 checkpointing, and its pre-training resumes from its last resume state. With ``lmbench run
---nproc N`` each task asks for N GPUs and runs its pre-training over N processes.
+--nproc N`` each task asks for N GPUs and runs its pre-training over N processes; with
+``nodes = M`` it asks for M such nodes, the group runs on the first and its pre-trainings
+over all of them (torchrun under srun, ``distributed.launch_command``).
 ``cluster = "local"`` or ``"debug"`` runs the same code path on this machine (submitit's
 local and in-process executors), for testing a matrix before a cluster sees it.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,12 +21,18 @@ from lmbench.api import Executor, LmbenchError, NonNegativeInt, PositiveInt, Sum
 
 
 class Requeued:
-    """A group's job as submitit runs it: stopped by SLURM, it is submitted again as it was."""
+    """A group's job as submitit runs it: stopped by SLURM, it is submitted again as it was.
+    Of a job on several nodes, the first runs the group; the others return at once, lending
+    their GPUs to its pre-trainings."""
 
-    def __init__(self, job):
-        self.job = job
+    def __init__(self, job, nodes: int = 1):
+        self.job, self.nodes = job, nodes
 
     def __call__(self, group):
+        import submitit
+
+        if self.nodes > 1 and submitit.JobEnvironment().global_rank > 0:
+            return Summary()
         return self.job(group)
 
     def checkpoint(self, group):
@@ -40,6 +49,7 @@ class Submitit(Executor):
         partition: str = ""
         time_min: PositiveInt = 240
         gpus: NonNegativeInt = 1
+        nodes: PositiveInt = 1  # per job: each pre-training runs over every GPU of them all
         cpus: PositiveInt = 8
         mem_gb: NonNegativeInt = 0  # 0: the partition's default
         array_parallelism: PositiveInt = 16
@@ -60,6 +70,11 @@ class Submitit(Executor):
             options["slurm_partition"] = p.partition
         if p.mem_gb:
             options["mem_gb"] = p.mem_gb
+        if p.nodes > 1:
+            if executor.cluster != "slurm":
+                raise LmbenchError(f"the submitit executor runs a job on several nodes (nodes = {p.nodes}) only on "
+                                   f"SLURM, not on {executor.cluster!r}")
+            options.update(nodes=p.nodes, tasks_per_node=1)
         executor.update_parameters(**options)
         return executor
 
@@ -67,10 +82,13 @@ class Submitit(Executor):
         summary = Summary()
         if not groups:
             return summary
-        jobs = self.executor(getattr(job, "nproc", 1)).map_array(Requeued(job), groups)
+        executor = self.executor(getattr(job, "nproc", 1))
+        if self.params.nodes > 1:
+            job = dataclasses.replace(job, nodes=self.params.nodes)
+        jobs = executor.map_array(Requeued(job, self.params.nodes), groups)
         for submitted, group in zip(jobs, groups):
             try:
-                done = submitted.result()
+                done = submitted.results()[0]  # the first node's: the others only lend their GPUs
             except Exception as exc:
                 done = Summary.lost(group, f"job {submitted.job_id} lost: {one_line(exc)}")
             tracker.finished(group, done)
