@@ -10,6 +10,7 @@ import time
 import pytest
 import torch
 from test_faults import ddpm_matrix
+from test_safe_files import plant
 
 from lmbench.core.errors import CorruptFile
 from lmbench.run import tensorfile
@@ -114,11 +115,12 @@ def test_sigkill_at_a_random_step_then_rerun_resumes_and_matches_an_uninterrupte
 def test_an_unreadable_resume_state_is_never_loaded_and_the_pretraining_starts_again(tmp_path, caplog):
     factory, backbone = PRETRAINERS["ddpm"]
     images = torch.rand(6, 1, 32, 32, generator=torch.Generator().manual_seed(0))
-    state = tmp_path / "resume.safetensors"
-    state.write_bytes(b"\x80\x04 a pickle, or half a file")
+    state, marker = tmp_path / "resume.safetensors", tmp_path / "ran"
+    plant(state, marker)  # a pickle whose unpickling would create ``marker``
     with caplog.at_level("WARNING", logger="lmbench"):
         restarted = train(factory, backbone, images, state)
-    assert any("resume.safetensors: a pickle" in r.getMessage() and "starting again" in r.getMessage()
-               for r in caplog.records)
+    assert not marker.exists()
+    assert any("resume.safetensors: a torch.save archive (a pickle" in r.getMessage()
+               and "starting again" in r.getMessage() for r in caplog.records)
     clean = train(factory, backbone, images)
     assert all(torch.equal(clean[k], restarted[k]) for k in clean)
