@@ -118,3 +118,18 @@ def test_a_job_on_several_nodes_asks_slurm_for_them_and_runs_its_group_on_the_fi
         monkeypatch.setattr(submitit, "JobEnvironment", lambda rank=rank: type("Env", (), {"global_rank": rank}))
         task(["group"])
     assert ran == [["group"]]
+
+
+def test_the_pool_hands_out_every_pretraining_once_before_any_twice():
+    from pathlib import Path
+
+    from lmbench_plugins.executors.pool import spread_pretrainings
+
+    matrix = load_matrix(Path(__file__).parents[1] / "benchmarks.toml")
+    groups = [[spec] for spec in matrix.runs]
+    spread = spread_pretrainings(groups)
+    keys = [group[0].pretrain_key for group in spread]
+    distinct = len(set(keys))
+    assert sorted(map(id, spread)) == sorted(map(id, groups))
+    assert len(set(keys[:distinct])) == distinct < len(keys)  # the default matrix shares its pre-trainings
+    assert [g for g in spread if g[0].pretrain_key == keys[0]] == [g for g in groups if g[0].pretrain_key == keys[0]]

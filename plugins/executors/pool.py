@@ -1,5 +1,7 @@
 """Worker processes on one machine: one per GPU (each sees only its own, through
-CUDA_VISIBLE_DEVICES), or ``workers`` CPU slots; each run uses the matrix's ``threads``."""
+CUDA_VISIBLE_DEVICES), or ``workers`` CPU slots; each run uses the matrix's ``threads``.
+Groups are handed out so that workers starting together train different pre-trainings
+(``spread_pretrainings``) instead of waiting on one another's cache lock."""
 
 from __future__ import annotations
 
@@ -9,6 +11,19 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 
 from lmbench.api import Executor, NonNegativeInt, Summary, one_line
+
+
+def spread_pretrainings(groups: list) -> list:
+    """``groups`` reordered: first every pre-training's first group, then every second one,
+    and so on (matrix order within each round), so that a pre-training shared by several
+    groups is trained by one worker while the others train other ones."""
+    seen: dict[str, int] = {}
+    rounds = []
+    for group in groups:
+        key = group[0].pretrain_key
+        rounds.append(seen.get(key, 0))
+        seen[key] = rounds[-1] + 1
+    return [group for _, group in sorted(zip(rounds, groups), key=lambda pair: pair[0])]
 
 
 def _pin(slots, gpus: int) -> None:
@@ -35,7 +50,7 @@ class Pool(Executor):
             slots.put(slot)
         summary = Summary()
         with ProcessPoolExecutor(workers, mp_context=context, initializer=_pin, initargs=(slots, gpus)) as pool:
-            futures = {pool.submit(job, group): group for group in groups}
+            futures = {pool.submit(job, group): group for group in spread_pretrainings(groups)}
             for future in as_completed(futures):
                 group = futures[future]
                 try:
