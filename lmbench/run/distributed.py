@@ -111,12 +111,12 @@ def pretrain(nproc: int, job: dict, nodes: int = 1) -> dict[str, torch.Tensor] |
     with socket.socket() as probe:  # a free port for the nodes to meet at
         probe.bind(("", 0))
         port = probe.getsockname()[1]
-    launched = subprocess.run(launch_command(nproc, nodes, job_file, host, port), stdout=subprocess.DEVNULL,
-                              stderr=subprocess.PIPE, text=True)
+    # stderr stays the user's: the processes' warnings (a resumed pre-training says so) show
+    launched = subprocess.run(launch_command(nproc, nodes, job_file, host, port), stdout=subprocess.DEVNULL)
     job_file.unlink(missing_ok=True)
     if launched.returncode != 0:
         errors = sorted(folder.glob("error-*.txt"))
-        said = errors[0].read_text() if errors else (launched.stderr.strip().splitlines() or ["no output"])[-1]
+        said = errors[0].read_text() if errors else f"torchrun exited with status {launched.returncode}"
         raise LmbenchError(f"data-parallel pre-training over {nodes * nproc} processes failed: {said}")
     final = folder / FINAL
     if not final.exists():
