@@ -107,10 +107,11 @@ def pretrain(nproc: int, job: dict, nodes: int = 1) -> dict[str, torch.Tensor] |
     tensorfile.save(job_file, {"images": job["images"]}, {**meta, "folder": str(folder)})
     for stale in [folder / FINAL, *folder.glob("error-*.txt")]:
         stale.unlink(missing_ok=True)
-    host = socket.gethostname()
-    with socket.socket() as probe:  # a free port for the nodes to meet at
-        probe.bind(("", 0))
-        port = probe.getsockname()[1]
+    host, port = "", 0
+    if nodes > 1:  # the nodes meet at a free port of this one
+        with socket.socket() as probe:
+            probe.bind(("", 0))
+            host, port = socket.gethostname(), probe.getsockname()[1]
     # stderr stays the user's: the processes' warnings (a resumed pre-training says so) show
     launched = subprocess.run(launch_command(nproc, nodes, job_file, host, port), stdout=subprocess.DEVNULL)
     job_file.unlink(missing_ok=True)
