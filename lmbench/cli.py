@@ -290,6 +290,29 @@ def predict(
     console.print(escape(f"{table} and {labelme}/ (labelme opens them beside the images)"), soft_wrap=True)
 
 
+@app.command()
+def export(
+    results_dirs: Annotated[list[Path], typer.Argument(help="Results folders.")],
+    out: Annotated[Path, typer.Option(help="The ONNX file to write.")] = Path("detector.onnx"),
+    run: Annotated[Optional[str], typer.Option(help="The run's key.")] = None,
+    dataset: Annotated[Optional[str], typer.Option(help="Without --run: the best run (lowest test MRE) for this dataset...")] = None,
+    labels: Annotated[Optional[int], typer.Option(help="... at this label count.")] = None,
+):
+    """A run's saved detector as ONNX, for onnxruntime without PyTorch (lmbench.deploy.OnnxDetector decodes it)."""
+    from lmbench.run.detector import choose_run, load_detector
+    from lmbench.run.export import export_onnx
+
+    for root in results_dirs:
+        if not root.exists():
+            raise LmbenchError(f"{root}: no such results folder")
+    chosen = choose_run(results_dirs, run, dataset, labels)
+    with console.status("exporting"):
+        export_onnx(load_detector(chosen), out)
+    console.print(escape(f"{out}: run {chosen['run_key']} ({chosen['dataset_label']} | {chosen['pretrainer_label']} | "
+                         f"{chosen['head_label']} | {chosen['labels']} labels); run it with "
+                         f"lmbench.deploy.OnnxDetector"), soft_wrap=True)
+
+
 data_app = typer.Typer(help="Inspect datasets.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 

@@ -350,6 +350,13 @@ class HeadStrategy(Component):
         Default: a softmax over each channel's pixels."""
         return logits.float().flatten(2).softmax(-1).view_as(logits)
 
+    def exported_decoding(self) -> dict | None:
+        """This head's ``decode`` as one of the numpy rules of ``lmbench.deploy.decode`` (a JSON
+        dict naming the rule and its settings, calibrated ones included), so that an exported
+        detector (``lmbench export``) decodes outside PyTorch; None: it has none, and cannot
+        be exported."""
+        return None
+
     #: whether ``calibrate`` wants the validation split's logits once fine-tuning is done
     calibrates: ClassVar[bool] = False
 

@@ -11,16 +11,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from lmbench.deploy import to_original  # noqa: F401  numpy only, shared with an exported detector's runtime
+
 
 def to_input(points: np.ndarray, shape: tuple[int, int], size: int) -> np.ndarray:
     """Original-image points (..., 2) of an image of ``shape`` (H, W) -> input pixels."""
     scale = np.array([size / shape[1], size / shape[0]])
-    return (points + 0.5) * scale - 0.5
-
-
-def to_original(points: np.ndarray, shape: tuple[int, int], size: int) -> np.ndarray:
-    """Input-pixel points (..., 2) -> pixels of the original image of ``shape`` (H, W)."""
-    scale = np.array([shape[1] / size, shape[0] / size])
     return (points + 0.5) * scale - 0.5
 
 

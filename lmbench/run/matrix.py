@@ -54,7 +54,7 @@ class MatrixFile:
     pretrain_seed: NonNegativeInt | Literal["seed"] = 0
     output: str = "results"
     cache_dir: str | None = None
-    save_models: bool = False  # keep every fine-tuned detector (models/<run_key>.pt); or per entry
+    save_models: bool = False  # keep every fine-tuned detector (models/<run_key>.safetensors); or per entry
     health: HealthSettings = field(default_factory=HealthSettings)  # thresholds of the health verdict
     #: seconds of pre-training between writes of the state a killed pre-training resumes from (0: every step)
     resume_every: NonNegativeFloat = 300.0

@@ -69,6 +69,10 @@ class ContourHuggingHead(HeadStrategy):
             flat = flat / self.temperatures.to(flat.device)[None, :, None]
         return flat.softmax(-1).view_as(logits)
 
+    def exported_decoding(self):
+        temperatures = None if self.temperatures is None else self.temperatures.tolist()
+        return {"rule": "argmax", "subpixel": self.params.subpixel, "temperatures": temperatures}
+
     def decode(self, logits):
         batch, channels, height, width = logits.shape
         flat = logits.reshape(batch, channels, -1)

@@ -23,13 +23,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
-from scipy import ndimage
 
 from lmbench.api import HeadStrategy, PositiveFloat
+from lmbench.deploy import largest_contour_centroid, largest_region_centroid  # numpy only, shared with exports
 
 
 class GaussianHead(HeadStrategy):
@@ -69,24 +68,6 @@ class GaussianHead(HeadStrategy):
         out = np.array([[rule(channel) for channel in image] for image in maps], dtype=np.float64)
         return torch.from_numpy(out.reshape(*maps.shape[:2], 2)).float()
 
+    def exported_decoding(self):
+        return {"rule": self.params.decode}
 
-def largest_contour_centroid(logits: np.ndarray) -> tuple[float, float]:
-    """(x, y) moment centroid of the largest external contour of ``logits >= max / 2``, or (0, 0)."""
-    mask = (logits >= 0.5 * logits.max()).astype(np.uint8)
-    contours, _ = cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
-    if not contours:
-        return 0.0, 0.0
-    moments = cv2.moments(max(contours, key=cv2.contourArea))
-    if moments["m00"] == 0:
-        return 0.0, 0.0
-    return moments["m10"] / moments["m00"], moments["m01"] / moments["m00"]
-
-
-def largest_region_centroid(heatmap: np.ndarray) -> tuple[float, float]:
-    """(x, y) centroid of the largest 4-connected region above half the map's maximum."""
-    regions, count = ndimage.label(heatmap > 0.5 * heatmap.max())
-    if count == 0:  # a constant map: no peak to find
-        return (heatmap.shape[1] - 1) / 2, (heatmap.shape[0] - 1) / 2
-    sizes = np.bincount(regions.ravel())[1:]
-    y, x = np.nonzero(regions == np.argmax(sizes) + 1)
-    return float(x.mean()), float(y.mean())

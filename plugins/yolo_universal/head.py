@@ -44,6 +44,9 @@ class GaussianBceHead(HeadStrategy):
         heat = logits.float().sigmoid().flatten(2)
         return (heat / heat.sum(-1, keepdim=True)).view_as(logits)
 
+    def exported_decoding(self):
+        return {"rule": "argmax"}
+
     def decode(self, logits):
         batch, channels, height, width = logits.shape
         index = logits.reshape(batch, channels, -1).argmax(dim=-1)
