@@ -313,7 +313,7 @@ def export(
                          f"lmbench.deploy.OnnxDetector"), soft_wrap=True)
 
 
-data_app = typer.Typer(help="Inspect datasets.", no_args_is_help=True)
+data_app = typer.Typer(help="Fetch and inspect datasets.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 
 
@@ -347,8 +347,13 @@ def data_check(
     if root is not None:
         values["root"] = root
     built = P.build(cls.Params, values, f"--param for {dataset}")
-    report = check_dataset(dataset, cls(built))
-    console.print(f"[bold]{escape(dataset)}[/bold]: " + ", ".join(f"{n} {s}" for s, n in report.splits.items())
+    if not show_check(check_dataset(dataset, cls(built))):
+        raise typer.Exit(1)
+
+
+def show_check(report) -> bool:
+    """Print a ``lmbench data check`` report; whether the dataset is usable."""
+    console.print(f"[bold]{escape(report.dataset)}[/bold]: " + ", ".join(f"{n} {s}" for s, n in report.splits.items())
                   + (f", {len(report.errors)} left out or unreadable" if report.errors else ""))
     if report.image_sizes:
         (h0, w0), (h1, w1) = report.image_sizes
@@ -368,7 +373,42 @@ def data_check(
     for error in report.errors:
         console.print(f"  [red]error[/red] {escape(error)}", soft_wrap=True)
     console.print("usable" if report.usable else "[red]not usable[/red]: no sample is left")
-    if not report.usable:
+    return report.usable
+
+
+@data_app.command("fetch")
+def data_fetch(
+    name: Annotated[str, typer.Argument(help="isbi2015, hand or chest.")],
+    to: Annotated[Path, typer.Option(help="The dataset's folder (its params.root).")],
+    mirror: Annotated[Optional[list[str]], typer.Option(help="A URL serving the release's files by name, tried first; repeatable.")] = None,
+    archive: Annotated[Optional[list[Path]], typer.Option(help="A file downloaded by hand (a licence form), used instead; repeatable.")] = None,
+):
+    """Download a public dataset (mirrors in order, resumable, sha256-checked), lay it out as its loader reads it, then check it."""
+    from rich.progress import DownloadColumn, Progress, TransferSpeedColumn
+
+    from lmbench.core import params as P
+    from lmbench.run.datacheck import check_dataset
+    from lmbench.run.fetch import RELEASES, fetch
+
+    if name not in RELEASES:
+        raise LmbenchError(f"no public release named {name!r}; lmbench fetches {', '.join(RELEASES)}")
+    release = RELEASES[name]
+    with Progress(*Progress.get_default_columns(), DownloadColumn(), TransferSpeedColumn(), console=console,
+                  transient=True) as progress:
+        tasks: dict[str, int] = {}
+
+        def show(file: str, done: int, total: int | None) -> None:
+            if file not in tasks:
+                tasks[file] = progress.add_task(file, total=total)
+            progress.update(tasks[file], completed=done, total=total)
+
+        missing = fetch(release, to, mirror or [], archive or [], show,
+                        lambda line: progress.console.print(escape(line), soft_wrap=True))
+    for line in missing:
+        console.print(f"[yellow]still missing[/yellow] {escape(line)}", soft_wrap=True)
+    cls = registry().get("dataset", release.dataset)
+    usable = show_check(check_dataset(release.dataset, cls(P.build(cls.Params, {"root": str(to)}, name))))
+    if missing or not usable:
         raise typer.Exit(1)
 
 
