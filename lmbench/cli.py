@@ -232,22 +232,26 @@ def leaderboard(
 @app.command()
 def report(
     results_dirs: Annotated[list[Path], typer.Argument(help="Results folders.")],
-    out: Annotated[Path, typer.Option(help="Folder for the PNG figures and index.md.")] = Path("report"),
+    out: Annotated[Path, typer.Option(help="Folder for the PNG figures, index.md and index.html.")] = Path("report"),
     dataset: Annotated[Optional[list[str]], typer.Option(help="Only these datasets; repeatable.")] = None,
     pretrainer: Annotated[Optional[list[str]], typer.Option(help="Only these pretrainers; repeatable.")] = None,
     head: Annotated[Optional[list[str]], typer.Option(help="Only these heads; repeatable.")] = None,
     eval_mode: Annotated[EvalMode, typer.Option(help="native or paper evaluation.")] = EvalMode.native,
     overlay_labels: Annotated[Optional[int], typer.Option(help="Label count of the prediction overlays (default 10, else the fewest).")] = None,
+    reference: Annotated[str, typer.Option(help="Published numbers beside ours in the leaderboards ('none': no reference rows).")] = "paper",
 ):
-    """Figures for a paper (MRE and SDR by labels, the pre-training sweep, prediction overlays) and an index.md."""
+    """Figures for a paper (MRE and SDR by labels, the pre-training sweep, prediction overlays), index.md and index.html."""
     from lmbench.reporting.figures import write_report
+    from lmbench.reporting.reference import load_reference
 
     for root in results_dirs:
         if not root.exists():
             raise LmbenchError(f"{root}: no such results folder")
     filters = {"dataset": dataset, "pretrainer": pretrainer, "head": head}
-    figures = write_report(results_dirs, out, eval_mode.value, filters, overlay_labels)
-    console.print(f"{len(figures)} figures and {escape(str(out / 'index.md'))}", soft_wrap=True)
+    rows = None if reference == "none" else load_reference(reference)
+    figures = write_report(results_dirs, out, eval_mode.value, filters, overlay_labels, rows)
+    console.print(f"{len(figures)} figures, {escape(str(out / 'index.md'))} and {escape(str(out / 'index.html'))} "
+                  f"(self-contained: open it in a browser)", soft_wrap=True)
 
 
 @app.command()

@@ -25,6 +25,7 @@ import numpy as np  # noqa: E402
 
 from lmbench.reporting import comparisons, curves, health, reliability  # noqa: E402
 from lmbench.reporting.formats import to_markdown  # noqa: E402
+from lmbench.reporting.html import write_html  # noqa: E402
 from lmbench.reporting.leaderboard import Board, build_boards, header, matches  # noqa: E402
 from lmbench.run import results  # noqa: E402
 
@@ -179,19 +180,20 @@ def plot_overlays(runs: list[dict], labels: int, path: Path) -> str | None:
 
 
 def write_report(roots: list[Path], out: Path, eval_mode: str = "native", filters: dict | None = None,
-                 overlay_labels: int | None = None) -> list[Path]:
-    """Write the figures and index.md under ``out``; return the figure paths."""
+                 overlay_labels: int | None = None, reference: list[dict] | None = None) -> list[Path]:
+    """Write the figures, index.md and index.html under ``out``; return the figure paths.
+    ``reference``: published rows shown in the leaderboards beside ours."""
     out.mkdir(parents=True, exist_ok=True)
     filters = filters or {}
-    boards = build_boards(roots, eval_mode, filters)
+    boards = build_boards(roots, eval_mode, filters, reference=reference)
     runs = [r for r in results.read_runs(roots) if r["status"] == "ok" and matches(r, filters)]
     figures: list[Path] = []
-    index = [f"# lmbench report: {', '.join(map(str, roots))}", "",
-             f"{len(runs)} finished runs, {eval_mode} evaluation.", ""]
+    title = f"lmbench report: {', '.join(map(str, roots))}"
+    index: list[str | Board] = [f"{len(runs)} finished runs, {eval_mode} evaluation.", ""]
     for board in boards:
         slug = _slug(board.dataset)
         board_runs = [r for r in runs if r["dataset_label"] == board.dataset]
-        index += [f"## {board.dataset}", "", to_markdown([board]).strip(), ""]
+        index += [f"## {board.dataset}", "", board, ""]
         if not board.rows:
             continue
         mre, sdr = out / f"{slug}-mre.png", out / f"{slug}-sdr.png"
@@ -262,7 +264,9 @@ def write_report(roots: list[Path], out: Path, eval_mode: str = "native", filter
                       f"in mean rank by less than the Nemenyi critical difference ({ranking.critical_difference:.2f} "
                       f"at {ranking.alpha:g}): the data cannot tell them apart (Demšar, JMLR 2006).", ""]
     index += _health_section(runs, out, figures)
-    (out / "index.md").write_text("\n".join(index))
+    markdown = [to_markdown([item]).strip() if isinstance(item, Board) else item for item in index]
+    (out / "index.md").write_text("\n".join([f"# {title}", "", *markdown]))
+    write_html(index, out, title)
     return figures
 
 
