@@ -151,3 +151,28 @@ def test_the_joint_validation_loss_weighs_images_or_each_dataset_alike():
     assert loss == pytest.approx((a * 1 + b * 5) / 6)
     loss, (a, b) = recorded["datasets"]
     assert loss == pytest.approx((a + b) / 2)
+
+
+def test_validation_every_two_epochs_as_published_keeps_the_best_validated_epoch(monkeypatch):
+    """GU2Net's published code validates at epochs 0, 2, 4, ... and the last (0-based): the
+    published recipe's ``validate_every = 2``; the weights kept are the best validated epoch's."""
+    import numpy as np
+
+    from lmbench.run import engine
+    from lmbench.run.data import Prepared
+    from lmbench.run.profiles import FinetuneConfig
+    from lmbench_plugins.yolo_universal.backbone import PUBLISHED_RECIPE
+
+    assert PUBLISHED_RECIPE["validate_every"] == 2
+    g = torch.Generator().manual_seed(0)
+    data = Prepared(["0", "1"], torch.rand(2, 1, 32, 32, generator=g), torch.rand(2, 2, 2, generator=g) * 31,
+                    np.zeros((2, 2, 2)), [(32, 32)] * 2, [None] * 2)
+    passes = []
+    real = engine.validation_loss
+    monkeypatch.setattr(engine, "validation_loss", lambda *a: passes.append(1) or real(*a))
+    config = FinetuneConfig(epochs=6, batch_size=2, accumulation=1, augment=False, validate_every=2, early_stopping=4)
+    fit = engine.finetune(SMALL.build(2, 32), GaussianBceHead(), data, data, config, 1e-3, torch.device("cpu"), seed=0)
+    validated = [epoch for epoch, (_, val, _) in enumerate(fit.history, start=1) if math.isfinite(val)]
+    assert len(fit.history) == fit.epochs and len(passes) == len(validated)
+    assert validated == [e for e in (1, 3, 5, 6) if e <= fit.epochs] and fit.best_epoch in validated
+    assert fit.best_val_loss == min(fit.history[e - 1][1] for e in validated)

@@ -60,7 +60,9 @@ def plot_curves(curves: dict[str, dict[int, list[list[dict]]]], dataset: str, pa
                 first = seed == 0
                 ax.plot(x, [r["train_loss"] for r in epochs], color=colours[labels], linewidth=1,
                         label=f"{labels} labels" if first else None)
-                ax.plot(x, [r["val_loss"] for r in epochs], color=colours[labels], linewidth=1, linestyle="--")
+                validated = [r for r in epochs if math.isfinite(r["val_loss"])]  # NaN: no pass that epoch
+                ax.plot([r["epoch"] for r in validated], [r["val_loss"] for r in validated], color=colours[labels],
+                        linewidth=1, linestyle="--")
                 rates.plot(x, [r["lr"] for r in epochs], color=colours[labels], linewidth=0.8, linestyle=":")
         ax.set_yscale("log")
         rates.set_yscale("log")

@@ -134,7 +134,6 @@ def finetune(
     per_epoch = [config.samples_per_epoch or len(t.ids) for t in trains]
     result = FinetuneResult(epochs=0, best_epoch=0, best_val_loss=math.inf)
     best_state = copy.deepcopy(model.state_dict())
-    stale = 0
     for epoch in range(1, config.epochs + 1):
         model.train()
         per_domain = [
@@ -161,6 +160,12 @@ def finetune(
                     cyclic.step()
             train_loss += loss.item() * len(index)
         train_loss /= sum(per_epoch)
+        result.epochs = epoch
+        if (epoch - 1) % config.validate_every and epoch != config.epochs:  # no validation pass this epoch
+            result.history.append((train_loss, math.nan, optimiser.param_groups[0]["lr"]))
+            if on_epoch:
+                on_epoch(epoch, config.epochs, train_loss, result.best_val_loss)
+            continue
         with timing.stage("validation"):
             weights = [len(data.ids) if config.joint_validation == "images" else 1 for data in vals]
             val_loss = sum(validation_loss(v, head, data, config, device) * w
@@ -170,15 +175,12 @@ def finetune(
         result.history.append((train_loss, val_loss, optimiser.param_groups[0]["lr"]))  # the epoch's last lr
         if cyclic is None:
             plateau.step(val_loss)
-        result.epochs = epoch
         if val_loss < result.best_val_loss:
-            result.best_val_loss, result.best_epoch, stale = val_loss, epoch, 0
+            result.best_val_loss, result.best_epoch = val_loss, epoch
             best_state = copy.deepcopy(model.state_dict())
-        else:
-            stale += 1
         if on_epoch:
             on_epoch(epoch, config.epochs, train_loss, val_loss)
-        if stale >= config.early_stopping:
+        if epoch - result.best_epoch >= config.early_stopping:
             break
     model.load_state_dict(best_state)
     return result

@@ -28,6 +28,9 @@ class FinetuneConfig:
     plateau_factor: Annotated[float, Interval(gt=0, lt=1)] = 0.5  # ReduceLROnPlateau on validation loss
     plateau_patience: NonNegativeInt = 13
     early_stopping: PositiveInt = 27  # epochs without a better validation loss before stopping
+    # a validation pass every N epochs and after the last (GU2Net's published code: 2); the
+    # plateau schedule and early stopping act on validated epochs only
+    validate_every: PositiveInt = 1
     # Images drawn per epoch; 0 = the labelled set once, as the paper. With one label an
     # epoch is one step, so the CPU profiles repeat the (augmented) set to fill an epoch.
     samples_per_epoch: NonNegativeInt = 0
