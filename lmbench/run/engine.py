@@ -79,8 +79,10 @@ def validation_loss(model: nn.Module, head: HeadStrategy, data: Prepared, config
     published code's: a short last batch then weighs as much as a full one)."""
     model.eval()
     losses, sizes = [], []
-    for start in range(0, len(data.ids), config.batch_size):
-        sl = slice(start, start + config.batch_size)
+    batching_free = config.validation_average == "image" and config.loss_reduction == "mean"
+    batch = config.eval_batch_size if batching_free else config.batch_size
+    for start in range(0, len(data.ids), batch):
+        sl = slice(start, start + batch)
         losses.append(float(_batch_loss(model, head, data.images[sl], data.landmarks[sl], device, config)))
         sizes.append(len(data.ids[sl]))
     weights = sizes if config.validation_average == "image" else [1] * len(sizes)

@@ -41,6 +41,9 @@ class FinetuneConfig:
     max_rotation: Annotated[float, Interval(ge=0, le=180)] = 2.0  # degrees
     precision: Literal["bf16", "fp32"] = "bf16"  # autocast on CUDA; the published code runs fp32
     validation_average: Literal["image", "batch"] = "image"  # the published code averages batch losses
+    # images per forward pass when nothing trains (prediction; validation where its value cannot
+    # depend on the batching: per-image averaging of a mean loss): up to 2x faster on CPUs
+    eval_batch_size: PositiveInt = 16
     # a network trained on several datasets: its validation loss weighs each dataset by its
     # images, or each dataset alike (GU2Net's published code: the sum of their means)
     joint_validation: Literal["images", "datasets"] = "images"

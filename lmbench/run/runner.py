@@ -295,14 +295,14 @@ def _score(spec: RunSpec, data: Splits, model, head: HeadStrategy, config: Finet
     dataset = data.dataset
     if head.calibrates:
         with timing.stage("prediction"):
-            logits = torch.cat([out.cpu() for out in engine.logits(model, data.val.images, config.batch_size,
+            logits = torch.cat([out.cpu() for out in engine.logits(model, data.val.images, config.eval_batch_size,
                                                                       ctx.device, config.precision)])
         head.calibrate(logits, data.val.landmarks)
     metrics, predictions = [], []
     names, regions = dataset.landmark_names, None
     for split, part in (("val", data.val), ("test", data.test)):
         with timing.stage("prediction"):  # the network and the head's decoding
-            predicted_input, covariances = engine.predict(model, head, part.images, config.batch_size, ctx.device,
+            predicted_input, covariances = engine.predict(model, head, part.images, config.eval_batch_size, ctx.device,
                                                           config.precision)
         predicted_input = predicted_input.numpy()
         predicted = np.stack([to_original(p, shape, spec.image_size) for p, shape in zip(predicted_input, part.shapes)])
@@ -542,7 +542,8 @@ def out_of_memory(spec: RunSpec) -> str:
     pretrainer_batch = spec.pretrainer.params.get("batch_size")
     also = f" or the pretrainer's batch_size ({pretrainer_batch})" if pretrainer_batch else ""
     return (f"out of GPU memory in profile {spec.profile!r} at {spec.image_size} px: lower the fine-tuning "
-            f"batch_size ({batch}; raise accumulation to keep the effective batch){also}, or use a smaller profile")
+            f"batch_size ({batch}; raise accumulation to keep the effective batch), its eval_batch_size "
+            f"({spec.finetune['eval_batch_size']}){also}, or use a smaller profile")
 
 
 def pending_groups(matrix: Matrix, rerun: Rerun = None) -> tuple[list[list[RunSpec]], int]:

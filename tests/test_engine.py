@@ -1,0 +1,31 @@
+"""The shared fine-tuning engine's validation pass: batched for speed only where the batching
+cannot change its value."""
+
+import numpy as np
+import pytest
+import torch
+
+from lmbench.run import engine
+from lmbench.run.data import Prepared
+from lmbench.run.profiles import FinetuneConfig
+from lmbench_plugins.gaussian.head import GaussianHead
+from lmbench_plugins.smp_unet.backbone import SmpUnet
+
+
+def test_the_validation_loss_does_not_depend_on_the_eval_batch_but_the_published_average_does():
+    g = torch.Generator().manual_seed(0)
+    n = 7  # no batch size below divides it
+    data = Prepared([str(i) for i in range(n)], torch.rand(n, 1, 32, 32, generator=g),
+                    torch.rand(n, 3, 2, generator=g) * 31, np.zeros((n, 3, 2)), [(32, 32)] * n, [None] * n)
+    torch.manual_seed(0)
+    model = SmpUnet(SmpUnet.Params(encoder="tu-resnet10t", encoder_depth=3, decoder_channels=[32, 16, 8])).build(3, 32)
+    head, cpu = GaussianHead(), torch.device("cpu")
+
+    def loss(**settings):
+        return engine.validation_loss(model, head, data, FinetuneConfig(batch_size=2, **settings), cpu)
+
+    per_image = loss(eval_batch_size=16)
+    assert per_image == pytest.approx(loss(eval_batch_size=1), abs=1e-6) == pytest.approx(loss(eval_batch_size=3), abs=1e-6)
+    batch_means = loss(validation_average="batch", eval_batch_size=16)  # over batches of 2, 2, 2 and 1
+    assert batch_means == pytest.approx(loss(validation_average="batch", eval_batch_size=1), abs=1e-7)
+    assert abs(batch_means - per_image) > 1e-6
