@@ -107,3 +107,20 @@ def test_export_names_what_is_missing_in_one_line(trained, tmp_path):
         model = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 18)])
         onnx.save_model(model, tmp_path / "plain.onnx")
         OnnxDetector(tmp_path / "plain.onnx")
+
+
+def test_weights_over_the_protobuf_limit_go_beside_the_graph(trained, tmp_path, monkeypatch):
+    """The paper's U-Net (2.2 GB of fp32 weights) exceeds protobuf's 2 GiB: its weights are
+    written to ``<file>.data``, which onnxruntime reads from beside the graph."""
+    from lmbench.run import export
+    from lmbench.run.detector import load_detector
+
+    _, _, runs = trained
+    detector = load_detector(runs[0])
+    inline = export.export_onnx(detector, tmp_path / "inline.onnx")
+    monkeypatch.setattr(export, "EXTERNAL_DATA_BYTES", 0)
+    beside = export.export_onnx(detector, tmp_path / "beside.onnx")
+    assert (tmp_path / "beside.onnx.data").stat().st_size > 0.9 * inline.stat().st_size
+    assert beside.stat().st_size < 0.1 * inline.stat().st_size
+    image = render(np.random.default_rng(3), 90, 70, 0.02)[0]
+    assert np.array_equal(OnnxDetector(beside).landmarks(image), OnnxDetector(inline).landmarks(image))

@@ -14,6 +14,7 @@ their files moved into the loader's layout by the release's path patterns.
 from __future__ import annotations
 
 import hashlib
+import http.client
 import re
 import shutil
 import subprocess
@@ -136,16 +137,17 @@ def download(url: str, part: Path, name: str, progress: Progress) -> None:
 
 def transfer(url: str, part: Path, name: str, progress: Progress, say: Callable[[str], None]) -> str | None:
     """Download ``url`` into ``part``, resuming a broken transfer; None when whole, else why not."""
+    reason = None
     for attempt in range(1, ATTEMPTS + 1):
         try:
             download(url, part, name, progress)
             return None
-        except (OSError, ValueError) as exc:  # urllib's errors are OSErrors; ValueError: a malformed URL
+        except (OSError, ValueError, http.client.HTTPException) as exc:  # ValueError: a malformed URL
             reason = _reason(exc)
             if isinstance(exc, urllib.error.HTTPError) or not part.exists() or attempt == ATTEMPTS:
-                return reason
+                break
             say(f"{url}: {reason}; resuming from byte {part.stat().st_size}")
-    return None  # unreachable: the last attempt returns
+    return reason
 
 
 def obtain(remote: Remote, downloads: Path, mirrors: list[str], archive: Path | None, progress: Progress,
