@@ -59,6 +59,11 @@ def to_latex(boards: list[Board]) -> str:
     return "\n\n".join(parts) + "\n"
 
 
+def column_key(name: str) -> str:
+    """A method column's name as a record key: "Pre-training" -> "pre_training"."""
+    return name.lower().replace(" ", "_").replace("-", "_")
+
+
 def records(boards: list[Board]) -> list[dict]:
     """One flat record per row: dataset, eval mode, method, seeds, rank, and per metric the mean,
     std over seeds, bootstrap interval, Holm-adjusted p-value against the best and the bold mark."""
@@ -68,7 +73,7 @@ def records(boards: list[Board]) -> list[dict]:
             record = {"dataset": board.dataset, "eval_mode": board.eval_mode, "unit": board.unit,
                       "labels": row.labels, "source": row.source, "seeds": row.seeds, "avg_rank": row.rank,
                       "health": row.health if row.source == "lmbench" else None}
-            record.update({name.lower().replace(" ", "_").replace("-", "_"): value
+            record.update({column_key(name): value
                            for name, value in zip(board.method_columns, row.method)})
             for metric in board.metrics:
                 mean, std = row.values.get(metric, (None, None))

@@ -17,7 +17,7 @@ from pathlib import Path
 import jinja2
 import markdown
 
-from lmbench.reporting.formats import records
+from lmbench.reporting.formats import column_key, records
 from lmbench.reporting.leaderboard import Board, cells, columns, footnote, right_aligned
 
 TEMPLATES = jinja2.Environment(loader=jinja2.PackageLoader("lmbench.reporting", "templates"),
@@ -27,7 +27,7 @@ TEMPLATES = jinja2.Environment(loader=jinja2.PackageLoader("lmbench.reporting", 
 
 def _keys(board: Board) -> list[str]:
     """A name per column for the page's attributes: the JSON export's where it has one."""
-    methods = [name.lower().replace(" ", "_").replace("-", "_") for name in board.method_columns]
+    methods = [column_key(name) for name in board.method_columns]
     source = ["source"] if board.has_reference else []
     return ["labels", *methods, *source, "seeds", *board.metrics, "avg_rank"]
 
