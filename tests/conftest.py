@@ -61,6 +61,34 @@ def tiny_matrix(
     return path
 
 
+def fake_run_row(key: str, pretrainer: str, labels: int, seed: int, **changes) -> dict:
+    """A finished run row (smp U-Net, Gaussian head, synthetic data) for tests of what reads
+    results folders; ``changes`` replace or add columns."""
+    row = {
+        "run_key": key, "matrix": "fake", "status": "ok", "error": None,
+        "dataset": "synthetic", "dataset_label": "synthetic", "dataset_params": "{}",
+        "pretrainer": pretrainer, "pretrainer_label": pretrainer, "pretrainer_params": "{}",
+        "backbone": "smp-unet", "backbone_label": "smp-unet", "backbone_params": "{}",
+        "head": "gaussian", "head_label": "gaussian", "head_params": "{}",
+        "labels": labels, "seed": seed, "selection": "first", "image_size": 64, "finetune": "{}",
+        "unit": "mm", "thresholds": "[2.5, 5.0]", "finished_at": f"2026-01-01T00:00:0{seed}",
+    }
+    return {**row, **changes}
+
+
+def random_split(n: int, num_landmarks: int = 2, seed: int = 0, size: int = 32):
+    """A prepared split of ``n`` random ``size`` px images and landmarks, for engine tests."""
+    import numpy as np
+    import torch
+
+    from lmbench.run.data import Prepared
+
+    g = torch.Generator().manual_seed(seed)
+    return Prepared([str(i) for i in range(n)], torch.rand(n, 1, size, size, generator=g),
+                    torch.rand(n, num_landmarks, 2, generator=g) * (size - 1), np.zeros((n, num_landmarks, 2)),
+                    [(size, size)] * n, [None] * n)
+
+
 def pretrain_context(images, backbone, saved: dict | None = None, num_landmarks: int = 19):
     """A CPU PretrainContext that keeps each saved checkpoint in ``saved``."""
     import torch

@@ -1,22 +1,19 @@
 """The shared fine-tuning engine's validation pass: batched for speed only where the batching
 cannot change its value."""
 
-import numpy as np
 import pytest
 import torch
 
 from lmbench.run import engine
-from lmbench.run.data import Prepared
 from lmbench.run.profiles import FinetuneConfig
 from lmbench_plugins.gaussian.head import GaussianHead
 from lmbench_plugins.smp_unet.backbone import SmpUnet
 
+from conftest import random_split
+
 
 def test_the_validation_loss_does_not_depend_on_the_eval_batch_but_the_published_average_does():
-    g = torch.Generator().manual_seed(0)
-    n = 7  # no batch size below divides it
-    data = Prepared([str(i) for i in range(n)], torch.rand(n, 1, 32, 32, generator=g),
-                    torch.rand(n, 3, 2, generator=g) * 31, np.zeros((n, 3, 2)), [(32, 32)] * n, [None] * n)
+    data = random_split(7, num_landmarks=3)  # no batch size below divides 7
     torch.manual_seed(0)
     model = SmpUnet(SmpUnet.Params(encoder="tu-resnet10t", encoder_depth=3, decoder_channels=[32, 16, 8])).build(3, 32)
     head, cpu = GaussianHead(), torch.device("cpu")

@@ -10,7 +10,7 @@ import pytest
 
 from lmbench.run import results
 
-from conftest import lmbench_cli
+from conftest import fake_run_row, lmbench_cli
 
 webdriver = pytest.importorskip("selenium.webdriver", reason="selenium (the test extra) is not installed")
 CHROMIUM, DRIVER = shutil.which("chromium") or shutil.which("chromium-browser"), shutil.which("chromedriver")
@@ -27,16 +27,10 @@ def write_runs(folder):
     for (pretrainer, labels), values in MRE.items():
         for seed, mre in enumerate(values):
             flagged = pretrainer == "imagenet" and labels == 1 and seed == 0
-            row = {
-                "run_key": f"{pretrainer}-{labels}-{seed}", "matrix": "html", "status": "ok", "error": None,
-                "dataset": "isbi2015", "dataset_label": "isbi2015", "dataset_params": DATASET_PARAMS,
-                "pretrainer": pretrainer, "pretrainer_label": pretrainer, "pretrainer_params": "{}",
-                "backbone": "smp-unet", "backbone_label": "smp-unet", "backbone_params": "{}",
-                "head": "gaussian", "head_label": "gaussian", "head_params": "{}",
-                "labels": labels, "seed": seed, "selection": "first", "image_size": 64, "finetune": "{}",
-                "unit": "mm", "thresholds": "[2.0, 4.0]", "finished_at": f"2026-01-01T00:00:0{seed}",
-                "health": "pre-training loss never left chance" if flagged else "ok",
-            }
+            row = fake_run_row(f"{pretrainer}-{labels}-{seed}", pretrainer, labels, seed, matrix="html",
+                               dataset="isbi2015", dataset_label="isbi2015", dataset_params=DATASET_PARAMS,
+                               thresholds="[2.0, 4.0]",
+                               health="pre-training loss never left chance" if flagged else "ok")
             errors = {(i, j): mre * (0.8 + 0.2 * ((i + j) % 3)) for i in range(151, 157) for j in range(3)}  # mean: mre
             predictions = [{"split": "test", "image_id": f"{i:03d}", "landmark_index": j, "landmark": f"L{j}",
                             "x": 20.0 + j, "y": 30.0, "x_true": 20.0 + j + e, "y_true": 30.0, "error": e, "unit": "mm"}

@@ -15,7 +15,7 @@ from lmbench.reporting.leaderboard import build_boards
 from lmbench.reporting.reference import load_reference
 from lmbench.run import results
 
-from conftest import SHARED_DATA, lmbench_cli
+from conftest import SHARED_DATA, fake_run_row, lmbench_cli
 
 DATASET_PARAMS = json.dumps({"seed": 0, "n_train": 10, "n_val": 2, "n_test": 4, "height": 60, "width": 50,
                              "spacing": 0.8, "noise": 0.03, "n_landmarks": 11})
@@ -26,15 +26,8 @@ MRE = {("ddpm", 1): [10.0, 12.0, 14.0], ("ddpm", 5): [3.0, 3.5, 4.0],
 
 def write_fake_run(folder, pretrainer, labels, seed, mre, status="ok", key=None):
     key = key or f"{pretrainer}-{labels}-{seed}-{status}"
-    row = {
-        "run_key": key, "matrix": "fake", "status": status, "error": None if status == "ok" else "out of luck",
-        "dataset": "synthetic", "dataset_label": "synthetic", "dataset_params": DATASET_PARAMS,
-        "pretrainer": pretrainer, "pretrainer_label": pretrainer, "pretrainer_params": "{}",
-        "backbone": "smp-unet", "backbone_label": "smp-unet", "backbone_params": "{}",
-        "head": "gaussian", "head_label": "gaussian", "head_params": "{}",
-        "labels": labels, "seed": seed, "selection": "first", "image_size": 64, "finetune": "{}",
-        "unit": "mm", "thresholds": "[2.5, 5.0]", "finished_at": f"2026-01-01T00:00:0{seed}",
-    }
+    row = fake_run_row(key, pretrainer, labels, seed, status=status, error=None if status == "ok" else "out of luck",
+                       dataset_params=DATASET_PARAMS)
     metrics = [{"split": "test", "eval_mode": mode, "metric": m, "landmark": "all", "value": v, "unit": "mm"}
                for mode, shift in (("native", 0.0), ("paper", 1.0))
                for m, v in (("mre", mre + shift), ("sdr@2.5", 100 / mre), ("sdr@5", 200 / mre))] if status == "ok" else []

@@ -15,6 +15,8 @@ from lmbench.reporting.formats import to_json, to_markdown
 from lmbench.reporting.leaderboard import build_boards
 from lmbench.run import results
 
+from conftest import fake_run_row
+
 
 def per_image_errors(rng, images=60, shift=0.0):
     """Skewed per-image radial errors, as real ones are, and a second method's on the same
@@ -83,12 +85,8 @@ def test_the_critical_difference_is_demsars():
 def write_scored_run(folder, pretrainer, labels, seed, errors):
     """A run whose stored metrics and per-image predictions agree: ``errors`` (images, landmarks)."""
     key = f"{pretrainer}-{labels}-{seed}"
-    row = {"run_key": key, "matrix": "hand", "status": "ok", "dataset": "synthetic", "dataset_label": "synthetic",
-           "dataset_params": DATASET_PARAMS, "pretrainer": pretrainer, "pretrainer_label": pretrainer,
-           "pretrainer_params": "{}", "backbone": "smp-unet", "backbone_label": "smp-unet", "backbone_params": "{}",
-           "head": "gaussian", "head_label": "gaussian", "head_params": "{}", "labels": labels, "seed": seed,
-           "selection": "first", "image_size": 64, "finetune": "{}", "unit": "mm", "thresholds": "[2.0]",
-           "finished_at": "2026-01-01T00:00:00"}
+    row = fake_run_row(key, pretrainer, labels, seed, matrix="hand", dataset_params=DATASET_PARAMS,
+                       thresholds="[2.0]", finished_at="2026-01-01T00:00:00")
     metrics = [{"split": "test", "eval_mode": "native", "metric": "mre", "landmark": landmark, "value": float(v),
                 "unit": "mm"} for landmark, v in [("all", errors.mean()), ("L0", errors[:, 0].mean()),
                                                   ("L1", errors[:, 1].mean())]]

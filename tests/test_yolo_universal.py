@@ -12,7 +12,7 @@ from lmbench.run.runner import run_matrix
 from lmbench_plugins.yolo_universal.backbone import YoloUniversal
 from lmbench_plugins.yolo_universal.head import GaussianBceHead
 
-from conftest import tiny_matrix
+from conftest import random_split, tiny_matrix
 
 SMALL = YoloUniversal(YoloUniversal.Params(width=8, depth=3, global_channels=8))
 
@@ -127,18 +127,11 @@ def test_a_joint_group_must_name_known_datasets(tmp_path):
 
 
 def test_the_joint_validation_loss_weighs_images_or_each_dataset_alike():
-    import numpy as np
-
     from lmbench.run import engine
-    from lmbench.run.data import Prepared
     from lmbench.run.profiles import FinetuneConfig
 
-    def split(n, seed):
-        g = torch.Generator().manual_seed(seed)
-        return Prepared([str(i) for i in range(n)], torch.rand(n, 1, 32, 32, generator=g),
-                        torch.rand(n, 2, 2, generator=g) * 31, np.zeros((n, 2, 2)), [(32, 32)] * n, [None] * n)
-
-    head, trains, vals = GaussianBceHead(), [split(2, 0), split(2, 1)], [split(1, 2), split(5, 3)]
+    head = GaussianBceHead()
+    trains, vals = [random_split(2, seed=0), random_split(2, seed=1)], [random_split(1, seed=2), random_split(5, seed=3)]
     recorded = {}
     for weighting in ("images", "datasets"):
         config = FinetuneConfig(epochs=1, batch_size=2, accumulation=1, augment=False, joint_validation=weighting)
@@ -156,17 +149,12 @@ def test_the_joint_validation_loss_weighs_images_or_each_dataset_alike():
 def test_validation_every_two_epochs_as_published_keeps_the_best_validated_epoch(monkeypatch):
     """GU2Net's published code validates at epochs 0, 2, 4, ... and the last (0-based): the
     published recipe's ``validate_every = 2``; the weights kept are the best validated epoch's."""
-    import numpy as np
-
     from lmbench.run import engine
-    from lmbench.run.data import Prepared
     from lmbench.run.profiles import FinetuneConfig
     from lmbench_plugins.yolo_universal.backbone import PUBLISHED_RECIPE
 
     assert PUBLISHED_RECIPE["validate_every"] == 2
-    g = torch.Generator().manual_seed(0)
-    data = Prepared(["0", "1"], torch.rand(2, 1, 32, 32, generator=g), torch.rand(2, 2, 2, generator=g) * 31,
-                    np.zeros((2, 2, 2)), [(32, 32)] * 2, [None] * 2)
+    data = random_split(2)
     passes = []
     real = engine.validation_loss
     monkeypatch.setattr(engine, "validation_loss", lambda *a: passes.append(1) or real(*a))
