@@ -148,6 +148,14 @@ def test_the_paper_profile_runs_the_published_method(tmp_path):
     assert (paper.pretrainer.params["batch_size"], paper.pretrainer.params["accumulation"]) == (4, 8)
 
 
+@pytest.mark.parametrize("dataset", ["isbi2015", "chest", "hand"])
+def test_the_paper_matrices_fine_tune_the_ssl_encoders_on_3_channels_as_published(dataset):
+    runs = load_matrix(ROOT / "matrices" / f"paper-{dataset}.toml").runs
+    channels = {(r.pretrainer.name, r.backbone.params.get("in_channels")) for r in runs if r.backbone.name == "smp-unet"}
+    assert channels == {("scratch", 1), ("imagenet", 1), ("mocov3", 3), ("simclrv2", 3), ("dino", 3)}
+    assert len(runs) == 7 * 5 * 3  # seven rows (DDPM's two heads), five label counts, three seeds
+
+
 def test_validate_shows_each_components_resolved_params(tmp_path):
     from conftest import lmbench_cli
 

@@ -82,6 +82,37 @@ def test_the_published_recipe_trains_a_3_channel_stem_and_hands_on_the_same_func
     torch.testing.assert_close(folded(x)[-1], wide(x.repeat(1, 3, 1, 1))[-1], atol=1e-5, rtol=1e-4)
 
 
+@pytest.mark.parametrize("recipe", ["published", "xray"])
+def test_a_3_channel_unet_fine_tunes_the_stem_its_encoder_was_pre_trained_with(recipe, monkeypatch):
+    """smp-unet's in_channels = 3 (the published downstream of the SSL rows): the stem keeps
+    its own initialisation (not a widened one-channel stem), is handed on unfolded, and the
+    detector computes on a gray image what the trained encoder computes on it repeated."""
+    wide = SmpUnet(dataclasses.replace(SMALL.params, in_channels=3))
+    stem = "model.conv1.0.weight"
+    captured = {}
+
+    def method(self, encoder, size, _original=MoCoV3.method):
+        captured["init"] = encoder.encoder.state_dict()[stem].clone()
+        captured["m"] = _original(self, encoder, size)
+        return captured["m"]
+
+    monkeypatch.setattr(MoCoV3, "method", method)
+    saved = {}
+    ctx = context(torch.rand(6, 1, 32, 32), wide, saved)
+    MoCoV3(MoCoV3.Params(iterations=2, batch_size=4, accumulation=1, hidden_dim=32, output_dim=16,
+                         recipe=recipe)).pretrain(ctx)
+    torch.manual_seed(ctx.seed)
+    torch.testing.assert_close(captured["init"], wide.build_part("unet-encoder", 5, 32).state_dict()[stem], rtol=0, atol=0)
+    assert captured["init"].shape[1] == 3 and not torch.equal(captured["init"][:, 0], captured["init"][:, 1])
+    trained = captured["m"][0].student.encoder.eval()
+    assert torch.equal(saved[2][stem], trained.state_dict()[stem])
+    model = wide.build(5, 32)
+    load_part(wide, model, MoCoV3(MoCoV3.Params()), saved[2])
+    x = torch.rand(2, 1, 32, 32)
+    torch.testing.assert_close(model.encoder.eval()(x)[-1], trained(x.repeat(1, 3, 1, 1))[-1])
+    assert model(x).shape == (2, 5, 32, 32)
+
+
 @pytest.mark.parametrize("cls", [MoCoV3, SimCLRv2, Dino])
 def test_the_finetuned_encoder_starts_from_exactly_the_pretrained_tensors(cls):
     saved = {}

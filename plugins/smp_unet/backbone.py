@@ -1,12 +1,21 @@
-"""A segmentation-models-pytorch U-Net with any timm or smp encoder, one input channel."""
+"""A segmentation-models-pytorch U-Net with any timm or smp encoder, on the gray image."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
 
 import segmentation_models_pytorch as smp
+import torch
+from torch import nn
 
 from lmbench.api import Backbone, LoadReport, PluginError, PositiveInt, WeightSlot
+
+
+def repeat_gray(encoder: nn.Module, args: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...] | None:
+    """A forward pre-hook: a one-channel input repeated to the 3-channel stem's channels."""
+    x = args[0]
+    return (x.expand(-1, 3, -1, -1), *args[1:]) if x.shape[1] == 1 else None
 
 
 class SmpUnet(Backbone):
@@ -14,6 +23,10 @@ class SmpUnet(Backbone):
 
     ``encoder`` is an smp encoder name (``densenet161``, as the paper) or ``tu-<timm name>``.
     Weights never download here: pretrainers provide them, for the encoder.
+
+    ``in_channels = 3`` gives the encoder a 3-channel stem with its own initialisation and
+    feeds it the gray image repeated, as the published downstream code does for every
+    self-supervised row (its SSL encoders were trained on 3-channel views).
     """
 
     @dataclass
@@ -21,6 +34,7 @@ class SmpUnet(Backbone):
         encoder: str = "densenet161"
         encoder_depth: PositiveInt = 5
         decoder_channels: list[int] = field(default_factory=lambda: [256, 128, 64, 32, 16])
+        in_channels: Literal[1, 3] = 1
 
     profile_defaults = {
         "smoke": {"encoder": "tu-resnet10t", "decoder_channels": [64, 32, 16, 16, 8]},
@@ -35,14 +49,17 @@ class SmpUnet(Backbone):
             )
         if image_size % 2**p.encoder_depth:
             raise PluginError(f"smp-unet: image size {image_size} is not divisible by 2**{p.encoder_depth}")
-        return smp.Unet(
+        unet = smp.Unet(
             encoder_name=p.encoder,
             encoder_depth=p.encoder_depth,
             encoder_weights=None,
             decoder_channels=list(p.decoder_channels),
-            in_channels=1,
+            in_channels=p.in_channels,
             classes=num_landmarks,
         )
+        if p.in_channels == 3:  # on the encoder, so that the part a pretrainer trains takes gray images too
+            unet.encoder.register_forward_pre_hook(repeat_gray)
+        return unet
 
     def weight_slots(self):
         return [*super().weight_slots(), WeightSlot("unet-encoder", prefix="encoder.", architecture=self.params.encoder)]

@@ -12,7 +12,8 @@ Two recipes (``recipe``):
   3-channel stem, gradients summed over the accumulated batches, momentum networks updated
   at every batch (before the keys are computed), and each method's own details (below).
   The stem is folded back to one channel (summed over its input channels, as smp does for
-  3-channel weights), which is the same function on a gray image.
+  3-channel weights), which is the same function on a gray image; a backbone built with a
+  3-channel stem (smp-unet's ``in_channels = 3``, the published downstream) keeps it.
 - ``"xray"``: milder one-channel views (``views.py`` says why), gradients averaged, momentum
   updates after each optimiser step.
 """
@@ -65,10 +66,13 @@ def momentum_copy(module: nn.Module, blank: nn.Module | None = None) -> nn.Modul
     return copy
 
 
-def widen_stem(encoder: nn.Module) -> str:
-    """Make the encoder's first one-channel convolution take 3 channels, each with a third of
-    its weights (the same function on a gray image repeated); returns its state-dict name."""
-    name, conv = next((n, m) for n, m in encoder.named_modules() if isinstance(m, nn.Conv2d) and m.in_channels == 1)
+def widen_stem(encoder: nn.Module) -> str | None:
+    """Make the encoder's one-channel stem take 3 channels, each with a third of its weights
+    (the same function on a gray image repeated); returns its state-dict name. None for a stem
+    built with 3 channels (the backbone's ``in_channels = 3``), which keeps its own."""
+    name, conv = next((n, m) for n, m in encoder.named_modules() if isinstance(m, nn.Conv2d))
+    if conv.in_channels == 3:
+        return None
     conv.weight = nn.Parameter(conv.weight.detach().repeat(1, 3, 1, 1) / 3)
     conv.in_channels = 3
     return f"{name}.weight"
@@ -84,7 +88,7 @@ class SslMethod(nn.Module):
 
     student: PooledEncoder
     per_batch: bool = False
-    stem: str | None = None  # the widened stem's weight, folded back to one channel on the way out
+    stem: str | None = None  # a widened stem's weight, folded back to one channel on the way out
 
     def loss(self, views: list[torch.Tensor], step: int, total: int) -> torch.Tensor:
         """The loss of this process's share of a batch of views; a contrastive loss takes its
