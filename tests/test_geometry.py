@@ -34,10 +34,24 @@ def test_augmentation_moves_landmarks_with_the_image():
 
 
 def test_augmentation_replicates_the_border():
-    config = FinetuneConfig(augment_probability=1.0, max_rotation=2.0, max_shift=0.05)
+    config = FinetuneConfig(augment_probability=1.0, max_rotation=2.0, max_shift=0.05, renormalize_warped=False)
     image = torch.ones(1, 32, 32)  # an edge-replicated warp of a constant image stays constant
     warped, _ = augment(image, torch.zeros(1, 2), config, torch.Generator().manual_seed(0))
     assert torch.allclose(warped, image, atol=1e-5)
+
+
+def test_a_warped_image_is_min_max_normalised_again_as_published_unless_switched_off():
+    image = torch.zeros(1, 64, 64)
+    image[0, 30:34, 30:34] = torch.tensor([0.2, 0.5, 0.9, 0.4])  # its brightest pixels blur in the warp
+    landmarks = torch.tensor([[31.0, 32.0]])
+    kept = {}
+    for renormalize in (True, False):
+        config = FinetuneConfig(augment_probability=1.0, max_rotation=10.0, max_shift=0.03, renormalize_warped=renormalize)
+        kept[renormalize] = augment(image, landmarks, config, torch.Generator().manual_seed(1))
+    (published, points), (plain, same_points) = kept[True], kept[False]
+    assert plain.max() < 0.85 and (published.min(), published.max()) == (0.0, 1.0)
+    torch.testing.assert_close(published, plain / plain.max())  # the same warp, stretched; the landmarks alike
+    assert torch.equal(points, same_points)
 
 
 def test_the_published_pool_resize_is_opencvs_linear_and_sharper_than_the_antialiased():

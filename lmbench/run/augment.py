@@ -33,7 +33,10 @@ def augment(image: torch.Tensor, landmarks: torch.Tensor, config: FinetuneConfig
     img = F.affine(img, **warp, interpolation=F.InterpolationMode.BILINEAR)
     pts = F.affine(pts, **warp)
     img, pts = F.center_crop(img, [size, size]), F.center_crop(pts, [size, size])
-    return img.as_subclass(torch.Tensor), pts.as_subclass(torch.Tensor)
+    img = img.as_subclass(torch.Tensor)
+    if config.renormalize_warped:  # albumentations' min_max after the published ShiftScaleRotate
+        img = (img - img.min()) / (img.max() - img.min()).clamp_min(1e-12)
+    return img, pts.as_subclass(torch.Tensor)
 
 
 def augment_images(images: torch.Tensor, generator: torch.Generator, probability: float, max_shift: float,

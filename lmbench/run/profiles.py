@@ -39,6 +39,7 @@ class FinetuneConfig:
     max_shift: UnitInterval = 0.02  # fraction of the image size
     max_scale: Annotated[float, Interval(ge=0, lt=1)] = 0.02
     max_rotation: Annotated[float, Interval(ge=0, le=180)] = 2.0  # degrees
+    renormalize_warped: bool = True  # each warped image min-max normalised again, as the published pipeline does
     precision: Literal["bf16", "fp32"] = "bf16"  # autocast on CUDA; the published code runs fp32
     validation_average: Literal["image", "batch"] = "image"  # the published code averages batch losses
     # images per forward pass when nothing trains (prediction; validation where its value cannot
@@ -69,7 +70,7 @@ PROFILES: dict[str, Profile] = {
         image_size=64,
         finetune=dict(
             epochs=40, batch_size=4, accumulation=1, lr=1e-3, lr_scratch=1e-3,
-            plateau_patience=5, early_stopping=10, samples_per_epoch=32,
+            plateau_patience=5, early_stopping=10, samples_per_epoch=32, renormalize_warped=False,
         ),
     ),
     "quick": Profile(
@@ -77,7 +78,7 @@ PROFILES: dict[str, Profile] = {
         image_size=128,
         finetune=dict(
             epochs=40, batch_size=4, accumulation=2, lr=3e-4, lr_scratch=1e-3,
-            plateau_patience=5, early_stopping=10, samples_per_epoch=64,
+            plateau_patience=5, early_stopping=10, samples_per_epoch=64, renormalize_warped=False,
         ),
     ),
     "paper": Profile("paper", image_size=256, finetune={}),
