@@ -227,3 +227,19 @@ def test_the_published_loop_drops_each_epochs_short_batch_and_forces_a_step_at_i
         DdpmPretrainer(params).pretrain(context(torch.rand(11, 1, 32, 32)))
     assert sum(seen["epochs"]) == 2 * 5 * 2  # 6 steps: two epochs of 5 batches of 2 (one image dropped)
     assert sum(seen["steady"]) == 6 * 2 * 2
+
+
+def test_the_average_starts_from_the_initial_weights_as_published_or_from_the_first_step():
+    images, handed = torch.rand(4, 1, 32, 32), {}
+    for name, params in {"initial": dict(ema_start="initial"), "first-step": dict(ema_start="first-step"),
+                         "raw": dict(use_ema=False)}.items():
+        saved = {}
+        DdpmPretrainer(DdpmPretrainer.Params(iterations=1, batch_size=2, accumulation=1, **params)).pretrain(
+            context(images, saved))
+        handed[name] = saved[1]
+    torch.manual_seed(0)  # the pre-training's seed: the same initial weights
+    initial = SMOKE.build_part("ddpm-unet", 1, 32).state_dict()
+    name = "conv_in.weight"
+    assert not torch.equal(handed["raw"][name], initial[name])
+    torch.testing.assert_close(handed["first-step"][name], handed["raw"][name])
+    torch.testing.assert_close(handed["initial"][name], 0.995 * initial[name] + 0.005 * handed["raw"][name])

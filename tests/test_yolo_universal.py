@@ -86,6 +86,33 @@ def test_gaussian_bce_targets_peak_at_one_and_decode_by_argmax():
     assert head.decode(torch.logit(targets.clamp(1e-4, 1 - 1e-4))).tolist() == [[[5.0, 7.0], [12.0, 2.0]]]
 
 
+def published_target(point, shape, sigma, nsigma=3):
+    """GU2Net's published ``gaussianHeatmap`` (model/utils/kit.py), restated: a 2r x 2r mask
+    centred at index r, min-max scaled, pasted at the integer point."""
+    radius = round(nsigma * sigma)
+    offsets = torch.arange(2 * radius, dtype=torch.float64) - radius
+    mask = torch.exp(-(offsets[:, None] ** 2 + offsets[None, :] ** 2) / (2 * sigma**2))
+    mask = (mask - mask.min()) / (mask.max() - mask.min())
+    heat = torch.zeros(shape, dtype=torch.float64)
+    for i, row in enumerate(range(point[0] - radius, point[0] + radius)):
+        for j, col in enumerate(range(point[1] - radius, point[1] + radius)):
+            if 0 <= row < shape[0] and 0 <= col < shape[1]:
+                heat[row, col] = mask[i, j]
+    return heat
+
+
+def test_the_published_window_grid_gives_the_published_target_and_symmetric_its_mirror_image():
+    landmark = torch.tensor([[[6.4, 9.6]]])  # x, y in pixels; the published code rounds it to (6, 10)
+    published = GaussianBceHead(GaussianBceHead.Params(sigma=2.0)).targets(landmark, (20, 18))[0, 0]
+    expected = published_target((10, 6), (20, 18), sigma=2.0)
+    torch.testing.assert_close(published.double(), expected, atol=1e-6, rtol=0)
+    assert published[10, 0] > 0 and published[10, 12] == 0  # 6 px below the centre, but not 6 above
+    symmetric = GaussianBceHead(GaussianBceHead.Params(sigma=2.0, window_grid="symmetric"))
+    exact = symmetric.targets(torch.tensor([[[6.0, 10.0]]]), (20, 18))[0, 0]
+    assert exact[10, 0] == 0 and exact[10, 1] > 0 and exact[10, 11] > 0 and exact[10, 12] == 0  # 5 px either side
+    assert torch.equal(exact[:, :13], exact[:, :13].flip(1)) and torch.equal(exact[4:17], exact[4:17].flip(0))
+
+
 JOINT = '''
 [[datasets]]
 name = "synthetic"
