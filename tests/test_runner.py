@@ -1,13 +1,16 @@
+import threading
+import time
 import tomllib
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import torch
 
 from lmbench.core.errors import SkipRun
 from lmbench.reporting.leaderboard import build_boards
-from lmbench.run import results
-from lmbench.run.matrix import load_matrix, parse_matrix
+from lmbench.run import results, runner
+from lmbench.run.matrix import ComponentSpec, load_matrix, parse_matrix
 from lmbench.run.runner import pick_device, run_matrix
 from lmbench_plugins.synthetic.dataset import SyntheticHands
 
@@ -194,3 +197,28 @@ def test_the_same_configuration_and_seed_counts_once(tmp_path):
     pq.write_table(pq.read_table(m.results_dir / "metrics" / path.name), copy.parent.parent / "metrics" / "other.parquet")
     (board,) = build_boards([m.results_dir, tmp_path / "copy"])
     assert [row.seeds for row in board.rows] == [1]
+
+
+def test_parallel_workers_decode_a_dataset_once_and_share_its_file(tmp_path, monkeypatch):
+    decodes = []
+
+    def slow_prepare(*args, **kwargs):
+        decodes.append(threading.get_ident())
+        time.sleep(0.5)  # long enough for the other worker to reach the cache meanwhile
+        return prepare(*args, **kwargs)
+
+    prepare = runner.prepare
+    monkeypatch.setattr(runner, "prepare", slow_prepare)
+    spec = ComponentSpec("dataset", "synthetic", "synthetic", {"n_train": 6, "n_val": 2, "n_test": 2}, {})
+    start, got = threading.Barrier(2), []
+
+    def worker():  # each with its own cache object, as two processes have
+        start.wait()
+        got.append(runner.DataCache(tmp_path).get(spec, 32)[1].images)
+
+    threads = [threading.Thread(target=worker) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(decodes) == 1 and len(got) == 2 and torch.equal(got[0], got[1])

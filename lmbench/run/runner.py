@@ -72,22 +72,29 @@ class DataCache:
             if missing := dataset.missing_attributes():
                 raise PluginError(missing)
             path = self.folder / f"{spec.name}-{size}px-{key}{tensorfile.SUFFIX}"
-            prepared = None
-            if path.exists():
-                try:
-                    prepared = Prepared.from_tensors(*tensorfile.load(path))
-                except CorruptFile as exc:
-                    integrity.set_aside(path, self.folder.parent)
-                    log.warning("%s: set aside under %s; decoding the dataset again", exc,
-                                self.folder.parent / integrity.CORRUPT)
-            if prepared is None:
-                ids = list(dict.fromkeys(dataset.split("train") + dataset.split("val") + dataset.split("test")))
-                prepared = prepare(dataset, ids, size, on_progress, resize)
-                tensorfile.save(path, *prepared.to_tensors())
+            # held while decoding, so that parallel workers wait for one decode and read its file
+            with file_lock(path.with_suffix(".lock")):
+                prepared = self._read(path)
+                if prepared is None:
+                    ids = list(dict.fromkeys(dataset.split("train") + dataset.split("val") + dataset.split("test")))
+                    prepared = prepare(dataset, ids, size, on_progress, resize)
+                    tensorfile.save(path, *prepared.to_tensors())
             if len(self._entries) >= 2:
                 self._entries.pop(next(iter(self._entries)))
             self._entries[key] = (dataset, prepared)
         return self._entries[key]
+
+    def _read(self, path: Path) -> Prepared | None:
+        """The decoded dataset at ``path``; None when absent or corrupt (set aside)."""
+        if not path.exists():
+            return None
+        try:
+            return Prepared.from_tensors(*tensorfile.load(path))
+        except CorruptFile as exc:
+            integrity.set_aside(path, self.folder.parent)
+            log.warning("%s: set aside under %s; decoding the dataset again", exc,
+                        self.folder.parent / integrity.CORRUPT)
+            return None
 
 
 @dataclass
