@@ -79,8 +79,11 @@ def test_a_third_party_pretrainer_runs_in_a_matrix_and_reaches_the_leaderboard(s
     assert "denoise" in board.stdout and "scratch" in board.stdout
 
 
-def test_listing_plugins_does_not_import_torch():
-    code = "import sys; from lmbench.core.plugins import registry; registry(); print('torch' in sys.modules)"
+@pytest.mark.parametrize("start", ["from lmbench.core.plugins import registry; registry()",
+                                   "from lmbench import cli; cli.add_plugin_commands()"],  # every command's start
+                         ids=["registry", "cli"])
+def test_listing_plugins_and_starting_a_command_do_not_import_torch(start):
+    code = f"import sys; {start}; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
 

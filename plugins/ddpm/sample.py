@@ -7,18 +7,21 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import numpy as np
-import torch
 import typer
-from diffusers import DDIMScheduler
 from PIL import Image
 
-from lmbench.api import LmbenchError, default_cache_dir, read_weights
-from lmbench_plugins.ddpm.backbone import DdpmUNet, predict_noise
+from lmbench.api import LmbenchError, default_cache_dir
 
 
-@torch.no_grad()
 def sample_images(folder: Path, checkpoint: int | None, count: int, steps: int, seed: int) -> np.ndarray:
     """(count, S, S) images in [0, 1] from the cached run in ``folder``, by DDIM in ``steps`` steps."""
+    # imported here: every ``lmbench`` command registers this one, and should start without torch
+    import torch
+    from diffusers import DDIMScheduler
+
+    from lmbench.api import read_weights
+    from lmbench_plugins.ddpm.backbone import DdpmUNet, predict_noise
+
     identity = json.loads((folder / "identity.json").read_text())
     if identity["pretrainer"]["name"] != "ddpm":
         raise LmbenchError(f"{folder}: not a ddpm pre-training")
@@ -41,10 +44,11 @@ def sample_images(folder: Path, checkpoint: int | None, count: int, steps: int, 
     generator = torch.Generator().manual_seed(seed)
     x = torch.randn((count, 1, size, size), generator=generator)
     condition = backbone.config()["self_condition"]
-    for t in scheduler.timesteps:
-        model_input = torch.cat([torch.zeros_like(x), x], dim=1) if condition else x
-        eps = predict_noise(unet, model_input, t.expand(count))
-        x = scheduler.step(eps, t, x, generator=generator).prev_sample
+    with torch.no_grad():
+        for t in scheduler.timesteps:
+            model_input = torch.cat([torch.zeros_like(x), x], dim=1) if condition else x
+            eps = predict_noise(unet, model_input, t.expand(count))
+            x = scheduler.step(eps, t, x, generator=generator).prev_sample
     if backbone.config()["input_range"] == "symmetric":
         x = (x + 1) / 2
     return x[:, 0].clamp(0, 1).numpy()
