@@ -3,6 +3,7 @@
 
 import csv
 import json
+import weakref
 
 import numpy as np
 import pytest
@@ -16,6 +17,7 @@ from lmbench.run.detector import choose_run, load_detector, predict_folder
 from lmbench.run.io import read_image, read_image_and_spacing
 from lmbench.run.matrix import load_matrix
 from lmbench.run.runner import run_matrix
+from lmbench_plugins.synthetic.dataset import SyntheticHands
 from lmbench_plugins.xray.folder import FolderDataset
 
 from conftest import lmbench_cli
@@ -251,3 +253,20 @@ def test_a_messy_csv_is_read_row_by_row(tmp_path):
     assert "line 5: 5 landmarks, expected 4" in excluded["004"] and "appears on lines 3 and 8" in excluded["002"]
     assert "line 6: expected an id then x,y pairs, got 4 fields" in excluded["005"] and "'nan' is not a finite number" in excluded["006"]
     np.testing.assert_allclose(dataset.load("003").landmarks, truth["003"], atol=1e-3)
+
+
+def test_data_check_never_holds_every_image_at_once():
+    """A release's full-size images (ISBI: 400 of 1935 x 2400) would not fit in memory together."""
+    alive = []
+
+    class Tracked(SyntheticHands):
+        def load(self, sample_id):
+            sample = super().load(sample_id)
+            alive.append(weakref.ref(sample.image))
+            self.most = max(getattr(self, "most", 0), sum(ref() is not None for ref in alive))
+            return sample
+
+    dataset = Tracked(SyntheticHands.Params(n_train=80, n_val=10, n_test=10))
+    report = check_dataset("synthetic", dataset)
+    assert sum(report.splits.values()) == 100 and report.image_sizes is not None
+    assert dataset.most <= 40  # those in flight in the decoding threads (at most 32), not all 100

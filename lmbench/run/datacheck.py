@@ -39,6 +39,17 @@ class CheckReport:
         return sum(self.splits.values()) > 0
 
 
+@dataclass
+class Checked:
+    """What the report needs of a sample that loads: not its pixels, so that a dataset's
+    full-size images are never all in memory at once."""
+
+    id: str
+    shape: tuple[int, int]
+    landmarks: np.ndarray
+    spacing: float | None
+
+
 def check_dataset(name: str, dataset: Dataset) -> CheckReport:
     report = CheckReport(name, warnings=list(dataset.problems()),
                          errors=[f"left out: {why}" for why in dataset.excluded().values()])
@@ -51,7 +62,7 @@ def check_dataset(name: str, dataset: Dataset) -> CheckReport:
             return str(exc)
         if sample.landmarks.shape != (dataset.num_landmarks, 2):
             return f"{name} sample {sample_id}: landmarks have shape {sample.landmarks.shape}, expected ({dataset.num_landmarks}, 2)"
-        return sample
+        return Checked(sample.id, sample.image.shape[:2], sample.landmarks, sample.spacing)
 
     with ThreadPoolExecutor() as pool:
         ids = list(dict.fromkeys(i for split in members.values() for i in split))
@@ -63,8 +74,8 @@ def check_dataset(name: str, dataset: Dataset) -> CheckReport:
         if not report.splits[split]:
             report.warnings.append(f"the {split} split is empty: runs need all three splits")
     if found:
-        areas = [s.image.shape[0] * s.image.shape[1] for s in found]
-        report.image_sizes = (found[int(np.argmin(areas))].image.shape[:2], found[int(np.argmax(areas))].image.shape[:2])
+        areas = [s.shape[0] * s.shape[1] for s in found]
+        report.image_sizes = (found[int(np.argmin(areas))].shape, found[int(np.argmax(areas))].shape)
         report.landmark_range = (np.min([s.landmarks.min(axis=0) for s in found], axis=0),
                                  np.max([s.landmarks.max(axis=0) for s in found], axis=0))
         spacings = [s.spacing for s in found if s.spacing is not None]
@@ -74,7 +85,7 @@ def check_dataset(name: str, dataset: Dataset) -> CheckReport:
     return report
 
 
-def annotator_agreement(dataset: Dataset, samples: list) -> AnnotatorAgreement | None:
+def annotator_agreement(dataset: Dataset, samples: list[Checked]) -> AnnotatorAgreement | None:
     """Per landmark, the distance between two annotators' points (the mean over pairs where an
     image has more), in the dataset's unit, averaged over the images annotated more than once."""
     distances, most = [], 0
