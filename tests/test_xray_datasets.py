@@ -1,6 +1,7 @@
 """The paper's datasets on the real data in ../shared/data, and a researcher's own folder."""
 
 import json
+import os
 import shutil
 
 import numpy as np
@@ -10,12 +11,13 @@ from PIL import Image
 from lmbench.core.errors import DataError
 from lmbench.run.geometry import to_input, to_original
 from lmbench.run.io import read_image
+from lmbench.run.matrix import load_matrix
 from lmbench_plugins.xray.chest import PAPER_EXCLUSIONS, ShenzhenChest
 from lmbench_plugins.xray.folder import FolderDataset
 from lmbench_plugins.xray.hand import DigitalHandAtlas
 from lmbench_plugins.xray.isbi2015 import Isbi2015
 
-from conftest import SHARED_DATA
+from conftest import ROOT, SHARED_DATA
 
 needs_data = pytest.mark.skipif(not SHARED_DATA.is_dir(), reason=f"shared x-ray data not found at {SHARED_DATA}")
 ISBI, HAND, CHEST = SHARED_DATA / "isbi2015", SHARED_DATA / "hand", SHARED_DATA / "chest"
@@ -88,6 +90,53 @@ def test_landmarks_survive_the_trip_to_the_network_and_back():
     half_pixel = 0.5 * np.array([shape[1], shape[0]]) / size
     assert (np.abs(back - sample.landmarks) <= half_pixel + 1e-9).all()
     assert np.abs(back - sample.landmarks).max() > 0.5  # the snapping really moved them
+
+
+def hand_root(tmp_path, ids, labelled):
+    """A hand atlas layout: a small JPEG per id, label rows for ``labelled``."""
+    root = tmp_path / "hand"
+    (root / "jpg").mkdir(parents=True)
+    (root / "labels").mkdir()
+    for i in ids:
+        Image.fromarray(np.full((40, 30), 128, np.uint8)).save(root / "jpg" / f"{i}.jpg")
+    points = ",".join(f"{5 + j % 20},{5 + j}" for j in range(37))
+    (root / "labels" / "all.csv").write_text("".join(f"{i},{points}\n" for i in labelled))
+    return root
+
+
+def published_hand_pool(root, train_size, val_size):
+    """The published HandDiffusionDataset's (and the SSL HandDataset's) 'train' phase, restated."""
+    files = [name[:-4] for name in sorted(os.listdir(root / "jpg"))]
+    return files[:train_size + val_size]
+
+
+def test_hand_pretraining_pool_as_published_is_the_first_files_in_name_order(tmp_path):
+    # the release's case: 4-digit ids, all labelled, one that fails to load (3142's part)
+    ids = [str(1000 + 7 * k) for k in range(12)]
+    root = hand_root(tmp_path / "release", ids, ids)
+    split = dict(train_size=6, val_size=3, exclude=[ids[4]])
+    files = DigitalHandAtlas(DigitalHandAtlas.Params(root=str(root), pretrain_pool="files", **split))
+    splits = DigitalHandAtlas(DigitalHandAtlas.Params(root=str(root), **split))
+    published = published_hand_pool(root, 6, 3)
+    assert files.pretrain_pool() == [i for i in published if i != ids[4]] and len(files.pretrain_pool()) == 8
+    assert splits.pretrain_pool() == ids[:4] + ids[5:10]  # one image past the published nine, in its place
+    assert files.split("test") == splits.split("test") and f"1 left out, not training or validation images: {ids[4]}" in \
+        " ".join(files.problems())
+    # name order is not numeric order; an unlabelled file counts as the published code counts it;
+    # a test image is never pre-trained on
+    ids = ["1", "2", "3", "4", "10", "11"]
+    root = hand_root(tmp_path / "names", ids + ["0"], ids)
+    files = DigitalHandAtlas(DigitalHandAtlas.Params(root=str(root), pretrain_pool="files", train_size=3, val_size=1))
+    assert published_hand_pool(root, 3, 1) == ["0", "1", "10", "11"] and files.split("test") == ["10", "11"]
+    assert files.pretrain_pool() == ["1"] and "3 left out, not training or validation images: 0, 10, 11" in \
+        " ".join(files.problems())
+
+
+def test_the_paper_profile_pre_trains_on_the_published_hand_pool(tmp_path):
+    assert {r.dataset.params["pretrain_pool"] for r in load_matrix(ROOT / "matrices" / "paper-hand.toml").runs} == {"files"}
+    quick = (ROOT / "matrices" / "isbi2015-quick.toml").read_text().replace('name = "isbi2015"', 'name = "hand"')
+    (tmp_path / "m.toml").write_text(quick)
+    assert {r.dataset.params["pretrain_pool"] for r in load_matrix(tmp_path / "m.toml").runs} == {"splits"}
 
 
 def make_folder(tmp_path, count=6):

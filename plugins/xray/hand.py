@@ -4,11 +4,18 @@ Layout: ``jpg/<id>.jpg`` and ``labels/all.csv``, rows ``id,x1,y1,...,x37,y37`` i
 pixels, no header. The atlas has no pixel spacing: millimetres come from the known 50 mm
 between two wrist landmarks, measured on each image's ground truth (the paper uses
 landmarks 0 and 4, Payer et al. 1 and 5).
+
+Pre-training pool: the training and validation images (``pretrain_pool = "splits"``), or, as the
+published code takes it, the first ``train_size + val_size`` files of ``jpg/`` in name order
+(``"files"``, the paper profile's), less those that are not a training or validation image
+here (3142, which fails to load), reported by ``problems``.
 """
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
+from typing import Literal
 
 import numpy as np
 
@@ -38,6 +45,9 @@ class DigitalHandAtlas(Dataset):
         scale_pair: list[int] = field(default_factory=lambda: [0, 4])  # landmarks 50 mm apart
         scale_mm: PositiveFloat = 50.0
         exclude: list[str] = field(default_factory=lambda: ["3142"])  # fails to load in the release
+        pretrain_pool: Literal["splits", "files"] = "splits"
+
+    profile_defaults = {"paper": {"pretrain_pool": "files"}}
 
     unkeyed_params = frozenset({"root"})
     landmark_names = tuple(f"L{i}" for i in range(NUM_LANDMARKS))
@@ -54,9 +64,19 @@ class DigitalHandAtlas(Dataset):
         self._images = {i: find_image([self.root / "jpg"], i) for i in self.labels}
         usable = natural_sorted(i for i in self.labels if self._images[i] is not None and i not in p.exclude)
         self._splits = sized_split(usable, p.train_size, p.val_size)
+        self._pool = self._splits["train"] + self._splits["val"]
+        self._pool_left_out: list[str] = []
+        if p.pretrain_pool == "files":
+            first = [name.rsplit(".", 1)[0] for name in sorted(os.listdir(self.root / "jpg"))]
+            first, usable_pool = first[:p.train_size + p.val_size], set(self._pool)
+            self._pool_left_out = [i for i in first if i not in usable_pool]
+            self._pool = [i for i in first if i in usable_pool]
 
     def split(self, name):
         return list(self._splits[name])
+
+    def pretrain_pool(self):
+        return list(self._pool)
 
     def load(self, sample_id):
         image = read_image(self._images[sample_id])
@@ -84,6 +104,10 @@ class DigitalHandAtlas(Dataset):
         zeros = [f"{i} (landmark {j})" for i, pts in self.labels.items() for j in np.nonzero((pts == 0).any(axis=1))[0]]
         if zeros:
             found.append(f"{len(zeros)} landmarks with a 0.0 coordinate: {summarize_ids(natural_sorted(zeros))}")
+        if self._pool_left_out:
+            found.append(f"pre-training pool (the first {self.params.train_size + self.params.val_size} files of "
+                         f"{self.root / 'jpg'}): {len(self._pool_left_out)} left out, not training or validation images: "
+                         f"{summarize_ids(self._pool_left_out)}")
         return found
 
 
