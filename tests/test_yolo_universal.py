@@ -1,6 +1,9 @@
 """GU2Net (yolo-universal), its Gaussian-BCE head, and mixed-dataset training."""
 
+import itertools
 import math
+import random
+import statistics
 
 import pytest
 import torch
@@ -171,6 +174,48 @@ def test_the_joint_validation_loss_weighs_images_or_each_dataset_alike():
     assert loss == pytest.approx((a * 1 + b * 5) / 6)
     loss, (a, b) = recorded["datasets"]
     assert loss == pytest.approx((a + b) / 2)
+
+
+def published_mix_order(lengths, rng):
+    """GU2Net's MixIter with mix_step 1, restated: the dataset of each batch of one epoch."""
+    nums = [[n] for n in range(1, sum(lengths) + 1)]
+    rng.shuffle(nums)
+    bounds = list(itertools.accumulate(lengths))
+    return [next(d for d, bound in enumerate(bounds) if n <= bound) for (n,) in nums]
+
+
+def switches(order):
+    return sum(a != b for a, b in zip(order, order[1:]))
+
+
+def test_joint_batches_in_turn_or_shuffled_across_datasets_as_published(monkeypatch):
+    from lmbench.run import engine
+    from lmbench.run.profiles import FinetuneConfig
+    from lmbench_plugins.yolo_universal.backbone import PUBLISHED_RECIPE
+
+    assert PUBLISHED_RECIPE["joint_order"] == "shuffled" and FinetuneConfig().joint_order == "turns"
+    lengths = [3, 5, 1]
+    per_domain = [[(d, k) for k in range(n)] for d, n in enumerate(lengths)]
+    generator, rng = torch.Generator().manual_seed(0), random.Random(0)
+    ours = [[d for d, _ in engine._interleave(per_domain, "shuffled", generator)] for _ in range(4000)]
+    published = [published_mix_order(lengths, rng) for _ in range(4000)]
+    for order in ours + published[:100]:
+        assert sorted(order) == [0] * 3 + [1] * 5 + [2]  # every batch of every dataset, once an epoch
+    # the same distribution of orders: mean dataset switches per epoch, and the first batch's dataset
+    assert statistics.mean(map(switches, ours)) == pytest.approx(statistics.mean(map(switches, published)), abs=0.1)
+    for d, n in enumerate(lengths):
+        assert sum(o[0] == d for o in ours) / 4000 == pytest.approx(n / 9, abs=0.03)
+    assert [d for d, _ in engine._interleave(per_domain, "turns", generator)] == [0, 1, 2, 0, 1, 0, 1, 1, 1]
+    assert engine._interleave(per_domain[:1], "shuffled", generator) == per_domain[0]  # one dataset: its own order
+
+    seen = []
+    real = engine._batch_loss
+    monkeypatch.setattr(engine, "_batch_loss", lambda view, *a: seen.append(view.domain) or real(view, *a))
+    config = FinetuneConfig(epochs=1, batch_size=1, accumulation=1, augment=False, joint_order="shuffled")
+    trains = [random_split(3, seed=0), random_split(5, seed=1)]
+    engine.finetune(SMALL.build([2, 2], 32), GaussianBceHead(), trains, trains, config, 1e-3, torch.device("cpu"), seed=0)
+    trained = seen[:8]  # then the validation pass's
+    assert sorted(trained) == [0] * 3 + [1] * 5 and trained != [0, 1, 0, 1, 0, 1, 1, 1]
 
 
 def test_validation_every_two_epochs_as_published_keeps_the_best_validated_epoch(monkeypatch):

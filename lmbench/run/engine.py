@@ -64,6 +64,14 @@ def _epoch_order(n: int, count: int, generator: torch.Generator) -> torch.Tensor
     return torch.cat(passes)[:count]
 
 
+def _interleave(per_domain: list[list], order: str, generator: torch.Generator) -> list:
+    """One epoch's batches of several datasets: in turn, or all in one shuffled order."""
+    if order == "shuffled" and len(per_domain) > 1:
+        batches = [b for domain in per_domain for b in domain]
+        return [batches[i] for i in torch.randperm(len(batches), generator=generator)]
+    return [b for turn in itertools.zip_longest(*per_domain) for b in turn if b is not None]
+
+
 def _batch_loss(model: nn.Module, head: HeadStrategy, images, landmarks, device, config: FinetuneConfig) -> torch.Tensor:
     images, landmarks = images.to(device), landmarks.to(device)
     targets = head.targets(landmarks, tuple(images.shape[-2:]))
@@ -114,8 +122,8 @@ def finetune(
     """Train ``model`` in place; on return it holds the best validation epoch's weights.
 
     Lists of splits train one network on several datasets at once (``model(x, domain)``): each
-    batch comes from one dataset, in turn, and the validation loss is their mean, weighted by
-    images or with each dataset alike (``joint_validation``).
+    batch comes from one dataset, in turn or in a shuffled order (``joint_order``), and the
+    validation loss is their mean, weighted by images or with each dataset alike (``joint_validation``).
     """
     joint = isinstance(train, list)
     trains, vals = (train, val) if joint else ([train], [val])
@@ -142,7 +150,7 @@ def finetune(
             [(d, index) for index in _epoch_order(len(t.ids), n, generator).split(config.batch_size)]
             for d, (t, n) in enumerate(zip(trains, per_epoch))
         ]
-        batches = [b for turn in itertools.zip_longest(*per_domain) for b in turn if b is not None]
+        batches = _interleave(per_domain, config.joint_order, generator)
         train_loss = 0.0
         optimiser.zero_grad(set_to_none=True)
         for step, (d, index) in enumerate(batches, start=1):

@@ -48,6 +48,9 @@ class FinetuneConfig:
     # a network trained on several datasets: its validation loss weighs each dataset by its
     # images, or each dataset alike (GU2Net's published code: the sum of their means)
     joint_validation: Literal["images", "datasets"] = "images"
+    # ... and takes its datasets' batches in turn, or every batch of every dataset in one
+    # shuffled order (GU2Net's published MixIter with mix_step 1)
+    joint_order: Literal["turns", "shuffled"] = "turns"
     # A backbone may bring its own recipe (``Component.finetune_defaults``): GU2Net's is Adam,
     # a cyclic learning rate stepped every batch, and the loss summed over pixels
     optimizer: Literal["adamw", "adam"] = "adamw"  # Adam's weight decay is an L2 term in the gradient

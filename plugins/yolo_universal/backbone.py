@@ -19,7 +19,7 @@ PUBLISHED_RECIPE = {
     "cyclic_max_lr": 1e-2, "cyclic_half_period": 2000, "loss_reduction": "sum", "batch_size": 4,
     "accumulation": 1, "epochs": 100, "early_stopping": 100, "samples_per_epoch": 0,
     "augment": False, "augment_probability": 0.1, "max_scale": 0.0, "joint_validation": "datasets",
-    "validate_every": 2,
+    "joint_order": "shuffled", "validate_every": 2,
 }
 
 
