@@ -67,6 +67,27 @@ def test_the_output_is_the_product_of_both_sigmoids_and_the_global_network_sees_
     assert not torch.equal(coarse, net.globe(x, torch.zeros_like(local), 0))  # the local-to-global link
 
 
+def test_the_loss_on_the_logit_of_the_product_is_the_published_bce_on_its_probabilities():
+    """GU2Net's code: ``nn.BCELoss`` on sigmoid(local) * sigmoid(global); the same loss and
+    gradients from the product's logit, computed without its clamps."""
+    torch.manual_seed(0)
+    net, head = YoloUniversal(YoloUniversal.Params(width=8, depth=3, global_channels=8)).build([3], 64), GaussianBceHead()
+    image, targets = torch.rand(2, 1, 64, 64), head.targets(torch.rand(2, 3, 2) * 63, (64, 64))
+
+    def loss_and_gradient(loss):
+        net.zero_grad()
+        loss.backward()
+        return loss.item(), torch.cat([p.grad.flatten() for p in net.parameters()])
+
+    ours, our_gradient = loss_and_gradient(head.loss(net(image), targets))
+    x = (image - image.mean(dim=(1, 2, 3), keepdim=True)) / image.std(dim=(1, 2, 3), keepdim=True, unbiased=False)
+    local = net.local(x, 0)
+    product = torch.sigmoid(local) * torch.sigmoid(net.globe(x, torch.sigmoid(local), 0))
+    published, published_gradient = loss_and_gradient(torch.nn.functional.binary_cross_entropy(product, targets))
+    assert ours == pytest.approx(published, rel=1e-6)
+    assert (our_gradient - published_gradient).norm() / published_gradient.norm() < 1e-5
+
+
 def test_the_published_recipe_standardises_each_image_and_the_lmbench_one_does_not():
     torch.manual_seed(0)
     published = SMALL.build([2], 32).eval()
