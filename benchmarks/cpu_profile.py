@@ -2,10 +2,11 @@
 
     python benchmarks/cpu_profile.py --matrix benchmarks.toml            # cold: a fresh cache
     python benchmarks/cpu_profile.py --matrix benchmarks.toml --cache ~/.cache/lmbench   # warm
+    python benchmarks/cpu_profile.py --matrix benchmarks.toml --output before   # keep the results
 
-The matrix runs into a temporary results folder, with a fresh cache unless one is given,
-through lmbench's own path (``run_matrix``); each run row's ``stage_seconds`` (recorded by
-``lmbench.run.timing``) is one line of the table. Stages exclude the stages inside them, so
+The matrix runs into a temporary results folder (or ``--output``), with a fresh cache unless
+one is given, through lmbench's own path (``run_matrix``); each run row's ``stage_seconds``
+(recorded by ``lmbench.run.timing``) is one line of the table. Stages exclude the stages inside them, so
 a run's add up to its wall time; "between runs" is what the matrix spent outside them
 (imports of plugins, writing results, the executor).
 """
@@ -35,10 +36,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--matrix", type=Path, required=True)
     parser.add_argument("--cache", type=Path, help="a cache to use (warm); default: a fresh one (cold)")
+    parser.add_argument("--output", type=Path, help="a results folder to keep (for `lmbench leaderboard`)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         matrix = load_matrix(args.matrix)
-        matrix = dataclasses.replace(matrix, output=Path(tmp) / "results", cache_dir=args.cache or Path(tmp) / "cache")
+        matrix = dataclasses.replace(matrix, output=args.output or Path(tmp) / "results", cache_dir=args.cache or Path(tmp) / "cache")
         start = time.perf_counter()
         summary = run_matrix(matrix, quiet=True)
         elapsed = time.perf_counter() - start
