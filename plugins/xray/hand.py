@@ -67,8 +67,8 @@ class DigitalHandAtlas(Dataset):
         self._pool = self._splits["train"] + self._splits["val"]
         self._pool_left_out: list[str] = []
         if p.pretrain_pool == "files":
-            first = [name.rsplit(".", 1)[0] for name in sorted(os.listdir(self.root / "jpg"))]
-            first, usable_pool = first[:p.train_size + p.val_size], set(self._pool)
+            names = sorted(os.listdir(self.root / "jpg"))[:p.train_size + p.val_size]
+            first, usable_pool = [name.rsplit(".", 1)[0] for name in names], set(self._pool)
             self._pool_left_out = [i for i in first if i not in usable_pool]
             self._pool = [i for i in first if i in usable_pool]
 
