@@ -6,7 +6,7 @@
 
 The matrix runs into a temporary results folder (or ``--output``), with a fresh cache unless
 one is given, through lmbench's own path (``run_matrix``); each run row's ``stage_seconds``
-(recorded by ``lmbench.run.timing``) is one line of the table. Stages exclude the stages inside them, so
+(recorded by ``lmbench.train.timing``) is one line of the table. Stages exclude the stages inside them, so
 a run's add up to its wall time; "between runs" is what the matrix spent outside them
 (imports of plugins, writing results, the executor).
 """
@@ -24,9 +24,9 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from lmbench.run import results
-from lmbench.run.matrix import load_matrix
-from lmbench.run.runner import run_matrix
+from lmbench.config.matrix import load_matrix
+from lmbench.run.schedule import run_matrix
+from lmbench.store import results
 
 STAGES = ("data", "pre-training", "health probes", "network", "fine-tuning", "validation", "prediction", "scoring",
           "other")

@@ -20,8 +20,9 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from lmbench.run import cache, distributed, tensorfile
-from lmbench.run.matrix import ComponentSpec
+from lmbench.config.specs import ComponentSpec
+from lmbench.store import cache, tensorfile
+from lmbench.train import distributed
 from lmbench_plugins.synthetic.dataset import SyntheticHands
 
 

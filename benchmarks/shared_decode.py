@@ -14,8 +14,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from lmbench.run.matrix import ComponentSpec
-from lmbench.run.runner import DataCache
+from lmbench.config.specs import ComponentSpec
+from lmbench.data.decoded import DataCache
 
 
 def one_worker(cache: str, dataset: str, root: str, size: int, start, seconds) -> None:

@@ -28,8 +28,8 @@ from rich.console import Console
 from rich.table import Table
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
-from lmbench.run.augment import augment_images
-from lmbench.run.engine import autocast
+from lmbench.train.augment import augment_images
+from lmbench.train.engine import autocast
 from lmbench_plugins.ddpm.backbone import DdpmUNet
 from lmbench_plugins.ddpm.pretrainer import noise_prediction_loss
 from lmbench_plugins.gaussian.head import GaussianHead

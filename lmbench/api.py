@@ -13,7 +13,7 @@ from __future__ import annotations
 import importlib
 
 from lmbench.core.errors import CorruptFile, DataError, LmbenchError, PluginError, SkipRun
-from lmbench.core.hookspecs import hookimpl
+from lmbench.core.hookspecs import hookimpl, hooks
 from lmbench.core.interfaces import (
     Backbone,
     Component,
@@ -29,27 +29,19 @@ from lmbench.core.interfaces import (
 )
 from lmbench.core.params import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, UnitInterval
 
-#: every hook a plugin may implement (decorated ``@hookimpl``), with what it is called with
-HOOKS = {
-    "lmbench_register_datasets(register)": "register(name, target): Dataset classes",
-    "lmbench_register_pretrainers(register)": "register(name, target): Pretrainer classes",
-    "lmbench_register_backbones(register)": "register(name, target): Backbone classes",
-    "lmbench_register_heads(register)": "register(name, target): HeadStrategy classes",
-    "lmbench_register_selectors(register)": "register(name, target): Selector classes (which training images get the labels)",
-    "lmbench_register_executors(register)": "register(name, target): Executor classes (where runs are computed)",
-    "lmbench_register_commands(app)": "app: the `lmbench` typer app, to add commands to",
-}
-#: target: a class, or a "module:Class" string imported only when the component is used
+#: every hook a plugin may implement (decorated ``@hookimpl``) -> what it is for; ``register(name, target)``
+#: takes a class, or a "module:Class" string imported only when the component is used
+HOOKS = hooks()
 
 #: name -> module, imported on first use
 _LAZY = {
-    "train_steps": "lmbench.run.pretraining", "ema": "lmbench.run.pretraining",
-    "augment": "lmbench.run.augment", "augment_images": "lmbench.run.augment",
-    "autocast": "lmbench.run.engine", "tf32": "lmbench.run.engine", "default_cache_dir": "lmbench.run.matrix",
-    "Summary": "lmbench.run.runner", "one_line": "lmbench.run.runner",
-    "check_inside": "lmbench.run.io", "find_image": "lmbench.run.io", "parse_number": "lmbench.run.io",
-    "read_image": "lmbench.run.io", "read_point_lines": "lmbench.run.io", "read_text_file": "lmbench.run.io",
-    "read_image_and_spacing": "lmbench.run.io", "read_weights": "lmbench.run.tensorfile", "image_shape": "lmbench.run.io", "outside_image": "lmbench.run.io",
+    "train_steps": "lmbench.train.pretraining", "ema": "lmbench.train.pretraining",
+    "augment": "lmbench.train.augment", "augment_images": "lmbench.train.augment",
+    "autocast": "lmbench.train.engine", "tf32": "lmbench.train.engine", "default_cache_dir": "lmbench.config.matrix",
+    "Summary": "lmbench.run.jobs", "one_line": "lmbench.core.errors",
+    "check_inside": "lmbench.data.io", "find_image": "lmbench.data.io", "parse_number": "lmbench.data.io",
+    "read_image": "lmbench.data.io", "read_point_lines": "lmbench.data.io", "read_text_file": "lmbench.data.io",
+    "read_image_and_spacing": "lmbench.data.io", "read_weights": "lmbench.store.tensorfile", "image_shape": "lmbench.data.io", "outside_image": "lmbench.data.io",
 }
 
 __all__ = [

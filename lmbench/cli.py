@@ -15,6 +15,7 @@ from rich.table import Table
 
 from lmbench.core.errors import LmbenchError
 from lmbench.core.plugins import registry
+from lmbench.store import layout
 
 app = typer.Typer(help="Benchmark pre-training for few-shot anatomical landmark detection.", no_args_is_help=True)
 # Tables stay readable when piped: rich would otherwise wrap them at 80 columns.
@@ -26,7 +27,7 @@ DataRootOption = Annotated[
 
 
 def _load(matrix: Path, data_root: Path | None):
-    from lmbench.run.matrix import load_matrix
+    from lmbench.config.matrix import load_matrix
 
     if data_root is not None:
         os.environ["LMBENCH_DATA"] = str(data_root.expanduser().resolve())
@@ -124,7 +125,7 @@ def run(
     nproc: Annotated[int, typer.Option(min=1, help="Processes per pre-training (data-parallel: one GPU each, or CPU processes with gloo).")] = 1,
 ):
     """Run every cell of a matrix not already in its results folder."""
-    from lmbench.run.runner import run_matrix
+    from lmbench.run.schedule import run_matrix
 
     m = _load(matrix, data_root)
     summary = run_matrix(m, rerun.value if rerun else None, console=console, quiet=quiet, executor=executor,
@@ -144,8 +145,8 @@ def run(
 @app.command()
 def status(matrix: MatrixOption, data_root: DataRootOption = None):
     """How far a matrix is: finished, failed, skipped, running (here or on other machines), pending."""
-    from lmbench.run import results
-    from lmbench.run.locks import is_locked
+    from lmbench.store import results
+    from lmbench.store.locks import is_locked
 
     m = _load(matrix, data_root)
     recorded = {row["run_key"]: row for row in results.read_runs([m.results_dir])} if m.results_dir.exists() else {}
@@ -153,7 +154,7 @@ def status(matrix: MatrixOption, data_root: DataRootOption = None):
     reasons = []
     for spec in m.runs:
         row = recorded.get(spec.run_key)
-        if is_locked(m.results_dir / "claims" / f"{spec.training_key}.lock"):
+        if is_locked(layout.claim_file(m.results_dir, spec.training_key)):
             counts["running"] += 1
         elif row is None:
             counts["pending"] += 1
@@ -198,7 +199,7 @@ def leaderboard(
     from lmbench.reporting.formats import RENDERERS
     from lmbench.reporting.leaderboard import build_boards, render_rich
     from lmbench.reporting.reference import load_reference
-    from lmbench.run import results
+    from lmbench.store import results
 
     roots = results_dirs or [Path("results")]
     for root in roots:
@@ -271,7 +272,7 @@ def predict(
     import torch
     from rich.progress import Progress
 
-    from lmbench.run.detector import choose_run, load_detector, predict_folder
+    from lmbench.detector.saved import choose_run, load_detector, predict_folder
 
     for root in results_dirs:
         if not root.exists():
@@ -303,8 +304,8 @@ def export(
     labels: Annotated[Optional[int], typer.Option(help="... at this label count.")] = None,
 ):
     """A run's saved detector as ONNX, for onnxruntime without PyTorch (lmbench.deploy.OnnxDetector decodes it)."""
-    from lmbench.run.detector import choose_run, load_detector
-    from lmbench.run.export import export_onnx
+    from lmbench.detector.export import export_onnx
+    from lmbench.detector.saved import choose_run, load_detector
 
     for root in results_dirs:
         if not root.exists():
@@ -339,7 +340,7 @@ def data_check(
 ):
     """Load every sample; print split counts, image sizes, landmark ranges and every problem."""
     from lmbench.core import params as P
-    from lmbench.run.datacheck import check_dataset
+    from lmbench.data.check import check_dataset
 
     cls = registry().get("dataset", dataset)
     values = {}
@@ -391,8 +392,8 @@ def data_fetch(
     from rich.progress import DownloadColumn, Progress, TransferSpeedColumn
 
     from lmbench.core import params as P
-    from lmbench.run.datacheck import check_dataset
-    from lmbench.run.fetch import RELEASES, fetch
+    from lmbench.data.check import check_dataset
+    from lmbench.data.fetch import RELEASES, fetch
 
     if name not in RELEASES:
         raise LmbenchError(f"no public release named {name!r}; lmbench fetches {', '.join(RELEASES)}")

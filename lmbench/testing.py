@@ -74,8 +74,8 @@ def check_pretrainer(pretrainer: Pretrainer, backbone: Backbone, num_landmarks: 
     that the health probes (``Pretrainer.features``, ``held_out_loss``) run on it. Returns
     the weights the detector would start from."""
     check_params(pretrainer, backbone)
-    from lmbench.run import health
-    from lmbench.run.runner import checked_result, load_part
+    from lmbench.evaluate import health
+    from lmbench.run.pretrain import checked_result, load_part
 
     reason = pretrainer.incompatibility(backbone)
     assert reason is None, f"the pretrainer refuses this backbone: {reason}"

@@ -81,7 +81,7 @@ def random_split(n: int, num_landmarks: int = 2, seed: int = 0, size: int = 32):
     import numpy as np
     import torch
 
-    from lmbench.run.data import Prepared
+    from lmbench.data.prepare import Prepared
 
     g = torch.Generator().manual_seed(seed)
     return Prepared([str(i) for i in range(n)], torch.rand(n, 1, size, size, generator=g),

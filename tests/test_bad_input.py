@@ -8,11 +8,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from lmbench.config.matrix import load_matrix, parse_matrix
 from lmbench.core.errors import DataError, LmbenchError, MatrixError
 from lmbench.core.plugins import Registration, registry
-from lmbench.run.io import parse_number, read_point_lines
-from lmbench.run.matrix import load_matrix, parse_matrix
-from lmbench.run.runner import run_matrix
+from lmbench.data.io import parse_number, read_point_lines
+from lmbench.run.schedule import run_matrix
 from lmbench_plugins.xray.folder import read_labelme_folder, read_landmark_csv
 from lmbench_plugins.xray.hand import read_label_table
 

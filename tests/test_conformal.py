@@ -9,10 +9,11 @@ import numpy as np
 import pytest
 import torch
 
+from lmbench.config.matrix import load_matrix
+from lmbench.evaluate import conformal
 from lmbench.reporting.leaderboard import build_boards, cell_text
-from lmbench.run import conformal, results
-from lmbench.run.matrix import load_matrix
-from lmbench.run.runner import run_matrix
+from lmbench.run.schedule import run_matrix
+from lmbench.store import results
 from lmbench.testing import make
 
 from conftest import tiny_matrix

@@ -64,9 +64,9 @@ def test_targets_outside_the_image_are_clamped_to_its_edge():
 
 
 def test_both_heads_run_in_one_matrix(tmp_path):
+    from lmbench.config.matrix import load_matrix
     from lmbench.reporting.leaderboard import build_boards
-    from lmbench.run.matrix import load_matrix
-    from lmbench.run.runner import run_matrix
+    from lmbench.run.schedule import run_matrix
 
     from conftest import tiny_matrix
 

@@ -5,10 +5,11 @@ import pytest
 import torch
 
 from lmbench.api import read_weights
-from lmbench.run import results
-from lmbench.run.data import prepare
-from lmbench.run.matrix import load_matrix
-from lmbench.run.runner import load_part, run_matrix
+from lmbench.config.matrix import load_matrix
+from lmbench.data.prepare import prepare
+from lmbench.run.pretrain import load_part
+from lmbench.run.schedule import run_matrix
+from lmbench.store import results
 from lmbench_plugins.ddpm.backbone import DdpmUNet
 from lmbench_plugins.ddpm.pretrainer import DdpmPretrainer
 from lmbench_plugins.ddpm.sample import sample_images, save_grid
@@ -109,7 +110,7 @@ def test_linear_attention_matches_its_definition():
 
 
 def test_pretraining_augmentation_warps_some_images_and_keeps_them_in_range():
-    from lmbench.run.augment import augment_images
+    from lmbench.train.augment import augment_images
 
     images = torch.rand(64, 1, 32, 32)
     low, high = images.amin(dim=(1, 2, 3), keepdim=True), images.amax(dim=(1, 2, 3), keepdim=True)

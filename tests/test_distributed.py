@@ -7,9 +7,9 @@ import pytest
 import torch
 from test_faults import ddpm_matrix
 
-from lmbench.run import results, tensorfile
-from lmbench.run.matrix import load_matrix
-from lmbench.run.runner import run_matrix
+from lmbench.config.matrix import load_matrix
+from lmbench.run.schedule import run_matrix
+from lmbench.store import results, tensorfile
 
 from conftest import lmbench_cli, tiny_matrix
 
@@ -104,12 +104,12 @@ def test_several_nodes_run_torchrun_on_each_through_srun():
     ``nproc`` processes that meet at the first node (the same worker as one node's, tested above)."""
     from pathlib import Path
 
-    from lmbench.run.distributed import launch_command
+    from lmbench.train.distributed import launch_command
 
     job = Path("/cache/pretrain/0123abcd/data-parallel-job.safetensors")
     one = launch_command(4, 1, job)
     assert one[1:] == ["-m", "torch.distributed.run", "--standalone", "--nproc-per-node=4", "-m",
-                       "lmbench.run.distributed", str(job)]
+                       "lmbench.train.distributed", str(job)]
     many = launch_command(4, 2, job, "node17", 29400)
     assert many[:5] == ["srun", "--overlap", "--nodes=2", "--ntasks-per-node=1", "--kill-on-bad-exit=1"]
     assert {"--nnodes=2", "--nproc-per-node=4", "--rdzv-backend=c10d", "--rdzv-endpoint=node17:29400",

@@ -4,8 +4,8 @@ cannot change its value."""
 import pytest
 import torch
 
-from lmbench.run import engine
-from lmbench.run.profiles import FinetuneConfig
+from lmbench.config.profiles import FinetuneConfig
+from lmbench.train import engine
 from lmbench_plugins.gaussian.head import GaussianHead
 from lmbench_plugins.smp_unet.backbone import SmpUnet
 

@@ -8,9 +8,9 @@ import sys
 import pyarrow.parquet as pq
 import pytest
 
-from lmbench.run import results
-from lmbench.run.matrix import load_matrix
-from lmbench.run.runner import run_matrix
+from lmbench.config.matrix import load_matrix
+from lmbench.run.schedule import run_matrix
+from lmbench.store import results
 
 from conftest import lmbench_cli, tiny_matrix
 

@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from lmbench.config.matrix import load_matrix
 from lmbench.deploy import OnnxDetector, decode
-from lmbench.run import results
-from lmbench.run.matrix import load_matrix
-from lmbench.run.runner import run_matrix
+from lmbench.run.schedule import run_matrix
+from lmbench.store import results
 from lmbench_plugins.synthetic.dataset import render
 
 from conftest import lmbench_cli, tiny_matrix
@@ -112,8 +112,8 @@ def test_export_names_what_is_missing_in_one_line(trained, tmp_path):
 def test_weights_over_the_protobuf_limit_go_beside_the_graph(trained, tmp_path, monkeypatch):
     """The paper's U-Net (2.2 GB of fp32 weights) exceeds protobuf's 2 GiB: its weights are
     written to ``<file>.data``, which onnxruntime reads from beside the graph."""
-    from lmbench.run import export
-    from lmbench.run.detector import load_detector
+    from lmbench.detector import export
+    from lmbench.detector.saved import load_detector
 
     _, _, runs = trained
     detector = load_detector(runs[0])

@@ -17,12 +17,12 @@ import pytest
 import torch
 from PIL import Image
 
+from lmbench.config.matrix import load_matrix, parse_matrix
 from lmbench.core.errors import DataError, LmbenchError, MatrixError
-from lmbench.run import integrity, results
-from lmbench.run.detector import load_detector, model_file, predict_folder
-from lmbench.run.io import read_image, read_text_file
-from lmbench.run.matrix import load_matrix, parse_matrix
-from lmbench.run.runner import run_matrix
+from lmbench.data.io import read_image, read_text_file
+from lmbench.detector.saved import load_detector, model_file, predict_folder
+from lmbench.run.schedule import run_matrix
+from lmbench.store import integrity, results
 from lmbench_plugins.xray.folder import read_landmark_csv
 
 from conftest import lmbench_cli, tiny_matrix

@@ -10,9 +10,10 @@ import time
 import pyarrow.parquet as pq
 import torch
 
-from lmbench.run import engine, results
-from lmbench.run.matrix import load_matrix
-from lmbench.run.runner import run_matrix
+from lmbench.config.matrix import load_matrix
+from lmbench.run.schedule import run_matrix
+from lmbench.store import results
+from lmbench.train import engine
 from lmbench_plugins.gaussian.head import GaussianHead
 
 from conftest import ROOT, lmbench_cli, tiny_matrix
@@ -55,7 +56,7 @@ def test_killed_during_pretraining_then_rerun_matches_a_clean_run(tmp_path):
 
 KILL_ON_SECOND_RUN_ROW = """
 import os, signal, sys
-from lmbench.run import results
+from lmbench.store import results
 original = results.write_atomic
 written = []
 def dying(table, path):
@@ -149,8 +150,8 @@ def test_a_training_pretrainer_that_returns_nothing_fails_naming_its_cache(tmp_p
 
 
 def test_status_counts_finished_failed_running_and_pending(tmp_path):
-    from lmbench.run.locks import file_lock
-    from lmbench.run.runner import GroupJob
+    from lmbench.run.jobs import GroupJob
+    from lmbench.store.locks import file_lock
 
     path = tiny_matrix(tmp_path, labels=(1, 2, 3))
     matrix = load_matrix(path)

@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 
 from lmbench.core.errors import LmbenchError
-from lmbench.run.fetch import RELEASES, SUMS, fetch, read_sums
+from lmbench.data.fetch import RELEASES, SUMS, fetch, read_sums
 
 from conftest import lmbench_cli
 

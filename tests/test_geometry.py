@@ -1,9 +1,9 @@
 import numpy as np
 import torch
 
-from lmbench.run.augment import augment
-from lmbench.run.geometry import resize_image, to_input, to_original
-from lmbench.run.profiles import FinetuneConfig
+from lmbench.config.profiles import FinetuneConfig
+from lmbench.data.geometry import resize_image, to_input, to_original
+from lmbench.train.augment import augment
 
 
 def test_points_round_trip_through_the_input_size():

@@ -11,12 +11,13 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
+from lmbench.config.matrix import load_matrix
+from lmbench.evaluate import health
 from lmbench.reporting.figures import write_report
 from lmbench.reporting.formats import to_csv, to_latex, to_markdown
 from lmbench.reporting.leaderboard import build_boards
-from lmbench.run import health, results
-from lmbench.run.matrix import load_matrix
-from lmbench.run.runner import run_matrix
+from lmbench.run.schedule import run_matrix
+from lmbench.store import results
 from lmbench_plugins.ddpm.backbone import DdpmUNet
 from lmbench_plugins.ddpm.pretrainer import DdpmPretrainer
 from lmbench_plugins.smp_unet.backbone import SmpUnet

@@ -8,7 +8,7 @@ import shutil
 
 import pytest
 
-from lmbench.run import results
+from lmbench.store import results
 
 from conftest import fake_run_row, lmbench_cli
 

@@ -8,8 +8,8 @@ import time
 
 import pyarrow.parquet as pq
 
-from lmbench.run.matrix import load_matrix
-from lmbench.run.runner import run_matrix
+from lmbench.config.matrix import load_matrix
+from lmbench.run.schedule import run_matrix
 
 from conftest import lmbench_cli, tiny_matrix
 

@@ -13,7 +13,7 @@ from lmbench.reporting.figures import write_report
 from lmbench.reporting.formats import to_csv, to_json, to_latex, to_markdown
 from lmbench.reporting.leaderboard import build_boards
 from lmbench.reporting.reference import load_reference
-from lmbench.run import results
+from lmbench.store import results
 
 from conftest import SHARED_DATA, fake_run_row, lmbench_cli
 

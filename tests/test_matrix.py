@@ -2,8 +2,8 @@ import tomllib
 
 import pytest
 
+from lmbench.config.matrix import load_matrix, parse_matrix
 from lmbench.core.errors import MatrixError
-from lmbench.run.matrix import load_matrix, parse_matrix
 
 from conftest import ROOT, tiny_matrix
 

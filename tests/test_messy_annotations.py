@@ -9,14 +9,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from lmbench.config.matrix import load_matrix
 from lmbench.core.errors import DataError
+from lmbench.data.check import check_dataset
+from lmbench.data.io import read_image, read_image_and_spacing
+from lmbench.detector.saved import choose_run, load_detector, predict_folder
 from lmbench.reporting.figures import write_report
-from lmbench.run import results
-from lmbench.run.datacheck import check_dataset
-from lmbench.run.detector import choose_run, load_detector, predict_folder
-from lmbench.run.io import read_image, read_image_and_spacing
-from lmbench.run.matrix import load_matrix
-from lmbench.run.runner import run_matrix
+from lmbench.run.schedule import run_matrix
+from lmbench.store import results
 from lmbench_plugins.synthetic.dataset import SyntheticHands
 from lmbench_plugins.xray.folder import FolderDataset
 

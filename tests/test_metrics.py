@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from lmbench.core.errors import DataError
-from lmbench.run.metrics import radial_errors, summarize
+from lmbench.evaluate.metrics import radial_errors, summarize
 
 
 def test_errors_use_each_images_spacing():

@@ -5,10 +5,10 @@ import math
 import numpy as np
 import pytest
 
-from lmbench.run import results
-from lmbench.run.matrix import load_matrix
-from lmbench.run.paper_eval import paper_errors
-from lmbench.run.runner import run_matrix
+from lmbench.config.matrix import load_matrix
+from lmbench.evaluate.paper_eval import paper_errors
+from lmbench.run.schedule import run_matrix
+from lmbench.store import results
 from lmbench_plugins.synthetic.dataset import SyntheticHands
 from lmbench_plugins.xray.hand import DigitalHandAtlas
 from lmbench_plugins.xray.isbi2015 import Isbi2015

@@ -11,11 +11,11 @@ import pytest
 import torch
 
 import lmbench.api as api
+from lmbench.config.matrix import load_matrix, parse_matrix
 from lmbench.core.errors import MatrixError, PluginError
 from lmbench.core.plugins import SPECS, Registration, own_modules, registry, source_hash
-from lmbench.run import cache, results
-from lmbench.run.matrix import load_matrix, parse_matrix
-from lmbench.run.runner import run_matrix
+from lmbench.run.schedule import run_matrix
+from lmbench.store import cache, results
 from lmbench.testing import check_dataset, check_params
 from lmbench_plugins.synthetic.dataset import SyntheticHands
 

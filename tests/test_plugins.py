@@ -90,8 +90,8 @@ def test_listing_plugins_and_starting_a_command_do_not_import_torch(start):
 
 def test_fixing_a_plugins_source_changes_its_keys(tmp_path, monkeypatch):
     """A plugin run from a working tree is keyed by a hash of its source: a fix retrains."""
+    from lmbench.config.matrix import load_matrix
     from lmbench.core.plugins import Plugin, Registration, registry, source_hash
-    from lmbench.run.matrix import load_matrix
 
     package = tmp_path / "tree" / "lmbench_fixme"
     package.mkdir(parents=True)

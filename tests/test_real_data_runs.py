@@ -4,9 +4,9 @@ import json
 
 import pytest
 
-from lmbench.run import results
-from lmbench.run.matrix import load_matrix
-from lmbench.run.runner import run_matrix
+from lmbench.config.matrix import load_matrix
+from lmbench.run.schedule import run_matrix
+from lmbench.store import results
 
 from conftest import ROOT, SHARED_DATA, lmbench_cli
 

@@ -12,10 +12,10 @@ import torch
 from test_faults import ddpm_matrix
 from test_safe_files import plant
 
+from lmbench.config.matrix import load_matrix
 from lmbench.core.errors import CorruptFile
-from lmbench.run import tensorfile
-from lmbench.run.matrix import load_matrix
-from lmbench.run.runner import run_matrix
+from lmbench.run.schedule import run_matrix
+from lmbench.store import tensorfile
 from lmbench_plugins.ddpm.backbone import DdpmUNet
 from lmbench_plugins.ddpm.pretrainer import DdpmPretrainer
 from lmbench_plugins.smp_unet.backbone import SmpUnet

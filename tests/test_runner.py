@@ -7,11 +7,14 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
+from lmbench.config.matrix import load_matrix, parse_matrix
+from lmbench.config.specs import ComponentSpec
 from lmbench.core.errors import SkipRun
+from lmbench.data import decoded
 from lmbench.reporting.leaderboard import build_boards
-from lmbench.run import results, runner
-from lmbench.run.matrix import ComponentSpec, load_matrix, parse_matrix
-from lmbench.run.runner import pick_device, run_matrix
+from lmbench.run.context import pick_device
+from lmbench.run.schedule import run_matrix
+from lmbench.store import results
 from lmbench_plugins.synthetic.dataset import SyntheticHands
 
 from conftest import ROOT, tiny_matrix
@@ -207,14 +210,14 @@ def test_parallel_workers_decode_a_dataset_once_and_share_its_file(tmp_path, mon
         time.sleep(0.5)  # long enough for the other worker to reach the cache meanwhile
         return prepare(*args, **kwargs)
 
-    prepare = runner.prepare
-    monkeypatch.setattr(runner, "prepare", slow_prepare)
+    prepare = decoded.prepare
+    monkeypatch.setattr(decoded, "prepare", slow_prepare)
     spec = ComponentSpec("dataset", "synthetic", "synthetic", {"n_train": 6, "n_val": 2, "n_test": 2}, {})
     start, got = threading.Barrier(2), []
 
     def worker():  # each with its own cache object, as two processes have
         start.wait()
-        got.append(runner.DataCache(tmp_path).get(spec, 32)[1].images)
+        got.append(decoded.DataCache(tmp_path).get(spec, 32)[1].images)
 
     threads = [threading.Thread(target=worker) for _ in range(2)]
     for thread in threads:

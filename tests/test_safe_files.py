@@ -6,11 +6,11 @@ import logging
 import pytest
 import torch
 
+from lmbench.config.matrix import load_matrix
 from lmbench.core.errors import CorruptFile, LmbenchError
-from lmbench.run import results, tensorfile
-from lmbench.run.detector import load_detector, model_file
-from lmbench.run.matrix import load_matrix
-from lmbench.run.runner import run_matrix
+from lmbench.detector.saved import load_detector, model_file
+from lmbench.run.schedule import run_matrix
+from lmbench.store import results, tensorfile
 
 from conftest import lmbench_cli, tiny_matrix
 

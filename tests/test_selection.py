@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from lmbench.run import results
-from lmbench.run.matrix import load_matrix, parse_matrix
-from lmbench.run.runner import run_matrix
+from lmbench.config.matrix import load_matrix, parse_matrix
+from lmbench.run.schedule import run_matrix
+from lmbench.store import results
 from lmbench.testing import make
 
 from conftest import tiny_matrix

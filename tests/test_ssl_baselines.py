@@ -9,11 +9,13 @@ import timm
 import torch
 from PIL import Image
 
+from lmbench.config.matrix import load_matrix
 from lmbench.core.errors import LmbenchError, PluginError
-from lmbench.run import health, results
-from lmbench.run.data import prepare
-from lmbench.run.matrix import load_matrix
-from lmbench.run.runner import load_part, run_matrix
+from lmbench.data.prepare import prepare
+from lmbench.evaluate import health
+from lmbench.run.pretrain import load_part
+from lmbench.run.schedule import run_matrix
+from lmbench.store import results
 from lmbench_plugins.imagenet import efficientnet_lite
 from lmbench_plugins.imagenet.pretrainer import ImageNet
 from lmbench_plugins.smp_unet.backbone import SmpUnet

@@ -13,7 +13,7 @@ from lmbench.reporting.comparisons import rank_methods
 from lmbench.reporting.figures import write_report
 from lmbench.reporting.formats import to_json, to_markdown
 from lmbench.reporting.leaderboard import build_boards
-from lmbench.run import results
+from lmbench.store import results
 
 from conftest import fake_run_row
 

@@ -6,9 +6,10 @@ import time
 
 import pytest
 
-from lmbench.run import results, timing
-from lmbench.run.matrix import load_matrix
-from lmbench.run.runner import run_matrix
+from lmbench.config.matrix import load_matrix
+from lmbench.run.schedule import run_matrix
+from lmbench.store import results
+from lmbench.train import timing
 
 from conftest import tiny_matrix
 

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from lmbench.config.matrix import load_matrix
 from lmbench.core.errors import DataError
-from lmbench.run.geometry import to_input, to_original
-from lmbench.run.io import read_image
-from lmbench.run.matrix import load_matrix
+from lmbench.data.geometry import to_input, to_original
+from lmbench.data.io import read_image
 from lmbench_plugins.xray.chest import PAPER_EXCLUSIONS, ShenzhenChest
 from lmbench_plugins.xray.folder import FolderDataset
 from lmbench_plugins.xray.hand import DigitalHandAtlas

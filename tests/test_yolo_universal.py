@@ -8,10 +8,10 @@ import statistics
 import pytest
 import torch
 
+from lmbench.config.matrix import load_matrix
 from lmbench.core.errors import MatrixError
-from lmbench.run import results
-from lmbench.run.matrix import load_matrix
-from lmbench.run.runner import run_matrix
+from lmbench.run.schedule import run_matrix
+from lmbench.store import results
 from lmbench_plugins.yolo_universal.backbone import YoloUniversal
 from lmbench_plugins.yolo_universal.head import GaussianBceHead
 
@@ -178,8 +178,8 @@ def test_a_joint_group_must_name_known_datasets(tmp_path):
 
 
 def test_the_joint_validation_loss_weighs_images_or_each_dataset_alike():
-    from lmbench.run import engine
-    from lmbench.run.profiles import FinetuneConfig
+    from lmbench.config.profiles import FinetuneConfig
+    from lmbench.train import engine
 
     head = GaussianBceHead()
     trains, vals = [random_split(2, seed=0), random_split(2, seed=1)], [random_split(1, seed=2), random_split(5, seed=3)]
@@ -210,8 +210,8 @@ def switches(order):
 
 
 def test_joint_batches_in_turn_or_shuffled_across_datasets_as_published(monkeypatch):
-    from lmbench.run import engine
-    from lmbench.run.profiles import FinetuneConfig
+    from lmbench.config.profiles import FinetuneConfig
+    from lmbench.train import engine
     from lmbench_plugins.yolo_universal.backbone import PUBLISHED_RECIPE
 
     assert PUBLISHED_RECIPE["joint_order"] == "shuffled" and FinetuneConfig().joint_order == "turns"
@@ -242,8 +242,8 @@ def test_joint_batches_in_turn_or_shuffled_across_datasets_as_published(monkeypa
 def test_validation_every_two_epochs_as_published_keeps_the_best_validated_epoch(monkeypatch):
     """GU2Net's published code validates at epochs 0, 2, 4, ... and the last (0-based): the
     published recipe's ``validate_every = 2``; the weights kept are the best validated epoch's."""
-    from lmbench.run import engine
-    from lmbench.run.profiles import FinetuneConfig
+    from lmbench.config.profiles import FinetuneConfig
+    from lmbench.train import engine
     from lmbench_plugins.yolo_universal.backbone import PUBLISHED_RECIPE
 
     assert PUBLISHED_RECIPE["validate_every"] == 2

@@ -27,3 +27,9 @@ class SkipRun(LmbenchError):
 
     The run is recorded as skipped with this message, and the matrix goes on.
     """
+
+
+def one_line(exc: BaseException) -> str:
+    """An error as one line: lmbench's own message, or any other's type and message."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if isinstance(exc, LmbenchError) else f"{type(exc).__name__}: {text}"

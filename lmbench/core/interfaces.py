@@ -155,6 +155,9 @@ class PretrainContext:
     #: this process's place in a data-parallel pre-training (``lmbench run --nproc N``)
     rank: int = 0
     world_size: int = 1
+    #: what ``parallel`` wraps a module with in a data-parallel pre-training: set by the
+    #: launcher that started the processes, so that the interfaces import nothing above them
+    data_parallel: Callable[[nn.Module], nn.Module] | None = None
 
     def shard(self, *tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """This process's equal share (along the batch) of each tensor of a global batch: every
@@ -168,14 +171,13 @@ class PretrainContext:
 
     def parallel(self, module: nn.Module) -> nn.Module:
         """``module`` ready to train on ``shard`` s: in a data-parallel pre-training its batch
-        norms normalise over the global batch (``distributed.sync_batch_norms``), in place, and
-        it comes back inside DistributedDataParallel, which averages the gradients; in one
-        process, ``module`` itself."""
+        norms normalise over the global batch, in place, and it comes back inside
+        DistributedDataParallel, which averages the gradients; in one process, ``module`` itself."""
         if self.world_size == 1:
             return module
-        from lmbench.run.distributed import data_parallel
-
-        return data_parallel(module, self.device)
+        if self.data_parallel is None:
+            raise LmbenchError(f"process {self.rank} of {self.world_size} was started without a data-parallel wrapper")
+        return self.data_parallel(module)
 
 
 @dataclass(frozen=True)

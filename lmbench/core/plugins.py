@@ -31,14 +31,8 @@ from lmbench.core.interfaces import KINDS, Component
 from lmbench.core.params import check_defaults
 
 GROUP = "lmbench"
-HOOKS = {
-    "dataset": "lmbench_register_datasets",
-    "pretrainer": "lmbench_register_pretrainers",
-    "backbone": "lmbench_register_backbones",
-    "head": "lmbench_register_heads",
-    "selector": "lmbench_register_selectors",
-    "executor": "lmbench_register_executors",
-}
+#: each kind's registration hook (every kind has one in ``hookspecs``: a test holds it)
+HOOKS = {kind: f"lmbench_register_{kind}s" for kind in KINDS}
 
 
 @dataclass

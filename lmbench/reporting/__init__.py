@@ -1,0 +1,1 @@
+"""Leaderboards, statistics, figures and the report page, read from results folders."""

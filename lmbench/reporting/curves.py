@@ -11,7 +11,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from lmbench.run import results  # noqa: E402
+from lmbench.store import results  # noqa: E402
 
 DPI = 100
 

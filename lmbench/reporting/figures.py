@@ -27,7 +27,7 @@ from lmbench.reporting import comparisons, curves, health, reliability  # noqa: 
 from lmbench.reporting.formats import to_markdown  # noqa: E402
 from lmbench.reporting.html import write_html  # noqa: E402
 from lmbench.reporting.leaderboard import Board, build_boards, header, matches  # noqa: E402
-from lmbench.run import results  # noqa: E402
+from lmbench.store import results  # noqa: E402
 
 DPI = 100
 OVERLAY_IMAGES = 3
@@ -136,7 +136,7 @@ def plot_sweep(points: dict, dataset: str, path: Path) -> None:
 def plot_overlays(runs: list[dict], labels: int, path: Path) -> str | None:
     """Image, ground truth (green) and prediction (red) for the first test images, one column per
     method at ``labels`` labels. Returns why it could not be drawn, or None."""
-    from lmbench.run.matrix import ComponentSpec  # the dataset plugin reloads the images
+    from lmbench.config.matrix import ComponentSpec  # the dataset plugin reloads the images
 
     chosen = {}
     for run in sorted(runs, key=lambda r: (r["seed"], r["finished_at"] or "")):

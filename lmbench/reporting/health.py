@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 from lmbench.reporting.curves import panels, save_panels
-from lmbench.run import results
+from lmbench.store import layout, results
 
 
 def _pretraining(run: dict) -> str:
@@ -21,7 +21,7 @@ def pretrain_curves(runs: list[dict]) -> dict[str, list[dict]]:
     pre-training the results folders hold a curve of."""
     out: dict[str, list[dict]] = {}
     for run in sorted(runs, key=lambda r: (r["dataset_label"], r["pretrainer_label"])):
-        path = run["_file"].parent.parent / "pretrain_curves" / f"{run['pretrain_key']}.parquet"
+        path = layout.pretrain_curve_file(layout.results_dir_of(run["_file"]), run["pretrain_key"])
         name = f"{_pretraining(run)} on {run['dataset_label']}"
         if name not in out and path.exists():
             rows = results.read_pretrain_curve(path)

@@ -17,9 +17,9 @@ from rich.markup import escape
 from rich.table import Table
 
 from lmbench.core.keys import content_key
+from lmbench.evaluate.metrics import sdr_name
 from lmbench.reporting import stats
-from lmbench.run import results
-from lmbench.run.metrics import sdr_name
+from lmbench.store import results
 
 #: columns shown when asked for (``--metrics``): each landmark's conformal region, fixed and adaptive
 UNCERTAINTY = ("coverage", "radius", "coverage_adaptive", "radius_adaptive")

@@ -9,7 +9,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from lmbench.core.errors import LmbenchError
-from lmbench.run.results import METRIC_SCHEMA, SCHEMA_VERSION, write_atomic
+from lmbench.store.results import METRIC_SCHEMA, SCHEMA_VERSION, write_atomic
 
 REFERENCE_DIR = Path(__file__).resolve().parent / "reference_tables"
 _s, _i, _f = pa.string(), pa.int64(), pa.float64()

@@ -13,8 +13,9 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import numpy as np
 
+from lmbench.evaluate import conformal
 from lmbench.reporting.leaderboard import method_of
-from lmbench.run import conformal, results
+from lmbench.store import results
 
 LEVELS = np.round(np.arange(0.5, 0.96, 0.05), 2)
 

@@ -21,7 +21,7 @@ from torch import nn
 
 from lmbench.core.errors import LmbenchError
 from lmbench.deploy import METADATA_KEY
-from lmbench.run.detector import Detector
+from lmbench.detector.saved import Detector
 
 OPSET = 18  # the first with an antialiased Resize
 NORMALISATION = ("one grayscale image, float32 (B, 1, H, W), any size and intensity range; in the graph: "
@@ -33,7 +33,7 @@ EXTERNAL_DATA_BYTES = 1 << 30  # protobuf files stop at 2 GiB: larger weights go
 
 
 class ResizedInput(nn.Module):
-    """``model`` on images of any size: ``lmbench.run.geometry.resize_image`` in tensor ops."""
+    """``model`` on images of any size: ``lmbench.data.geometry.resize_image`` in tensor ops."""
 
     def __init__(self, model: nn.Module, size: int):
         super().__init__()

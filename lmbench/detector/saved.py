@@ -23,23 +23,25 @@ import torch
 
 from lmbench.core.errors import CorruptFile, DataError, LmbenchError
 from lmbench.core.interfaces import HeadStrategy
-from lmbench.run import conformal, engine, integrity, results, tensorfile
-from lmbench.run.geometry import resize_image, to_original
-from lmbench.run.io import IMAGE_SUFFIXES, read_image
+from lmbench.data.geometry import resize_image, to_original
+from lmbench.data.io import IMAGE_SUFFIXES, read_image
+from lmbench.evaluate import conformal
+from lmbench.store import integrity, layout, results, tensorfile
+from lmbench.train import engine
 
 FORMAT = 2
 LABELME_VERSION = "5.4.1"
 
 
 def model_file(run: dict) -> Path:
-    return run["_file"].parent.parent / "models" / f"{run['run_key']}{tensorfile.SUFFIX}"
+    return layout.model_file(layout.results_dir_of(run["_file"]), run["run_key"])
 
 
 def saver(model: torch.nn.Module, head: HeadStrategy, num_landmarks, domain: int | None,
           landmark_names, image_size: int, precision: str, regions: dict | None = None):
     """``save(path)`` writing the detector atomically; called before the run row is written.
     ``regions``: the calibrated ``level`` and per-landmark ``scale`` of the adaptive
-    uncertainty regions (lmbench.run.conformal)."""
+    uncertainty regions (lmbench.evaluate.conformal)."""
     def save(path: Path) -> None:
         tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
         tensors.update({f"head.{k}": v for k, v in vars(head).items() if isinstance(v, torch.Tensor)})
@@ -78,7 +80,7 @@ class Detector:
 
 def load_detector(run: dict) -> Detector:
     """Rebuild a run's fine-tuned detector from its saved model and its run row."""
-    from lmbench.run.matrix import ComponentSpec  # plugins load on first use
+    from lmbench.config.matrix import ComponentSpec  # plugins load on first use
 
     path = model_file(run)
     old = path.with_suffix(".pt")
@@ -91,7 +93,7 @@ def load_detector(run: dict) -> Detector:
     try:
         tensors, meta = tensorfile.load(path)
     except CorruptFile as exc:
-        results_dir = run["_file"].parent.parent
+        results_dir = layout.results_dir_of(run["_file"])
         if integrity.set_aside(path, results_dir) and integrity.set_aside(run["_file"], results_dir):
             redo = (f"set aside under {results_dir / integrity.CORRUPT} with its run row: lmbench run trains "
                     f"run {run['run_key']} again (with save_models = true)")

@@ -23,29 +23,12 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated
 
 import numpy as np
-from annotated_types import Interval, Lt
 
-from lmbench.core.params import NonNegativeFloat, PositiveInt
-from lmbench.run import integrity
-
-
-@dataclass(frozen=True)
-class HealthSettings:
-    """The matrix's ``[health]`` table: the thresholds of each check (none is keyed)."""
-
-    curve_tail: Annotated[float, Interval(gt=0, le=1)] = 0.1
-    # relative margins below chance; 1 or more would flag everything, below 0 accepts a loss above chance
-    curve_tolerance: Annotated[float, Lt(1)] = 0.05
-    min_spread_ratio: NonNegativeFloat = 0.5
-    held_out_tolerance: Annotated[float, Lt(1)] = 0.05
-    still_improving: bool = True
-    min_prediction_spread: NonNegativeFloat = 1.0  # input pixels
-    probe_images: PositiveInt = 64  # pool images the spread is measured on
+from lmbench.config.health import HealthSettings
+from lmbench.store import integrity
 
 
 def curve_measures(losses: list[float], chance: float | None, tail: float) -> dict:

@@ -18,12 +18,13 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from lmbench.config.profiles import FinetuneConfig
 from lmbench.core.errors import LmbenchError
 from lmbench.core.interfaces import HeadStrategy
-from lmbench.run import conformal, timing
-from lmbench.run.augment import augment
-from lmbench.run.data import Prepared
-from lmbench.run.profiles import FinetuneConfig
+from lmbench.data.prepare import Prepared
+from lmbench.evaluate import conformal
+from lmbench.train import timing
+from lmbench.train.augment import augment
 
 #: (epoch, epochs, train loss, validation loss)
 EpochCallback = Callable[[int, int, float, float], None]

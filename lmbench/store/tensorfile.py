@@ -20,7 +20,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from lmbench.core.errors import CorruptFile
-from lmbench.run import integrity
+from lmbench.store import integrity
 
 SUFFIX = ".safetensors"
 _ZIP, _PICKLE = b"PK\x03\x04", b"\x80"

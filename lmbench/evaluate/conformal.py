@@ -21,7 +21,7 @@ import math
 import numpy as np
 import torch
 
-from lmbench.run.geometry import unit_scale
+from lmbench.data.geometry import unit_scale
 
 MIN_SPREAD = 1e-6  # a heatmap concentrated on one pixel still scales its region
 

@@ -31,7 +31,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from lmbench.core.errors import CorruptFile
-from lmbench.run import integrity
+from lmbench.store import integrity, layout
 
 SCHEMA_VERSION = 1
 
@@ -52,9 +52,9 @@ RUN_SCHEMA = pa.schema(
         ("n_parameters", _i), ("epochs", _i), ("best_epoch", _i), ("finished_at", _s),
         ("excluded", _s),  # JSON: sample id -> why the dataset left it out (bad annotation or image)
         ("model_saved", _b),
-        ("health", _s),  # "ok", or one line naming each problem found (lmbench.run.health)
+        ("health", _s),  # "ok", or one line naming each problem found (lmbench.evaluate.health)
         ("health_measures", _s),  # JSON: what the verdict was computed from
-        ("stage_seconds", _s),  # JSON: seconds per stage of the run (lmbench.run.timing), adding up to its wall time
+        ("stage_seconds", _s),  # JSON: seconds per stage of the run (lmbench.train.timing), adding up to its wall time
         ("threads", _i),  # torch's intra-op threads the run computed with (null: not recorded)
         ("conformal_level", _f),  # the coverage the uncertainty regions are calibrated for
     ]
@@ -170,9 +170,9 @@ def write_run(results_dir: Path, run: dict, metrics: list[dict] = (), prediction
     through ``save_model(path)``, its detector, then its run row (the completion marker)."""
     key = run["run_key"]
     if save_model is not None:
-        save_model(results_dir / "models" / f"{key}.safetensors")
+        save_model(layout.model_file(results_dir, key))
     if pretrain_curve is not None:
-        target = results_dir / "pretrain_curves" / f"{run['pretrain_key']}.parquet"
+        target = layout.pretrain_curve_file(results_dir, run["pretrain_key"])
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = integrity.temporary(target)
         shutil.copyfile(pretrain_curve, tmp)
@@ -183,7 +183,7 @@ def write_run(results_dir: Path, run: dict, metrics: list[dict] = (), prediction
             write_atomic(_table(kind, [{"run_key": key, **r} for r in rows]), path)
         elif path.exists():
             path.unlink()  # a rerun that failed must not leave an older run's numbers behind
-    write_atomic(_table("runs", [run]), results_dir / "runs" / f"{key}.parquet")
+    write_atomic(_table("runs", [run]), layout.run_file(results_dir, key))
 
 
 def run_files(roots: Iterable[Path]) -> list[Path]:
@@ -198,7 +198,7 @@ def run_files(roots: Iterable[Path]) -> list[Path]:
 def read_table(kind: str, run_file: Path, split: str | None = None) -> pa.Table | None:
     """The ``kind`` table belonging to a run row file (its rows of one ``split`` if given), or
     None when it has none."""
-    path = run_file.parent.parent / kind / run_file.name
+    path = layout.table_file(layout.results_dir_of(run_file), kind, run_file.stem)
     if not path.exists():
         return None
     table = read_verified(path, TABLES[kind])
@@ -216,7 +216,7 @@ def overall(run_file: Path, split: str, eval_mode: str, metric: str = "mre") -> 
 def _read_run(path: Path) -> list[dict]:
     """The rows of one run row file, once it and its tables verify; none, with a warning, after
     setting aside the file that failed and the run row, so that the run is pending again."""
-    results_dir = path.parent.parent
+    results_dir = layout.results_dir_of(path)
     files = [(path, RUN_SCHEMA)] + [(results_dir / kind / path.name, TABLES[kind]) for kind in COMPANIONS]
     rows: list[dict] = []
     for file, schema in files:
@@ -248,7 +248,7 @@ def read_runs(roots: Iterable[Path]) -> list[dict]:
 
 def status_of(results_dir: Path, run_key: str) -> str | None:
     """The recorded status of one run, or None when it has no intact run row yet."""
-    path = results_dir / "runs" / f"{run_key}.parquet"
+    path = layout.run_file(results_dir, run_key)
     rows = _read_run(path) if path.exists() else []
     return rows[0]["status"] if rows else None
 
@@ -262,6 +262,6 @@ def remove_leftovers(results_dir: Path) -> None:
     """Delete what killed writers left: temporary files, and detectors saved without the run
     row that would have followed them (the run is pending and saves it again)."""
     integrity.remove(integrity.stale_temporaries(results_dir), "temporary files")
-    integrity.remove([path for path in sorted((results_dir / "models").glob("*.safetensors"))
-                      if not (results_dir / "runs" / f"{path.stem}.parquet").exists() and integrity.untouched(path)],
+    integrity.remove([path for path in sorted((results_dir / layout.MODELS).glob(f"*{layout.TENSOR_SUFFIX}"))
+                      if not layout.run_file(results_dir, path.stem).exists() and integrity.untouched(path)],
                      "detectors without a run row")

@@ -15,7 +15,7 @@ import math
 import numpy as np
 
 from lmbench.core.interfaces import Dataset
-from lmbench.run.geometry import to_input
+from lmbench.data.geometry import to_input
 
 PAPER_SIZE = 256
 DISK_SIGMA = 5.0

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from lmbench.core.interfaces import Dataset
-from lmbench.run.geometry import resize_image, to_input
+from lmbench.data.geometry import resize_image, to_input
 
 
 @dataclass

@@ -25,10 +25,10 @@ from torch import nn
 from torch.distributed import _functional_collectives as collective
 from torch.nn.parallel import DistributedDataParallel
 
-from lmbench.core.errors import LmbenchError
+from lmbench.config.specs import ComponentSpec
+from lmbench.core.errors import LmbenchError, one_line
 from lmbench.core.interfaces import PretrainContext
-from lmbench.run import cache, results, tensorfile
-from lmbench.run.matrix import ComponentSpec
+from lmbench.store import cache, results, tensorfile
 
 FINAL = f"final{tensorfile.SUFFIX}"  # a pretrainer's returned weights, when it keeps no checkpoints
 
@@ -90,7 +90,7 @@ def launch_command(nproc: int, nodes: int, job_file: Path, host: str = "", port:
     """torchrun (``torch.distributed.run``) over ``nproc`` processes on this machine or, from
     the first node of a SLURM allocation, on each of its ``nodes`` (one srun task per node,
     meeting at ``host:port``)."""
-    worker = ["-m", "lmbench.run.distributed", str(job_file)]
+    worker = ["-m", "lmbench.train.distributed", str(job_file)]
     if nodes == 1:
         return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}", *worker]
     return ["srun", "--overlap", f"--nodes={nodes}", "--ntasks-per-node=1", "--kill-on-bad-exit=1",
@@ -143,13 +143,15 @@ def _worker(job_file: Path) -> None:
         pretrainer, backbone = (ComponentSpec(**job[kind]).instantiate() for kind in ("pretrainer", "backbone"))
         curve: list[dict] = []
         lead = rank == 0
+        device = torch.device("cuda", local) if cuda else torch.device("cpu")
         context = PretrainContext(
             images=tensors["images"], backbone=backbone, num_landmarks=job["num_landmarks"], seed=job["seed"],
-            device=torch.device("cuda", local) if cuda else torch.device("cpu"), progress=lambda done, total: None,
+            device=device, progress=lambda done, total: None,
             save_checkpoint=(lambda step, w: tensorfile.save(folder / cache.weights_file(step), w)) if lead
             else (lambda step, w: None),
             record_loss=lambda step, loss, chance: curve.append({"step": step, "loss": loss, "chance": chance}),
             resume_path=folder / cache.RESUME, resume_every=job["resume_every"], rank=rank, world_size=world,
+            data_parallel=lambda module: data_parallel(module, device),
         )
         weights = pretrainer.pretrain(context)
         if lead:
@@ -157,7 +159,6 @@ def _worker(job_file: Path) -> None:
             if weights is not None:
                 tensorfile.save(folder / FINAL, weights)
     except Exception as exc:  # the first line the launching process reports
-        from lmbench.run.runner import one_line
 
         (folder / f"error-{rank}.txt").write_text(one_line(exc))
         raise

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from lmbench.run import tensorfile
+from lmbench.store import tensorfile
 
 
 def _flatten(value: Any, name: str, tensors: dict[str, torch.Tensor]) -> Any:

@@ -19,8 +19,8 @@ from pathlib import Path
 import torch
 
 from lmbench.core.errors import CorruptFile
-from lmbench.run import integrity, tensorfile
-from lmbench.run.locks import file_lock
+from lmbench.store import integrity, layout, tensorfile
+from lmbench.store.locks import file_lock
 
 log = logging.getLogger("lmbench")
 
@@ -35,7 +35,7 @@ def weights_file(checkpoint: int | None) -> str:
 
 def entry(cache_dir: Path, key: str) -> Path:
     """The folder of one pre-training in the cache."""
-    return cache_dir / "pretrain" / key
+    return layout.pretrain_entry(cache_dir, key)
 
 
 def cached(
@@ -52,7 +52,7 @@ def cached(
     """
     folder = entry(cache_dir, key)
     name = weights_file(checkpoint)
-    with file_lock(cache_dir / "pretrain" / f"{key}.lock"):
+    with file_lock(layout.pretrain_lock(cache_dir, key)):
         if (folder / MARKER).exists():
             try:
                 return tensorfile.load(folder / name)[0], True, 0.0
@@ -81,14 +81,14 @@ def cached(
 def forget(cache_dir: Path, key: str) -> None:
     """Mark a cached pre-training incomplete (its weights do not load, say), so that the next
     run trains it again; its files stay until then."""
-    with file_lock(cache_dir / "pretrain" / f"{key}.lock"):
+    with file_lock(layout.pretrain_lock(cache_dir, key)):
         (entry(cache_dir, key) / MARKER).unlink(missing_ok=True)
 
 
 def remove_stopped(cache_dir: Path) -> None:
     """Delete the checkpoints of pre-trainings killed before they wrote a state to resume
     from: a new attempt starts from zero and writes them again."""
-    for lock in sorted((cache_dir / "pretrain").glob("*.lock")):
+    for lock in sorted((cache_dir / layout.PRETRAIN).glob("*.lock")):
         folder = lock.with_suffix("")
         with file_lock(lock, wait=False) as mine:  # a pre-training holds it while it runs
             if mine and folder.is_dir() and not (folder / MARKER).exists() and not (folder / RESUME).exists():

@@ -25,8 +25,9 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from lmbench.core.errors import CorruptFile, LmbenchError
 from lmbench.core.interfaces import PretrainContext
-from lmbench.run import integrity, resume
-from lmbench.run.engine import autocast
+from lmbench.store import integrity, layout
+from lmbench.train import resume
+from lmbench.train.engine import autocast
 
 log = logging.getLogger("lmbench")
 
@@ -77,7 +78,7 @@ def train_steps(
                         total * iterations_per_step, path)
         except CorruptFile as exc:  # never read: the pre-training starts again
             log.warning("%s: set aside; starting again", exc)
-            integrity.set_aside(path, path.parents[2])  # <cache>/pretrain/<key>/resume.safetensors
+            integrity.set_aside(path, layout.cache_root_of(path))
         for step, earlier in enumerate(losses, start=1):
             context.record_loss(step * iterations_per_step, earlier, chance)
     saved_at = time.monotonic()

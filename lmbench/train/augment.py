@@ -13,7 +13,7 @@ import torch
 from torchvision import tv_tensors
 from torchvision.transforms.v2 import functional as F
 
-from lmbench.run.profiles import FinetuneConfig
+from lmbench.config.profiles import FinetuneConfig
 
 
 def augment(image: torch.Tensor, landmarks: torch.Tensor, config: FinetuneConfig, generator: torch.Generator):
