@@ -21,6 +21,7 @@ from lmbench.core.interfaces import (
     Executor,
     HeadStrategy,
     LoadReport,
+    MatchingHead,
     PretrainContext,
     Pretrainer,
     Sample,
@@ -36,6 +37,7 @@ HOOKS = hooks()
 #: name -> module, imported on first use
 _LAZY = {
     "train_steps": "lmbench.train.pretraining", "ema": "lmbench.train.pretraining",
+    "resize_image": "lmbench.data.geometry", "to_input": "lmbench.data.geometry", "to_original": "lmbench.data.geometry",
     "augment": "lmbench.train.augment", "augment_images": "lmbench.train.augment",
     "autocast": "lmbench.train.engine", "tf32": "lmbench.train.engine", "default_cache_dir": "lmbench.config.matrix",
     "Summary": "lmbench.run.jobs", "one_line": "lmbench.core.errors",
@@ -46,7 +48,7 @@ _LAZY = {
 
 __all__ = [
     "Backbone", "Component", "CorruptFile", "DataError", "Dataset", "Executor", "HeadStrategy", "LmbenchError", "LoadReport",
-    "HOOKS", "PluginError", "PretrainContext", "Pretrainer", "Sample", "Selector", "SkipRun", "WeightSlot", "hookimpl",
+    "HOOKS", "MatchingHead", "PluginError", "PretrainContext", "Pretrainer", "Sample", "Selector", "SkipRun", "WeightSlot", "hookimpl",
     "NonNegativeFloat", "NonNegativeInt", "PositiveFloat", "PositiveInt", "UnitInterval", *_LAZY,
 ]
 

@@ -259,15 +259,18 @@ def parse_matrix(data: dict[str, Any], path: Path, reg: Registry | None = None) 
 
 def _incompatibility(run: RunSpec, instances: dict, reg: Registry) -> str | None:
     """Why a run cannot be done, or None; plugins are instantiated once per label."""
-    for spec in (run.pretrainer, run.backbone):
-        if spec.label not in instances:
-            instances[spec.label] = spec.instantiate(reg)
-    pretrainer, backbone = instances[run.pretrainer.label], instances[run.backbone.label]
+    for spec in (run.pretrainer, run.backbone, run.head):
+        if (spec.kind, spec.label) not in instances:
+            instances[spec.kind, spec.label] = spec.instantiate(reg)
+    pretrainer, backbone = instances["pretrainer", run.pretrainer.label], instances["backbone", run.backbone.label]
+    head = instances["head", run.head.label]
     if run.joint and not backbone.joint_training:
         return f"{run.backbone.label} trains on one dataset at a time"
     if run.joint and pretrainer.trains:
         return "mixed-dataset runs start from no pre-training or fixed weights"
-    return pretrainer.incompatibility(backbone)
+    if run.joint and not head.fine_tunes:
+        return f"{run.head.label} fits one dataset's labelled images; mixed-dataset runs fine-tune"
+    return pretrainer.incompatibility(backbone) or head.incompatibility(backbone)
 
 
 

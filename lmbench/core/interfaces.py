@@ -309,6 +309,14 @@ class Backbone(Component):
             return self.build(num_landmarks, image_size)
         raise NotImplementedError(f"{self.name} names part {part!r} but does not build it")
 
+    def features(self, model: nn.Module, images: torch.Tensor) -> list[torch.Tensor] | None:
+        """Dense feature maps of (B, 1, S, S) ``images`` in [0, 1], computed by ``model`` (a
+        network ``build`` made, pre-trained weights loaded): a list of (B, C_i, H_i, W_i)
+        tensors, coarsest first, each covering the whole image. A matching head (``MatchingHead``)
+        predicts from these without fine-tuning, so give the maps that pre-training shaped (an
+        encoder's stages, a denoising U-Net's decoder). None: this backbone exposes none."""
+        return None
+
     def load_pretrained(self, model: nn.Module, weights: dict[str, torch.Tensor]) -> LoadReport:
         """Copy matching tensors of ``weights`` into ``model``; report the rest by name."""
         own = model.state_dict()
@@ -333,6 +341,14 @@ class HeadStrategy(Component):
 
     All coordinates here are (x, y) in network-input pixels, pixel centres at integers.
     """
+
+    #: False for a head that is not trained by gradient steps (``MatchingHead``): the run fits
+    #: it on the labelled images instead of fine-tuning, and its row has ``epochs = 0``
+    fine_tunes: ClassVar[bool] = True
+
+    def incompatibility(self, backbone: Backbone) -> str | None:
+        """Why this head cannot work on ``backbone``'s network, or None when it can."""
+        return None
 
     @abstractmethod
     def targets(self, landmarks: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -366,6 +382,48 @@ class HeadStrategy(Component):
         """Fit decoding settings (a temperature, say) on the validation split's (M, N, H, W)
         logits and (M, N, 2) landmarks, before the test set is decoded. Keep them in tensor
         attributes: a saved detector (``save_models``) carries those."""
+
+
+class MatchingHead(HeadStrategy):
+    """A detector that is not trained by gradient steps: it fits on the labelled training
+    images' dense features (``Backbone.features``) and locates each landmark in a new image by
+    matching. No fine-tuning runs; the network is the pre-trained one as it is.
+
+    Both steps see images at their original resolution, so that a method can match coarse to
+    fine and then look closer than the network's input grid: ``encode`` maps (B, 1, S, S)
+    images in [0, 1], S the run's input size, to the backbone's feature maps (no gradients, on
+    the run's device). Keep what ``fit`` learns in tensor attributes: a saved detector carries
+    them, and ``lmbench predict`` uses them.
+    """
+
+    fine_tunes: ClassVar[bool] = False
+
+    @abstractmethod
+    def fit(self, encode: Callable[[torch.Tensor], list[torch.Tensor]], images: list[np.ndarray],
+            landmarks: list[np.ndarray], size: int) -> None:
+        """Learn from the labelled training images only: (H, W) float32 images in [0, 1] at
+        their original size and their (N, 2) landmarks in those pixels; ``size`` is S."""
+
+    @abstractmethod
+    def locate(self, encode: Callable[[torch.Tensor], list[torch.Tensor]], images: list[np.ndarray],
+               size: int) -> tuple[np.ndarray, torch.Tensor]:
+        """Each image's (N, 2) landmarks in its own pixels, stacked (M, N, 2), and (M, N, S, S)
+        maps of where each landmark may be over the whole image resized to S (every channel a
+        distribution summing to 1), whose spread sizes its uncertainty region."""
+
+    def incompatibility(self, backbone: Backbone) -> str | None:
+        if type(backbone).features is Backbone.features:
+            return f"{backbone.name} exposes no feature maps (Backbone.features) to match"
+        return None
+
+    def targets(self, landmarks: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        raise NotImplementedError(f"{self.name} is fitted, not trained: it has no targets")
+
+    def loss(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError(f"{self.name} is fitted, not trained: it has no loss")
+
+    def decode(self, logits: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError(f"{self.name} locates landmarks from features (locate), not logits")
 
 
 class Selector(Component):

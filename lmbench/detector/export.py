@@ -52,6 +52,9 @@ def export_onnx(detector: Detector, out: Path) -> Path:
     except ImportError:
         raise LmbenchError("lmbench export needs onnx and onnxscript: pip install 'lmbench[export]'") from None
     run, head = detector.run, detector.head
+    if not head.fine_tunes:
+        raise LmbenchError(f"run {run['run_key']}: head {run['head_label']!r} matches features coarse to fine on "
+                           f"each image's own pixels, which one ONNX graph does not hold; lmbench predict runs it")
     decoding = head.exported_decoding()
     if decoding is None:
         raise LmbenchError(f"run {run['run_key']}: head {run['head_label']!r} ({type(head).__name__}) has no "

@@ -22,9 +22,10 @@ import numpy as np
 import torch
 
 from lmbench.core.errors import CorruptFile, DataError, LmbenchError
-from lmbench.core.interfaces import HeadStrategy
+from lmbench.core.interfaces import Backbone, HeadStrategy
 from lmbench.data.geometry import resize_image, to_original
 from lmbench.data.io import IMAGE_SUFFIXES, read_image
+from lmbench.detector import matching
 from lmbench.evaluate import conformal
 from lmbench.store import integrity, layout, results, tensorfile
 from lmbench.train import engine
@@ -62,16 +63,21 @@ class Detector:
     image_size: int
     precision: str
     regions: dict | None = None  # level and per-landmark scale of the adaptive regions; None: saved without
+    backbone: Backbone | None = None  # whose feature maps a matching head matches
 
     def predict(self, images: list[np.ndarray], device: torch.device, batch_size: int = 8
                 ) -> tuple[np.ndarray, np.ndarray | None]:
         """(M, N, 2) landmarks in each image's own pixels, for (H, W) images in [0, 1], and
         (M, N) radii of their calibrated uncertainty regions, in those pixels (None for a
         detector saved without)."""
-        inputs = torch.stack([resize_image(image, self.image_size) for image in images])
-        points, covariances = engine.predict(self.model, self.head, inputs, batch_size, device, self.precision)
         shapes = [image.shape[:2] for image in images]
-        points = np.stack([to_original(p, shape, self.image_size) for p, shape in zip(points.numpy(), shapes)])
+        if self.head.fine_tunes:
+            inputs = torch.stack([resize_image(image, self.image_size) for image in images])
+            points, covariances = engine.predict(self.model, self.head, inputs, batch_size, device, self.precision)
+            points = np.stack([to_original(p, shape, self.image_size) for p, shape in zip(points.numpy(), shapes)])
+        else:
+            points, maps = matching.locate(self.head, self.backbone, self.model, images, self.image_size, device)
+            covariances = conformal.covariance(maps)
         if self.regions is None:
             return points, None
         spreads = conformal.spreads_of(covariances.numpy(), shapes, self.image_size)
@@ -111,7 +117,7 @@ def load_detector(run: dict) -> Detector:
         if name.startswith("head."):
             setattr(head, name.removeprefix("head."), value)
     return Detector(run, model.eval(), head, meta["landmark_names"], meta["image_size"], meta["precision"],
-                    meta.get("regions"))
+                    meta.get("regions"), backbone)
 
 
 def choose_run(roots: list[Path], run_key: str | None = None, dataset: str | None = None,

@@ -67,6 +67,22 @@ def feature_spread(pretrainer, part, images, batch: int = 16) -> float | None:
     return float(std_of_l2_normalized(torch.cat(features).float()))
 
 
+def dense_spread(maps: list) -> float:
+    """lightly's ``std_of_l2_normalized`` of every position's feature vector, over the images and
+    positions of each feature map, averaged over the maps: what matching needs is positions that
+    differ, which a spread of whole-image features cannot tell."""
+    from lightly.utils.debug import std_of_l2_normalized
+
+    return float(np.mean([float(std_of_l2_normalized(m.float().flatten(2).transpose(1, 2).flatten(0, 1)))
+                          for m in maps]))
+
+
+def dense_measures(encode_trained, encode_fresh, images) -> dict:
+    """The dense spread of a matching row's features on ``images``, and of the same network freshly
+    initialised: the collapse probe of rows that match rather than fine-tune."""
+    return {"dense_spread": dense_spread(encode_trained(images)), "dense_spread_init": dense_spread(encode_fresh(images))}
+
+
 def pretrain_measures(pretrainer, backbone, weights: dict, pool, held_out, num_landmarks: int, seed: int, device,
                       settings: HealthSettings) -> dict:
     """Measures of what a pre-training hands on: its features' spread against a fresh part's,
@@ -101,9 +117,12 @@ def pretrain_findings(measures: dict, settings: HealthSettings) -> list[str]:
     last, chance = measures.get("last_loss"), measures.get("chance")
     if last is not None and chance and last >= (1 - settings.curve_tolerance) * chance:
         found.append(f"pre-training did not leave chance (loss {last:.3f}, chance {chance:.3f})")
-    spread, initial = measures.get("spread"), measures.get("spread_init")
+    dense = "dense_spread" in measures  # a matching row: its positions must differ, not its images
+    spread, initial = (measures.get("dense_spread"), measures.get("dense_spread_init")) if dense else \
+        (measures.get("spread"), measures.get("spread_init"))
     if spread is not None and initial and spread < settings.min_spread_ratio * initial:
-        found.append(f"pre-trained features collapsed (spread {spread:.3f}, {initial:.3f} at initialisation)")
+        found.append(f"pre-trained {'dense ' if dense else ''}features collapsed (spread {spread:.3f}, "
+                     f"{initial:.3f} at initialisation)")
     held, chance = measures.get("held_out_loss"), measures.get("held_out_chance")
     if held is not None and chance and held >= (1 - settings.held_out_tolerance) * chance:
         found.append(f"pre-training does not denoise held-out images (loss {held:.3f}, chance {chance:.3f})")

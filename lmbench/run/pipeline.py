@@ -14,6 +14,7 @@ import torch
 from lmbench.config.profiles import FinetuneConfig
 from lmbench.config.specs import RunSpec
 from lmbench.core.interfaces import Backbone, HeadStrategy, Pretrainer
+from lmbench.detector import matching
 from lmbench.detector import saved as detector
 from lmbench.evaluate import health
 from lmbench.run.context import RunContext, config_row, peak_memory_mb, provenance
@@ -60,15 +61,21 @@ def _execute(specs: list[RunSpec], ctx: RunContext, on_stage, seconds: dict[str,
                 if pretrainer.trains:  # weights that do not load are no finished pre-training
                     cache.forget(ctx.cache_dir, lead.pretrain_key)
                 raise
-    lr = config.lr if weights is not None else config.lr_scratch
-    on_stage("fine-tuning", 0, config.epochs)
-    trains, vals = [part.train for part in parts], [part.val for part in parts]
-    with timing.stage("fine-tuning"):  # its training steps: the validation passes are a stage of their own
-        fit = engine.finetune(
-            model, head, trains if lead.joint else trains[0], vals if lead.joint else vals[0], config, lr,
-            ctx.device, lead.seed,
-            on_epoch=lambda epoch, total, tl, vl: on_stage(f"fine-tuning (val loss {vl:.4f})", epoch, total),
-        )
+    if head.fine_tunes:
+        lr = config.lr if weights is not None else config.lr_scratch
+        on_stage("fine-tuning", 0, config.epochs)
+        trains, vals = [part.train for part in parts], [part.val for part in parts]
+        with timing.stage("fine-tuning"):  # its training steps: the validation passes are a stage of their own
+            fit = engine.finetune(
+                model, head, trains if lead.joint else trains[0], vals if lead.joint else vals[0], config, lr,
+                ctx.device, lead.seed,
+                on_epoch=lambda epoch, total, tl, vl: on_stage(f"fine-tuning (val loss {vl:.4f})", epoch, total),
+            )
+    else:
+        on_stage("fitting", 0, 1)
+        with timing.stage("fitting"):
+            fit, dense = fit_matching(lead, parts[0], backbone, model, head, counts[0], ctx)
+        measures = {**measures, **dense}
 
     on_stage("testing", 0, 1)
     curves = [{"epoch": epoch, "train_loss": train, "val_loss": val, "lr": lr}
@@ -82,7 +89,7 @@ def _execute(specs: list[RunSpec], ctx: RunContext, on_stage, seconds: dict[str,
         view = engine.DomainView(model, domain) if lead.joint else model
         data = parts[domain]
         with timing.stage("scoring"):  # metrics and prediction rows; the predicting itself is its own stage
-            metrics, predictions, predicted_test, regions = score(spec, data, view, head, config, ctx)
+            metrics, predictions, predicted_test, regions = score(spec, data, view, head, config, ctx, backbone)
         findings = (health.pretrain_findings(measures, spec.health)
                     + health.finetune_findings(fit.epochs, fit.best_epoch, predicted_test, spec.health))
         save = detector.saver(model, head, counts if lead.joint else counts[0], domain if lead.joint else None,
@@ -104,6 +111,23 @@ def _execute(specs: list[RunSpec], ctx: RunContext, on_stage, seconds: dict[str,
         }
         outcomes.append(Outcome(row, metrics, predictions, curves, save, pretrain_curve))
     return outcomes
+
+
+def fit_matching(spec: RunSpec, data, backbone: Backbone, model, head, num_landmarks: int, ctx: RunContext):
+    """A matching head fitted on the labelled training images (nothing else), and the dense
+    collapse probe of the features it matches, against the same network freshly initialised.
+    Returns a fine-tuning result of no epochs, and the probe's measures."""
+    labelled = [data.dataset.load(i) for i in data.labelled]
+    matching.fit(head, backbone, model, [s.image for s in labelled], [s.landmarks for s in labelled],
+                 spec.image_size, ctx.device)
+    with torch.random.fork_rng():
+        torch.manual_seed(spec.pretrain_seed)
+        fresh = backbone.build(num_landmarks, spec.image_size)
+    probe = data.val.images[: spec.health.probe_images]
+    with timing.stage("health probes"):
+        dense = health.dense_measures(matching.encoder(backbone, model, ctx.device),
+                                      matching.encoder(backbone, fresh, ctx.device), probe)
+    return engine.FinetuneResult(epochs=0, best_epoch=0, best_val_loss=float("nan")), dense
 
 
 @dataclass

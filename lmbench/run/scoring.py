@@ -8,7 +8,8 @@ import torch
 from lmbench.config.profiles import FinetuneConfig
 from lmbench.config.specs import RunSpec
 from lmbench.core.interfaces import HeadStrategy
-from lmbench.data.geometry import to_original
+from lmbench.data.geometry import to_input, to_original
+from lmbench.detector import matching
 from lmbench.evaluate import conformal
 from lmbench.evaluate.metrics import radial_errors, summarize, summarize_regions
 from lmbench.evaluate.paper_eval import paper_errors
@@ -17,7 +18,30 @@ from lmbench.run.splits import Splits
 from lmbench.train import engine, timing
 
 
-def score(spec: RunSpec, data: Splits, model, head: HeadStrategy, config: FinetuneConfig, ctx: RunContext):
+def predict(spec: RunSpec, dataset, part, model, head: HeadStrategy, backbone, config: FinetuneConfig,
+            ctx: RunContext) -> tuple[np.ndarray, np.ndarray, torch.Tensor]:
+    """A split's (M, N, 2) landmarks in input pixels and in original pixels, and the (M, N, 2, 2)
+    input-pixel covariances of where each may be. A matching head reads the images at their
+    original size, a few at a time."""
+    if head.fine_tunes:
+        points, covariances = engine.predict(model, head, part.images, config.eval_batch_size, ctx.device,
+                                             config.precision)
+        predicted_input = points.numpy()
+        predicted = np.stack([to_original(p, shape, spec.image_size) for p, shape in zip(predicted_input, part.shapes)])
+        return predicted_input, predicted, covariances
+    found, covariances = [], []
+    for start in range(0, len(part.ids), config.eval_batch_size):
+        images = [dataset.load(i).image for i in part.ids[start:start + config.eval_batch_size]]
+        points, maps = matching.locate(head, backbone, model, images, spec.image_size, ctx.device)
+        found.append(points)
+        covariances.append(conformal.covariance(maps))
+    predicted = np.concatenate(found)
+    predicted_input = np.stack([to_input(p, shape, spec.image_size) for p, shape in zip(predicted, part.shapes)])
+    return predicted_input, predicted, torch.cat(covariances)
+
+
+def score(spec: RunSpec, data: Splits, model, head: HeadStrategy, config: FinetuneConfig, ctx: RunContext,
+          backbone=None):
     """Metric rows (native and paper evaluation) and prediction rows on the validation and test
     splits, and the conformal regions calibrated on the validation split. The validation
     split's numbers are for choosing settings (Figure 2's checkpoint, say), so that the test
@@ -32,10 +56,7 @@ def score(spec: RunSpec, data: Splits, model, head: HeadStrategy, config: Finetu
     names, regions = dataset.landmark_names, None
     for split, part in (("val", data.val), ("test", data.test)):
         with timing.stage("prediction"):  # the network and the head's decoding
-            predicted_input, covariances = engine.predict(model, head, part.images, config.eval_batch_size, ctx.device,
-                                                          config.precision)
-        predicted_input = predicted_input.numpy()
-        predicted = np.stack([to_original(p, shape, spec.image_size) for p, shape in zip(predicted_input, part.shapes)])
+            predicted_input, predicted, covariances = predict(spec, dataset, part, model, head, backbone, config, ctx)
         errors = radial_errors(predicted, part.original_landmarks, part.spacings, dataset.unit)
         paper = paper_errors(dataset, predicted_input, part.original_landmarks, part.shapes, part.spacings,
                              spec.image_size)

@@ -180,6 +180,20 @@ class DdpmUNet(Backbone):
     def build(self, num_landmarks, image_size):
         return Detector(self.build_unet(image_size, num_landmarks), self.input_adapter())
 
+    def features(self, model, images):
+        """The decoder's levels, coarsest first, as the detector computes them (no time term):
+        the whole denoising U-Net is pre-trained, its decoder included."""
+        unet = model.unet
+        levels = [level.attention for level in unet.up] if isinstance(unet, PublishedUNet) else list(unet.up_blocks)
+        maps: list[torch.Tensor] = []
+        hooks = [level.register_forward_hook(lambda module, args, out: maps.append(out)) for level in levels]
+        try:
+            model(images)
+        finally:
+            for hook in hooks:
+                hook.remove()
+        return maps
+
     def weight_slots(self):
         """The whole U-Net, as a noise predictor on ``input_adapter``'s inputs."""
         return [*super().weight_slots(), WeightSlot("ddpm-unet", prefix="unet.")]

@@ -61,6 +61,10 @@ class SmpUnet(Backbone):
             unet.encoder.register_forward_pre_hook(repeat_gray)
         return unet
 
+    def features(self, model, images):
+        """The encoder's stages (what pre-training trained; the decoder starts fresh), coarsest first."""
+        return model.encoder(images)[1:][::-1]  # the first "stage" is the input itself
+
     def weight_slots(self):
         return [*super().weight_slots(), WeightSlot("unet-encoder", prefix="encoder.", architecture=self.params.encoder)]
 
