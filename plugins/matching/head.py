@@ -27,7 +27,16 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from lmbench.api import MatchingHead, PluginError, PositiveFloat, resize_image, to_input, to_original
+from lmbench.api import (
+    MatchingHead,
+    NonNegativeFloat,
+    NonNegativeInt,
+    PluginError,
+    PositiveFloat,
+    resize_image,
+    to_input,
+    to_original,
+)
 
 
 def _windows(image: torch.Tensor, centres: torch.Tensor, size: int) -> torch.Tensor:
@@ -106,13 +115,14 @@ class FeatureMatch(MatchingHead):
     class Params:
         #: window magnification of each step: 1 is the whole image; each next one looks at an
         #: S x S window of the image resized to z*S
-        zooms: list[PositiveFloat] = field(default_factory=lambda: [1.0, 4.0, 16.0])
+        zooms: list[PositiveFloat] = field(default_factory=lambda: [1.0, 2.0, 4.0])
         #: which of the backbone's feature maps each step matches (indices, coarsest first; the
-        #: last list serves the steps after it); empty: all of them at every step
-        levels: list[list[int]] = field(default_factory=list)
+        #: last list serves the steps after it; indices past the backbone's maps are left out;
+        #: empty: all of them): the coarse, semantic maps find the landmark, the finer ones place it
+        levels: list[list[NonNegativeInt]] = field(default_factory=lambda: [[0, 1, 2], [0, 1, 2], [1, 2, 3]])
         #: the similarity a window's match loses at its edge (quadratic in the distance from the
         #: window's centre, the point the step before found)
-        prior: float = 0.0
+        prior: NonNegativeFloat = 0.1
         #: of the softmax over the coarse similarity that sizes each landmark's uncertainty region
         temperature: PositiveFloat = 0.05
 
@@ -121,14 +131,9 @@ class FeatureMatch(MatchingHead):
                 raise PluginError(f"feature-match: zooms must start at 1 (the whole image), got {self.zooms}")
 
     def _levels(self, features: list[torch.Tensor], step: int) -> list[torch.Tensor]:
-        chosen = self.params.levels[min(step, len(self.params.levels) - 1)] if self.params.levels else None
-        if not chosen:
-            return features
-        try:
-            return [features[i] for i in chosen]
-        except IndexError:
-            raise PluginError(f"feature-match: levels {self.params.levels} name maps the backbone does not have "
-                              f"(it gives {len(features)})") from None
+        chosen = self.params.levels[min(step, len(self.params.levels) - 1)] if self.params.levels else []
+        # indices past a shallower backbone's maps are left out, so that one setting serves every backbone
+        return [features[i] for i in chosen if i < len(features)] or features
 
     def _steps(self, image: np.ndarray, size: int) -> list[torch.Tensor]:
         """The image at z*S (as the runs' inputs: aspect ignored, min-max normalised) for each zoom."""
