@@ -49,7 +49,8 @@ def run_matrix(matrix: Matrix, rerun: Rerun = None, console: Console | None = No
     start = time.perf_counter()
     columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()]
     with Progress(*columns, console=console, disable=quiet, transient=False) as progress:
-        summary = runner.run(job, groups, Tracker(progress, console, quiet, sum(map(len, groups)), matrix.name))
+        summary = runner.run(job, groups, Tracker(progress, console, quiet, sum(map(len, groups)), matrix.name,
+                                                      matrix.results_dir))
     summary.already_done += already_done
     summary.seconds = time.perf_counter() - start
     return summary

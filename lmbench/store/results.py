@@ -246,11 +246,17 @@ def read_runs(roots: Iterable[Path]) -> list[dict]:
     return list(seen.values())
 
 
-def status_of(results_dir: Path, run_key: str) -> str | None:
-    """The recorded status of one run, or None when it has no intact run row yet."""
+def run_row(results_dir: Path, run_key: str) -> dict | None:
+    """The run row of one run, or None when it has no intact one yet."""
     path = layout.run_file(results_dir, run_key)
     rows = _read_run(path) if path.exists() else []
-    return rows[0]["status"] if rows else None
+    return {**rows[0], "_file": path} if rows else None
+
+
+def status_of(results_dir: Path, run_key: str) -> str | None:
+    """The recorded status of one run, or None when it has no intact run row yet."""
+    row = run_row(results_dir, run_key)
+    return row["status"] if row else None
 
 
 def statuses(results_dir: Path) -> dict[str, str]:
