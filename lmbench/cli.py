@@ -279,12 +279,12 @@ def predict(
             raise LmbenchError(f"{root}: no such results folder")
     if not images.is_dir():
         raise LmbenchError(f"{images}: no such image folder")
-    chosen = choose_run(results_dirs, run, dataset, labels)
+    chosen, why = choose_run(results_dirs, run, dataset, labels)
     detector = load_detector(chosen)
     where = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     console.print(escape(f"run {chosen['run_key']}: {chosen['dataset_label']} | {chosen['pretrainer_label']} | "
                          f"{chosen['backbone_label']} | {chosen['head_label']} | {chosen['labels']} labels | "
-                         f"seed {chosen['seed']}"), soft_wrap=True)
+                         f"seed {chosen['seed']}: {why}"), soft_wrap=True)
     with Progress(console=console, transient=True) as progress:
         task = progress.add_task("predicting", total=None)
         table, labelme, skipped = predict_folder(
@@ -310,11 +310,11 @@ def export(
     for root in results_dirs:
         if not root.exists():
             raise LmbenchError(f"{root}: no such results folder")
-    chosen = choose_run(results_dirs, run, dataset, labels)
+    chosen, why = choose_run(results_dirs, run, dataset, labels)
     with console.status("exporting"):
         export_onnx(load_detector(chosen), out)
     console.print(escape(f"{out}: run {chosen['run_key']} ({chosen['dataset_label']} | {chosen['pretrainer_label']} | "
-                         f"{chosen['head_label']} | {chosen['labels']} labels); run it with "
+                         f"{chosen['head_label']} | {chosen['labels']} labels: {why}); run it with "
                          f"lmbench.deploy.OnnxDetector"), soft_wrap=True)
 
 

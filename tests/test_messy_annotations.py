@@ -160,7 +160,8 @@ name = "gaussian"
     for sample_id in test_ids:
         source = root / "images" / ("scan_010.png" if sample_id == "010" else f"{sample_id}.png")
         (new_images / f"{sample_id}.png").write_bytes(source.read_bytes())
-    chosen = choose_run([m.results_dir], dataset="folder", labels=4)
+    chosen, why = choose_run([m.results_dir], dataset="folder", labels=4)
+    assert "lowest validation MRE" in why
     table, labelme, _ = predict_folder(load_detector(chosen), new_images, tmp_path / "out", device=torch_cpu())
     with table.open() as handle:
         predicted = {row["id"]: row for row in csv.DictReader(handle)}
@@ -270,3 +271,18 @@ def test_data_check_never_holds_every_image_at_once():
     report = check_dataset("synthetic", dataset)
     assert sum(report.splits.values()) == 100 and report.image_sizes is not None
     assert dataset.most <= 40  # those in flight in the decoding threads (at most 32), not all 100
+
+
+def test_the_default_detector_is_chosen_on_the_validation_split_never_the_test_split(tmp_path):
+    from conftest import fake_run_row
+
+    def metric(split, value):
+        return {"split": split, "eval_mode": "native", "metric": "mre", "landmark": "all", "value": value, "unit": "mm"}
+
+    # a: best on validation; b: best on test, by chance
+    for key, val, test in (("a" * 16, 2.0, 5.0), ("b" * 16, 3.0, 1.0)):
+        results.write_run(tmp_path, fake_run_row(key, "scratch", 4, 0), [metric("val", val), metric("test", test)], [],
+                          [], lambda path: path.parent.mkdir(exist_ok=True) or path.write_bytes(b"weights"))
+    chosen, why = choose_run([tmp_path], dataset="synthetic", labels=4)
+    assert chosen["run_key"] == "a" * 16
+    assert "lowest validation MRE (2.00 mm) of the 2 finished runs" in why

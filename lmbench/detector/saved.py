@@ -121,15 +121,16 @@ def load_detector(run: dict) -> Detector:
 
 
 def choose_run(roots: list[Path], run_key: str | None = None, dataset: str | None = None,
-               labels: int | None = None) -> dict:
-    """A run by its key, or the finished run with a saved model and the lowest test MRE for
-    ``dataset`` (label or name) at ``labels`` labels."""
+               labels: int | None = None) -> tuple[dict, str]:
+    """A run by its key, or the finished run with a saved model and the lowest *validation* MRE
+    for ``dataset`` (label or name) at ``labels`` labels, and why it was taken. The test split
+    never chooses: it is read once, to report."""
     runs = results.read_runs(roots)
     if run_key:
         found = [r for r in runs if r["run_key"] == run_key]
         if not found:
             raise LmbenchError(f"no run {run_key!r} under {', '.join(map(str, roots))}")
-        return found[0]
+        return found[0], "named by --run"
     if dataset is None or labels is None:
         raise LmbenchError("name a run: --run KEY, or --dataset D with --labels N for the best one")
     candidates = [r for r in runs if r["status"] == "ok" and r["labels"] == labels
@@ -141,11 +142,13 @@ def choose_run(roots: list[Path], run_key: str | None = None, dataset: str | Non
         raise LmbenchError(f"none of the {len(candidates)} finished runs for {dataset!r} with {labels} labels kept "
                            f"its model; run them with save_models = true")
 
-    def test_mre(run: dict) -> float:
-        mre = results.overall(run["_file"], "test", "native")
+    def validation_mre(run: dict) -> float:
+        mre = results.overall(run["_file"], "val", "native")
         return float("inf") if mre is None else mre
 
-    return min(kept, key=test_mre)
+    best = min(kept, key=validation_mre)
+    return best, (f"the lowest validation MRE ({validation_mre(best):.2f} {best['unit']}) of the {len(kept)} finished "
+                  f"runs for {dataset} with {labels} labels that kept their model; the test split chose nothing")
 
 
 def image_files(folder: Path) -> list[Path]:
