@@ -2,6 +2,7 @@
 the JSON export holds, clicking a header sorts by it, figures are embedded, and the page logs
 no console error."""
 
+import base64
 import json
 import re
 import shutil
@@ -109,3 +110,45 @@ def test_the_page_shows_the_json_exports_values_and_sorts(tmp_path, browser):
     errors = [entry for entry in browser.get_log("browser") if entry["level"] == "SEVERE"]
     assert errors == []
     browser.save_screenshot(str(tmp_path / "report.png"))
+
+
+HOSTILE = "<script>document.title+='|XSS'</script>"
+
+
+def write_hostile_runs(folder, secret):
+    """Two runs whose labels and landmark names carry script and a Markdown image of a local file."""
+    for seed, mre in enumerate([3.0, 4.0]):
+        row = fake_run_row(f"hostile-{seed}", "ddpm", 1, seed, dataset_label=f"isbi{HOSTILE}",
+                           pretrainer_label=f"ddpm {HOSTILE}", head_label=f"![x]({secret})", thresholds="[2.0]")
+        predictions = [{"split": "test", "image_id": "151", "landmark_index": 0, "landmark": f"L{HOSTILE}",
+                        "x": 1.0, "y": 1.0, "x_true": 1.0 + mre, "y_true": 1.0, "error": mre, "unit": "mm"}]
+        metrics = [{"split": "test", "eval_mode": "native", "metric": "mre", "landmark": landmark, "value": mre,
+                    "unit": "mm"} for landmark in ("all", f"L{HOSTILE}")]
+        results.write_run(folder, row, metrics, predictions)
+
+
+def test_labels_from_a_results_folder_reach_the_report_as_text(tmp_path):
+    secret = tmp_path / "secret.png"
+    secret.write_bytes(b"\x89PNG private")
+    write_hostile_runs(tmp_path / "results", secret)
+    shown = lmbench_cli("report", str(tmp_path / "results"), "--out", str(tmp_path / "report"))
+    assert shown.returncode == 0, shown.stdout + shown.stderr
+    page = (tmp_path / "report" / "index.html").read_text()
+    assert "<script>document.title" not in page and "&lt;script&gt;document.title" in page
+    assert f'src="{secret}"' not in page
+    assert base64.b64encode(secret.read_bytes()).decode() not in page  # never embedded
+    index = (tmp_path / "report" / "index.md").read_text()
+    assert "<script>" not in index and "![x](" not in index
+
+
+@needs_browser
+def test_a_report_of_hostile_labels_runs_no_script_in_chromium(tmp_path, browser):
+    write_hostile_runs(tmp_path / "results", tmp_path / "secret.png")
+    shown = lmbench_cli("report", str(tmp_path / "results"), "--out", str(tmp_path / "report"))
+    assert shown.returncode == 0, shown.stdout + shown.stderr
+    browser.get((tmp_path / "report" / "index.html").as_uri())
+    assert "XSS" not in browser.title
+    assert "document.title" in browser.find_element("tag name", "body").text  # shown as text
+    assert all(img.get_attribute("src").startswith("data:image/png;base64,")
+               for img in browser.find_elements("tag name", "img"))
+    browser.save_screenshot(str(tmp_path / "hostile.png"))

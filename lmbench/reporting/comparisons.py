@@ -13,6 +13,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import matplotlib.ticker  # noqa: E402
 import numpy as np  # noqa: E402
 
+from lmbench.reporting.formats import md_text  # noqa: E402
 from lmbench.reporting.leaderboard import Board  # noqa: E402
 from lmbench.reporting.stats import Ranking, friedman_ranks  # noqa: E402
 
@@ -93,7 +94,7 @@ def ranking_markdown(ranking: Ranking) -> str:
     lines = ["| Method | Mean rank | Rank interval |", "|---|---:|---:|"]
     for i in np.argsort(ranking.mean_ranks):
         low, high = ranking.rank_intervals[i]
-        lines.append(f"| {ranking.methods[i]} | {ranking.mean_ranks[i]:.2f} | {low:.2f} to {high:.2f} |")
+        lines.append(f"| {md_text(ranking.methods[i])} | {ranking.mean_ranks[i]:.2f} | {low:.2f} to {high:.2f} |")
     return "\n".join(lines)
 
 
@@ -108,10 +109,10 @@ def landmark_table(board: Board, labels: int) -> tuple[list[str], list[str], np.
 def landmark_markdown(board: Board, labels: int) -> str:
     """Per-landmark MRE, the lowest of each landmark in bold."""
     landmarks, methods, values = landmark_table(board, labels)
-    lines = ["| Landmark | " + " | ".join(methods) + " |", "|---|" + "---:|" * len(methods)]
+    lines = ["| Landmark | " + " | ".join(md_text(m) for m in methods) + " |", "|---|" + "---:|" * len(methods)]
     for name, row in zip(landmarks, values):
         best = np.nanmin(row)
-        lines.append(f"| {name} | " + " | ".join(f"**{v:.2f}**" if v == best else f"{v:.2f}" for v in row) + " |")
+        lines.append(f"| {md_text(name)} | " + " | ".join(f"**{v:.2f}**" if v == best else f"{v:.2f}" for v in row) + " |")
     return "\n".join(lines)
 
 

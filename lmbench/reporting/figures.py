@@ -24,7 +24,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from lmbench.reporting import comparisons, curves, health, reliability  # noqa: E402
-from lmbench.reporting.formats import to_markdown  # noqa: E402
+from lmbench.reporting.formats import md_text, to_markdown  # noqa: E402
 from lmbench.reporting.html import write_html  # noqa: E402
 from lmbench.reporting.leaderboard import Board, build_boards, header, matches  # noqa: E402
 from lmbench.store import results  # noqa: E402
@@ -193,7 +193,7 @@ def write_report(roots: list[Path], out: Path, eval_mode: str = "native", filter
     for board in boards:
         slug = _slug(board.dataset)
         board_runs = [r for r in runs if r["dataset_label"] == board.dataset]
-        index += [f"## {board.dataset}", "", board, ""]
+        index += [f"## {md_text(board.dataset)}", "", board, ""]
         if not board.rows:
             continue
         mre, sdr = out / f"{slug}-mre.png", out / f"{slug}-sdr.png"
@@ -223,7 +223,7 @@ def write_report(roots: list[Path], out: Path, eval_mode: str = "native", filter
                       f"Ground truth (green) and predictions (red) on the first test images, one column per "
                       f"method, with {labels} labelled images (the paper's Figure 3).", ""]
         else:
-            index += [f"Prediction overlays left out: {why_not}.", ""]
+            index += [f"Prediction overlays left out: {md_text(why_not)}.", ""]
         for name, data, plot, alt, caption in (
             ("curves", curves.read_curves(board_runs), curves.plot_curves, "fine-tuning curves",
              "Training and validation loss per fine-tuning epoch, and the learning rate the plateau schedule set, "
@@ -265,8 +265,8 @@ def write_report(roots: list[Path], out: Path, eval_mode: str = "native", filter
                       f"at {ranking.alpha:g}): the data cannot tell them apart (Demšar, JMLR 2006).", ""]
     index += _health_section(runs, out, figures)
     markdown = [to_markdown([item]).strip() if isinstance(item, Board) else item for item in index]
-    (out / "index.md").write_text("\n".join([f"# {title}", "", *markdown]))
-    write_html(index, out, title)
+    (out / "index.md").write_text("\n".join([f"# {md_text(title)}", "", *markdown]))
+    write_html(index, out, title, {figure.name for figure in figures})
     return figures
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 
 from lmbench.reporting.leaderboard import Board, cells, columns, footnote, right_aligned
 from lmbench.reporting.stats import BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED
@@ -12,16 +13,25 @@ from lmbench.reporting.stats import BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED
 FORMATS = ("rich", "markdown", "latex", "csv", "json")
 
 
+_MARKDOWN_ACTIVE = re.compile(r"([\\`*_\[\]!<>|])")
+
+
+def md_text(value: object) -> str:
+    """Any text from a matrix, a dataset or a results folder, as Markdown that shows it literally:
+    no emphasis, link, image, code or HTML of its own, no table cell broken."""
+    return _MARKDOWN_ACTIVE.sub(r"\\\1", " ".join(str(value).split()))
+
+
 def to_markdown(boards: list[Board]) -> str:
     parts = []
     for board in boards:
         names = columns(board)
-        lines = [f"**{board.title()}**", "", "| " + " | ".join(names) + " |",
+        lines = [f"**{md_text(board.title())}**", "", "| " + " | ".join(md_text(n) for n in names) + " |",
                  "|" + "|".join("---:" if right_aligned(i, n) else "---" for i, n in enumerate(names)) + "|"]
         for row in board.rows:
-            texts = [f"**{text}**" if bold else text for text, bold in cells(board, row)]
-            lines.append("| " + " | ".join(t.replace("|", "\\|") for t in texts) + " |")
-        lines += [""] + [line + "  " for line in footnote(board).split("\n")]
+            texts = [f"**{md_text(text)}**" if bold else md_text(text) for text, bold in cells(board, row)]
+            lines.append("| " + " | ".join(texts) + " |")
+        lines += [""] + [md_text(line) + "  " for line in footnote(board).split("\n")]
         parts.append("\n".join(lines))
     return "\n\n".join(parts) + "\n"
 

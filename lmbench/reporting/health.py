@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 from lmbench.reporting.curves import panels, save_panels
+from lmbench.reporting.formats import md_text
 from lmbench.store import layout, results
 
 
@@ -69,7 +70,7 @@ def measures_markdown(runs: list[dict]) -> str:
                  *(_number(measures.get(k)) for k in ("first_loss", "last_loss", "chance", "spread", "spread_init",
                                                       "held_out_loss", "held_out_chance")),
                  "; ".join(problems) or "ok"]
-        lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
+        lines.append("| " + " | ".join(md_text(c) for c in cells) + " |")
     return "\n".join(lines) if len(lines) > 2 else ""
 
 
@@ -80,5 +81,5 @@ def flagged_markdown(runs: list[dict]) -> str:
     for run in sorted(flagged, key=lambda r: (r["dataset_label"], _pretraining(r), r["labels"], r["seed"])):
         cells = [run["run_key"], run["dataset_label"], _pretraining(run), run["head_label"], str(run["labels"]),
                  str(run["seed"]), run["health"]]
-        lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
+        lines.append("| " + " | ".join(md_text(c) for c in cells) + " |")
     return "\n".join(lines) if flagged else ""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import html
 import json
 import re
 from pathlib import Path
@@ -52,24 +53,28 @@ def board_view(board: Board, first_record: int) -> dict:
                         for j, (key, name) in enumerate(zip(keys, names))]}
 
 
-def _embed_images(text: str, folder: Path) -> str:
-    """Markdown image links to files in ``folder`` as data URIs."""
+def _embed_images(text: str, folder: Path, figures: set[str]) -> str:
+    """Markdown image links to the report's own figures (names in ``folder``) as data URIs; any
+    other image link is left out of the page."""
     def inline(match: re.Match) -> str:
         path = folder / match.group(2)
-        if not path.is_file():
-            return match.group(0)
+        if match.group(2) not in figures or not path.is_file():
+            return f"(figure {html.escape(match.group(2))} left out: not one the report wrote)"
         data = base64.b64encode(path.read_bytes()).decode()
         return f"![{match.group(1)}](data:image/png;base64,{data})"
     return re.sub(r"!\[([^\]]*)\]\(([^)\s]+\.png)\)", inline, text)
 
 
-def write_html(index: list[str | Board], out: Path, title: str) -> Path:
-    """``out/index.html`` from the report's index: Markdown lines and leaderboards, in order."""
+def write_html(index: list[str | Board], out: Path, title: str, figures: set[str] = frozenset()) -> Path:
+    """``out/index.html`` from the report's index: Markdown lines and leaderboards, in order.
+    ``figures``: the names of the figures the report wrote, the only images the page embeds.
+    The prose is HTML-escaped before Markdown reads it: no markup of a label's reaches the page."""
     blocks, prose, count = [], [], 0
 
     def flush():
         if prose:
-            text = _embed_images("\n".join(prose), out)
+            text = html.escape("\n".join(prose), quote=False).replace("\\&lt;", "&lt;").replace("\\&gt;", "&gt;")
+            text = _embed_images(text, out, figures)
             blocks.append({"html": markdown.markdown(text, extensions=["tables"])})
             prose.clear()
 
@@ -83,7 +88,7 @@ def write_html(index: list[str | Board], out: Path, title: str) -> Path:
             prose.append(item)
     flush()
     page = TEMPLATES.get_template("report.html.j2").render(
-        title=title, blocks=blocks, records_json=json.dumps(records(boards)).replace("</", "<\\/"))
+        title=title, blocks=blocks, records_json=json.dumps(records(boards)).replace("<", "\\u003c"))
     path = out / "index.html"
     path.write_text(page, encoding="utf-8")
     return path
