@@ -7,19 +7,35 @@
         check_pretrainer(MyPretrainer(MyPretrainer.Params(steps=3)), backbone)
 
 Each ``check_*`` runs the component the way a matrix would and raises ``AssertionError``
-with what is wrong; each returns what it produced, for further assertions of your own.
+with what is wrong; each returns what it produced, for further assertions of your own. Each
+runs at ``threads`` torch threads (1 by default, as the matrices' ``threads``): tiny networks
+run slower on more, many times slower on a busy machine.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
 import torch
 
 from lmbench.core.errors import PluginError
-from lmbench.core.interfaces import Backbone, Dataset, HeadStrategy, PretrainContext, Pretrainer
+from lmbench.core.interfaces import Backbone, Dataset, HeadStrategy, MatchingHead, PretrainContext, Pretrainer
 from lmbench.core.params import build, check_defaults
+
+
+def at_threads(check):
+    """``check`` run at ``threads`` torch intra-op threads (a keyword, 1 by default), restored after."""
+    @functools.wraps(check)
+    def run(*args, threads: int = 1, **kwargs):
+        before = torch.get_num_threads()
+        torch.set_num_threads(threads)
+        try:
+            return check(*args, **kwargs)
+        finally:
+            torch.set_num_threads(before)
+    return run
 
 
 def tiny_images(count: int = 8, size: int = 32, seed: int = 0) -> torch.Tensor:
@@ -48,6 +64,7 @@ def check_params(*components) -> None:
             raise AssertionError(str(exc)) from None
 
 
+@at_threads
 def check_backbone(backbone: Backbone, num_landmarks: int = 3, image_size: int = 32) -> torch.nn.Module:
     """``build`` gives (B, N, S, S) finite logits that gradients flow through, and every weight
     slot's part builds with tensors that sit under the slot's prefix in the network."""
@@ -67,6 +84,7 @@ def check_backbone(backbone: Backbone, num_landmarks: int = 3, image_size: int =
     return model
 
 
+@at_threads
 def check_pretrainer(pretrainer: Pretrainer, backbone: Backbone, num_landmarks: int = 3, image_size: int = 32,
                      images: torch.Tensor | None = None) -> dict[str, torch.Tensor] | None:
     """Pre-trains on tiny images as a matrix would, checks the result as the runner does
@@ -107,9 +125,14 @@ def check_pretrainer(pretrainer: Pretrainer, backbone: Backbone, num_landmarks: 
     return weights
 
 
+@at_threads
 def check_head(head: HeadStrategy, num_landmarks: int = 3, size: int = 32) -> torch.Tensor:
     """Targets of the right shape, a finite scalar loss that a few steps lower, and decoding
-    that finds landmarks again from logits that learned the targets (within 1.5 px)."""
+    that finds landmarks again from logits that learned the targets (within 1.5 px). A
+    matching head is checked by ``check_matching_head`` on a small smp U-Net instead."""
+    if isinstance(head, MatchingHead):
+        return check_matching_head.__wrapped__(head, make("backbone", "smp-unet", encoder="tu-resnet10t",
+                                                          encoder_depth=3, decoder_channels=[16, 8, 8]), num_landmarks)
     check_params(head)
     generator = torch.Generator().manual_seed(0)
     landmarks = 4 + torch.rand(2, num_landmarks, 2, generator=generator) * (size - 8)
@@ -133,6 +156,38 @@ def check_head(head: HeadStrategy, num_landmarks: int = 3, size: int = 32) -> to
     return decoded
 
 
+@at_threads
+def check_matching_head(head: MatchingHead, backbone: Backbone, num_landmarks: int = 3, size: int = 32) -> np.ndarray:
+    """Fitted on one tiny image, it finds that image's landmarks again (within 2 input pixels),
+    with a map per landmark summing to 1, and keeps what it fitted in tensor attributes (which
+    a saved detector carries). Returns the points, in original pixels."""
+    check_params(head, backbone)
+    torch.manual_seed(0)
+    model = backbone.build(num_landmarks, size).eval()
+    image = tiny_images(1, 2 * size, seed=1)[0, 0].numpy()
+    generator = torch.Generator().manual_seed(0)
+    landmarks = (8 + torch.rand(num_landmarks, 2, generator=generator) * (2 * size - 16)).double().numpy()
+
+    def encode(images: torch.Tensor) -> list[torch.Tensor]:
+        maps = backbone.features(model, images)
+        assert maps, f"backbone {backbone.name!r} exposes no feature maps"
+        return [m.float() for m in maps]
+
+    with torch.no_grad():
+        head.fit(encode, [image], [landmarks], size)
+        assert any(isinstance(v, torch.Tensor) for v in vars(head).values()), \
+            "fit(...) kept no tensor attribute: a saved detector would carry nothing"
+        points, maps = head.locate(encode, [image], size)
+    points = np.asarray(points)
+    assert points.shape == (1, num_landmarks, 2), f"locate(...) returned points of shape {points.shape}"
+    assert tuple(maps.shape) == (1, num_landmarks, size, size), f"locate(...) returned maps of shape {tuple(maps.shape)}"
+    assert torch.allclose(maps.sum((-2, -1)), torch.ones(1, num_landmarks), atol=1e-4), "a map does not sum to 1"
+    error = np.abs(points[0] - landmarks).max() / 2  # an input pixel is two original pixels here
+    assert error <= 2, f"matching the image it was fitted on misses a landmark by {error:.2f} input px"
+    return points
+
+
+@at_threads
 def check_dataset(dataset: Dataset, samples: int = 2) -> None:
     """Disjoint non-empty splits; the first ``samples`` of each load as a float image in
     [0, 1] with (N, 2) landmarks inside it and a spacing that fits the unit."""

@@ -63,3 +63,29 @@ class Swapped(GaussianHead):
 def test_a_broken_plugin_fails_its_check_with_what_is_wrong(check, message):
     with pytest.raises((AssertionError, Exception), match=message.replace("(", r"\(").replace(")", r"\)")):
         check()
+
+
+def test_a_matching_head_is_checked_by_matching_and_the_checks_run_at_one_thread():
+    import numpy as np
+    import torch
+
+    from lmbench.api import MatchingHead
+    from lmbench.testing import check_head, check_matching_head, make
+
+    seen = []
+
+    class Centre(MatchingHead):  # always the image's centre, fitted on nothing
+        def fit(self, encode, images, landmarks, size):
+            seen.append(torch.get_num_threads())
+
+        def locate(self, encode, images, size):
+            n = 3
+            points = np.stack([np.tile([[im.shape[1] / 2, im.shape[0] / 2]], (n, 1)) for im in images])
+            return points, torch.full((len(images), n, size, size), 1 / size**2)
+
+    with pytest.raises(AssertionError, match="kept no tensor attribute"):
+        check_head(Centre())
+    assert seen == [1]
+    backbone = make("backbone", "smp-unet", encoder="tu-resnet10t", encoder_depth=3, decoder_channels=[16, 8, 8])
+    points = check_matching_head(make("head", "feature-match"), backbone, threads=2)
+    assert points.shape == (1, 3, 2)

@@ -369,10 +369,20 @@ class HeadStrategy(Component):
         return logits.float().flatten(2).softmax(-1).view_as(logits)
 
     def exported_decoding(self) -> dict | None:
-        """This head's ``decode`` as one of the numpy rules of ``lmbench.deploy.decode`` (a JSON
-        dict naming the rule and its settings, calibrated ones included), so that an exported
-        detector (``lmbench export``) decodes outside PyTorch; None: it has none, and cannot
-        be exported."""
+        """This head's ``decode`` as one of the numpy rules of ``lmbench.deploy.decode``, so that an
+        exported detector (``lmbench export``) decodes outside PyTorch; None: it has none, and
+        cannot be exported. A JSON dict, one of:
+
+        - ``{"rule": "contour"}``: each channel's raw logits above half their maximum, the
+          largest external contour's centroid (the published code's rule);
+        - ``{"rule": "region"}``: the softmax across landmarks above half its maximum, the mean
+          of the largest 4-connected region;
+        - ``{"rule": "argmax", "subpixel": bool, "temperatures": [one per landmark] or None}``:
+          each channel's maximum, refined below the pixel from its softmax (at the calibrated
+          temperatures) when ``subpixel``.
+
+        The export fails in one line when the rule's decoding differs from ``decode``'s on the
+        run's test images."""
         return None
 
     #: whether ``calibrate`` wants the validation split's logits once fine-tuning is done
