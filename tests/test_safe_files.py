@@ -89,3 +89,74 @@ def test_planted_cache_files_are_never_read_and_are_computed_again(tmp_path, cap
     (run,) = results.read_runs([matrix.results_dir])
     assert run["pretrain_cache_hit"] is False
     tensorfile.load(data), tensorfile.load(weights)  # both written again in the safe format
+
+
+def test_a_table_without_its_digest_is_foreign_and_set_aside(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from conftest import fake_run_row
+
+    results.write_run(tmp_path, fake_run_row("k" * 16, "scratch", 1, 0), [], [])
+    path = tmp_path / "runs" / f"{'k' * 16}.parquet"
+    table = pq.read_table(path)
+    edited = table.set_column(table.column_names.index("labels"), "labels", pa.array([50], pa.int64()))
+    pq.write_table(edited.replace_schema_metadata({}), path)  # an edit, its digest dropped
+    with pytest.raises(CorruptFile, match="carries no checksum"):
+        results.read_verified(path, results.RUN_SCHEMA)
+    assert results.read_runs([tmp_path]) == [] and not path.exists()  # set aside: the run is pending again
+    assert list((tmp_path / "corrupt").rglob("*.parquet*"))
+
+
+def test_tensor_files_without_a_digest_or_with_edited_metadata_are_refused(tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    path = tmp_path / "detector.safetensors"
+    tensorfile.save(path, {"w": torch.ones(3)}, {"image_size": 64})
+    assert tensorfile.load(path)[1] == {"image_size": 64}
+    tensors = load_file(str(path))
+    save_file(tensors, str(path), metadata={"lmbench": '{"image_size": 128}',
+                                            "sha256": tensorfile.checksum(tensors)})  # the old, tensors-only digest
+    with pytest.raises(CorruptFile, match="do not match the checksum"):
+        tensorfile.load(path)
+    save_file(tensors, str(path), metadata={"lmbench": '{"image_size": 64}'})
+    with pytest.raises(CorruptFile, match="carries no checksum"):
+        tensorfile.load(path)
+
+
+def test_planted_links_are_never_written_through(tmp_path):
+    from lmbench.store import integrity, layout
+
+    target = tmp_path / "elsewhere.txt"
+    target.write_text("keep me")
+    log = layout.log_file(tmp_path / "results", "k" * 16)
+    log.parent.mkdir(parents=True)
+    log.symlink_to(target)
+    integrity.write_text(log, "a traceback")
+    assert target.read_text() == "keep me" and not log.is_symlink() and log.read_text() == "a traceback"
+    temporary = log.with_name(f".{log.name}.{__import__('os').getpid()}.tmp")
+    temporary.symlink_to(target)  # even at the name the writer is about to use
+    integrity.write_text(log, "again")
+    assert target.read_text() == "keep me" and log.read_text() == "again"
+
+
+def test_a_planted_claim_link_fails_those_runs_in_one_line_and_creates_nothing(tmp_path):
+    matrix = load_matrix(tiny_matrix(tmp_path, labels=(1,), epochs=1))
+    (spec,) = matrix.runs
+    target = tmp_path / "created-through-the-link"
+    claim = matrix.results_dir / "claims" / f"{spec.training_key}.lock"
+    claim.parent.mkdir(parents=True)
+    claim.symlink_to(target)
+    summary = run_matrix(matrix, quiet=True)
+    assert summary.failed == 1 and not target.exists()
+    assert "a symbolic link where lmbench keeps a lock" in summary.failures[0][1]
+
+
+@pytest.mark.parametrize("name", ["../../escape", "a/b", "..", "."])
+def test_a_matrix_name_is_one_folder_name(tmp_path, name):
+    from lmbench.core.errors import MatrixError
+
+    path = tiny_matrix(tmp_path)
+    path.write_text(path.read_text().replace('name = "tiny"', f'name = "{name}"', 1))
+    with pytest.raises(MatrixError, match="is not a folder name"):
+        load_matrix(path)

@@ -159,6 +159,9 @@ def parse_matrix(data: dict[str, Any], path: Path, reg: Registry | None = None) 
     if "name" not in data:
         data = {**data, "name": path.stem}
     top = P.build(MatrixFile, data, where)
+    if top.name in ("", ".", "..") or any(ch in top.name for ch in "/\\\0"):
+        raise MatrixError(f"{where}.name: {top.name!r} is not a folder name (it names the results folder under "
+                          f"output): no slashes, not . or ..")
     for key in ("labels", "seeds"):
         if not getattr(top, key):
             raise MatrixError(f"{where}.{key}: must list at least one value")

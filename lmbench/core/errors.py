@@ -22,6 +22,10 @@ class CorruptFile(LmbenchError):
     in the format lmbench writes (a pickle, say, which is never read)."""
 
 
+class UnsafePath(LmbenchError):
+    """A path lmbench will not write through: a symbolic link planted where it keeps a file."""
+
+
 class SkipRun(LmbenchError):
     """Raised by a plugin when a run cannot be done here (e.g. weights not available offline).
 

@@ -27,7 +27,7 @@ from lmbench.reporting import comparisons, curves, health, reliability  # noqa: 
 from lmbench.reporting.formats import md_text, to_markdown  # noqa: E402
 from lmbench.reporting.html import write_html  # noqa: E402
 from lmbench.reporting.leaderboard import Board, build_boards, header, matches  # noqa: E402
-from lmbench.store import results  # noqa: E402
+from lmbench.store import integrity, results  # noqa: E402
 
 DPI = 100
 OVERLAY_IMAGES = 3
@@ -265,7 +265,7 @@ def write_report(roots: list[Path], out: Path, eval_mode: str = "native", filter
                       f"at {ranking.alpha:g}): the data cannot tell them apart (Demšar, JMLR 2006).", ""]
     index += _health_section(runs, out, figures)
     markdown = [to_markdown([item]).strip() if isinstance(item, Board) else item for item in index]
-    (out / "index.md").write_text("\n".join([f"# {md_text(title)}", "", *markdown]))
+    integrity.write_text(out / "index.md", "\n".join([f"# {md_text(title)}", "", *markdown]))
     write_html(index, out, title, {figure.name for figure in figures})
     return figures
 

@@ -20,6 +20,7 @@ import markdown
 
 from lmbench.reporting.formats import column_key, records
 from lmbench.reporting.leaderboard import Board, cells, columns, footnote, right_aligned
+from lmbench.store import integrity
 
 TEMPLATES = jinja2.Environment(loader=jinja2.PackageLoader("lmbench.reporting", "templates"),
                                autoescape=jinja2.select_autoescape(["html", "j2"]), trim_blocks=True,
@@ -90,5 +91,5 @@ def write_html(index: list[str | Board], out: Path, title: str, figures: set[str
     page = TEMPLATES.get_template("report.html.j2").render(
         title=title, blocks=blocks, records_json=json.dumps(records(boards)).replace("<", "\\u003c"))
     path = out / "index.html"
-    path.write_text(page, encoding="utf-8")
+    integrity.write_text(path, page)
     return path

@@ -10,11 +10,11 @@ from pathlib import Path
 import torch
 
 from lmbench.config.specs import RunSpec
-from lmbench.core.errors import LmbenchError, SkipRun, one_line
+from lmbench.core.errors import LmbenchError, SkipRun, UnsafePath, one_line
 from lmbench.core.plugins import registry
 from lmbench.run.context import RunContext, config_row, pick_device, provenance
 from lmbench.run.pipeline import Outcome, execute
-from lmbench.store import layout, results
+from lmbench.store import integrity, layout, results
 from lmbench.store.locks import file_lock
 
 
@@ -60,18 +60,24 @@ class GroupJob:
     nodes: int = 1  # nodes per pre-training (a SLURM job's, set by the submitit executor)
 
     def __call__(self, specs: list[RunSpec], on_stage=lambda text, done, total: None) -> Summary:
-        summary = Summary()
         claim = layout.claim_file(self.results_dir, specs[0].training_key)
-        with file_lock(claim, wait=False) as mine:
-            if not mine:
-                summary.busy = len(specs)
-                return summary
-            status = {s.run_key: results.status_of(self.results_dir, s.run_key) for s in specs}
-            todo = [s for s in specs if status[s.run_key] is None or status[s.run_key] in self.redo]
-            summary.already_done = len(specs) - len(todo)
-            if todo:
-                torch.set_num_threads(todo[0].threads)  # the same count on every executor: the same numbers
-                summary.add(self._execute(todo, on_stage))
+        try:
+            with file_lock(claim, wait=False) as mine:
+                return self._claimed(specs, mine, on_stage)
+        except UnsafePath as exc:  # a claim that cannot be taken safely: these runs wait, the matrix goes on
+            return Summary(failed=len(specs), notes=[("failed", spec.title, one_line(exc)) for spec in specs])
+
+    def _claimed(self, specs: list[RunSpec], mine: bool, on_stage) -> Summary:
+        summary = Summary()
+        if not mine:
+            summary.busy = len(specs)
+            return summary
+        status = {s.run_key: results.status_of(self.results_dir, s.run_key) for s in specs}
+        todo = [s for s in specs if status[s.run_key] is None or status[s.run_key] in self.redo]
+        summary.already_done = len(specs) - len(todo)
+        if todo:
+            torch.set_num_threads(todo[0].threads)  # the same count on every executor: the same numbers
+            summary.add(self._execute(todo, on_stage))
         return summary
 
     def context(self) -> RunContext:
@@ -109,7 +115,7 @@ class GroupJob:
                 if status == "failed":
                     log = layout.log_file(self.results_dir, spec.run_key)
                     log.parent.mkdir(parents=True, exist_ok=True)
-                    log.write_text(traceback.format_exc())
+                    integrity.write_text(log, traceback.format_exc())
                     where = f"run {spec.run_key}, {stage[0]}"
                     if stage[0] == "pre-training" and registry().get("pretrainer", spec.pretrainer.name).trains:
                         where += f", cache {layout.pretrain_entry(ctx.cache_dir, spec.pretrain_key)}"

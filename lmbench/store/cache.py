@@ -71,8 +71,8 @@ def cached(
         seconds = time.perf_counter() - start
         if checkpoint is None:
             tensorfile.save(folder / name, weights)
-        (folder / "identity.json").write_text(json.dumps(identity, indent=2, sort_keys=True))
-        (folder / MARKER).write_text(json.dumps({"seconds": round(seconds, 3)}, indent=2))
+        integrity.write_text(folder / "identity.json", json.dumps(identity, indent=2, sort_keys=True))
+        integrity.write_text(folder / MARKER, json.dumps({"seconds": round(seconds, 3)}, indent=2))
         (folder / RESUME).unlink(missing_ok=True)
         return tensorfile.load(folder / name)[0], False, seconds
 

@@ -25,16 +25,29 @@ STALE_AFTER_S = 60.0
 
 
 def temporary(path: Path) -> Path:
-    """Where a writer puts ``path``'s contents before renaming them into place: hidden, and
-    named so that ``stale_temporaries`` finds it once its writer is gone."""
-    return path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    """Where a writer puts ``path``'s contents before renaming them into place: hidden, named
+    so that ``stale_temporaries`` finds it once its writer is gone, and cleared of whatever a
+    stranger planted there (a symbolic link would be written through). Renaming the temporary
+    onto ``path`` replaces ``path`` itself, never a file it links to."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    if tmp.is_symlink() or tmp.exists():
+        tmp.unlink()
+    return tmp
+
+
+def write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically: a reader sees the old file or the whole new one;
+    nothing is written through a symbolic link."""
+    tmp = temporary(path)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(data)
+    os.replace(tmp, path)
 
 
 def write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` atomically: a reader sees the old file or the whole new one."""
-    tmp = temporary(path)
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    """``write_bytes`` of UTF-8 text."""
+    write_bytes(path, text.encode("utf-8"))
 
 
 def set_aside(path: Path, root: Path) -> Path | None:

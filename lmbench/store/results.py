@@ -115,11 +115,14 @@ def read_verified(path: Path, schema: pa.Schema) -> pa.Table:
         handle = pq.ParquetFile(path, page_checksum_verification=True)
         stored = (handle.schema_arrow.metadata or {}).get(_DIGEST)
         table = handle.read()
-        matches = stored is None or stored.decode(errors="replace") == _digest(table)
+        matches = stored is not None and stored.decode(errors="replace") == _digest(table)
     except FileNotFoundError:
         raise
     except (OSError, ValueError, pa.ArrowException) as exc:  # ValueError: a string no longer UTF-8
         raise CorruptFile(f"{path}: unreadable ({' '.join(str(exc).split())})") from None
+    if stored is None:  # a table without its digest cannot be told from an edited one
+        raise CorruptFile(f"{path}: carries no checksum, so it cannot be verified; lmbench reads only tables it "
+                          f"wrote itself")
     if not matches:
         raise CorruptFile(f"{path}: corrupt (its values do not match the checksum written with them)")
     missing = [f.name for f in schema if f.name not in table.column_names]

@@ -26,9 +26,9 @@ SUFFIX = ".safetensors"
 _ZIP, _PICKLE = b"PK\x03\x04", b"\x80"
 
 
-def checksum(tensors: dict[str, torch.Tensor]) -> str:
-    """sha256 over every tensor's name, dtype, shape and bytes, in name order."""
-    digest = hashlib.sha256()
+def checksum(tensors: dict[str, torch.Tensor], meta: str = "") -> str:
+    """sha256 over the JSON metadata, then every tensor's name, dtype, shape and bytes, in name order."""
+    digest = hashlib.sha256(meta.encode())
     for name in sorted(tensors):
         tensor = tensors[name].detach().cpu().contiguous()
         digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
@@ -42,7 +42,8 @@ def save(path: Path, tensors: dict[str, torch.Tensor], meta: dict | None = None)
     tmp = integrity.temporary(path)
     # own contiguous copies: safetensors refuses tensors sharing memory (tied weights, views)
     plain = {name: tensor.detach().cpu().contiguous().clone() for name, tensor in tensors.items()}
-    save_file(plain, tmp, metadata={"lmbench": json.dumps(meta or {}), "sha256": checksum(plain)})
+    text = json.dumps(meta or {})
+    save_file(plain, tmp, metadata={"lmbench": text, "sha256": checksum(plain, text)})
     os.replace(tmp, path)
 
 
@@ -71,8 +72,11 @@ def load(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
             raise
         what = describe(path) if path.exists() else "missing"
         raise CorruptFile(f"{path}: {what}; lmbench reads only the safetensors files it writes") from exc
-    if "sha256" in metadata and checksum(tensors) != metadata["sha256"]:  # older files carry none
-        raise CorruptFile(f"{path}: corrupt (its tensors do not match the checksum written with them)")
+    if "sha256" not in metadata:  # a file without its digest cannot be told from an edited one
+        raise CorruptFile(f"{path}: carries no checksum, so it cannot be verified; lmbench reads only files it "
+                          f"wrote itself")
+    if checksum(tensors, metadata["lmbench"]) != metadata["sha256"]:
+        raise CorruptFile(f"{path}: corrupt (its tensors or metadata do not match the checksum written with them)")
     return tensors, meta
 
 
