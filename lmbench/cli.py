@@ -185,6 +185,8 @@ def leaderboard(
     head: Annotated[Optional[list[str]], typer.Option(help="Only these heads; repeatable.")] = None,
     labels: Annotated[Optional[list[int]], typer.Option(help="Only these label counts; repeatable.")] = None,
     matrix: Annotated[Optional[list[str]], typer.Option(help="Only runs of these matrices; repeatable.")] = None,
+    selection: Annotated[Optional[list[str]], typer.Option(help="Only runs whose labelled images this selection chose (first, random, representative, ...); repeatable.")] = None,
+    seed: Annotated[Optional[list[int]], typer.Option(help="Only these fine-tuning seeds; repeatable.")] = None,
     metrics: Annotated[Optional[str], typer.Option(help="Metric columns, comma-separated, e.g. mre,sdr@2.")] = None,
     eval_mode: Annotated[Optional[EvalMode], typer.Option(help="native: original resolution and true spacing; paper: the published metric code's rules (the default with --reference).")] = None,
     reference: Annotated[Optional[str], typer.Option(help="Published numbers to show beside ours, e.g. 'paper' (results/reference/paper.parquet).")] = None,
@@ -206,7 +208,7 @@ def leaderboard(
         if not root.exists():
             raise LmbenchError(f"{root}: no such results folder")
     filters = {"dataset": dataset, "pretrainer": pretrainer, "backbone": backbone, "head": head,
-               "labels": labels, "matrix": matrix}
+               "labels": labels, "matrix": matrix, "selection": selection, "seed": seed}
     if reference and split is Split.val:
         raise LmbenchError("--reference: the published numbers are test-set numbers; drop --split val")
     mode = (eval_mode or (EvalMode.paper if reference else EvalMode.native)).value

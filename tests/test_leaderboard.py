@@ -198,3 +198,18 @@ def test_an_installed_wheel_carries_the_papers_numbers(tmp_path):
     assert out.returncode == 0, out.stderr
     module, count = out.stdout.split()
     assert module.startswith(str(tmp_path / "site")) and int(count) == 487
+
+
+def test_a_metric_the_runs_do_not_have_is_an_error_that_lists_theirs(fake_results):
+    from lmbench.core.errors import LmbenchError
+
+    with pytest.raises(LmbenchError, match=r"'sdr2' is not a metric of synthetic's runs \(did you mean 'sdr@2.5'\?\)"):
+        build_boards(fake_results, metrics=["mre", "sdr2"])
+    with pytest.raises(LmbenchError, match="'failure@40' is not a metric.*mre, sdr@2.5, sdr@5, coverage"):
+        build_boards(fake_results, metrics=["failure@40"])
+
+
+def test_selection_and_seed_filter_the_rows(fake_results):
+    (board,) = build_boards(fake_results, filters={"selection": ["first"], "seed": [0]})
+    assert {r.seeds for r in board.rows} == {1}
+    assert build_boards(fake_results, filters={"selection": ["representative"]}) == []

@@ -6,6 +6,7 @@ across label counts."""
 
 from __future__ import annotations
 
+import difflib
 import json
 from collections import Counter, defaultdict
 from collections.abc import Iterable
@@ -16,6 +17,7 @@ import numpy as np
 from rich.markup import escape
 from rich.table import Table
 
+from lmbench.core.errors import LmbenchError
 from lmbench.core.keys import content_key
 from lmbench.evaluate.metrics import sdr_name
 from lmbench.reporting import stats
@@ -27,7 +29,7 @@ UNCERTAINTY = ("coverage", "radius", "coverage_adaptive", "radius_adaptive")
 FILTER_COLUMNS = {
     "dataset": ("dataset_label", "dataset"), "pretrainer": ("pretrainer_label", "pretrainer"),
     "backbone": ("backbone_label", "backbone"), "head": ("head_label", "head"),
-    "labels": ("labels",), "matrix": ("matrix",),
+    "labels": ("labels",), "matrix": ("matrix",), "selection": ("selection",), "seed": ("seed",),
 }
 
 
@@ -124,6 +126,23 @@ def matches(run: dict, filters: dict[str, list]) -> bool:
     return True
 
 
+def _stored_failures(run: dict) -> list[str]:
+    """The failure-rate metrics a run stored (``failure@<its dataset's threshold>``)."""
+    table = results.read_table("metrics", run["_file"])
+    return sorted({m for m in (table.column("metric").to_pylist() if table is not None else [])
+                   if m.startswith("failure@")})
+
+
+def _check_metrics(asked: list[str], known: list[str], dataset: str) -> None:
+    """Every metric asked for is one the dataset's runs have, or an error listing those."""
+    for metric in asked:
+        if metric not in known:
+            close = difflib.get_close_matches(metric, known, n=1, cutoff=0.5)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise LmbenchError(f"--metrics: {metric!r} is not a metric of {dataset}'s runs{hint}; they have "
+                               f"{', '.join(known)}")
+
+
 def build_boards(roots: Iterable[Path], eval_mode: str = "native", filters: dict[str, list] | None = None,
                  metrics: list[str] | None = None, reference: list[dict] | None = None,
                  split: str = "test", confidence: float = 0.95, significance: float = 0.05,
@@ -144,6 +163,8 @@ def build_boards(roots: Iterable[Path], eval_mode: str = "native", filters: dict
         ok = [r for r in dataset_runs if r["status"] == "ok"]
         thresholds = json.loads(ok[0]["thresholds"]) if ok else []
         available = ["mre"] + [sdr_name(t) for t in thresholds]  # the paper's columns, shown by default
+        if metrics and ok:
+            _check_metrics(metrics, available + list(UNCERTAINTY) + _stored_failures(ok[0]), dataset)
         available += [m for m in metrics or [] if m in UNCERTAINTY or m.startswith("failure@")]
         multiple_backbones = len({r["backbone_label"] for r in ok}) > 1
         board = Board(
