@@ -369,6 +369,8 @@ def show_check(report) -> bool:
         console.print(f"  landmarks: x {lo[0]:.1f} to {hi[0]:.1f}, y {lo[1]:.1f} to {hi[1]:.1f} (original pixels)")
     if report.spacing_range:
         console.print(f"  spacing: {report.spacing_range[0]:.4g} to {report.spacing_range[1]:.4g} mm per pixel")
+    console.print(f"  metrics in {report.unit}: SDR at {', '.join(f'{t:g}' for t in report.thresholds)} {report.unit}, "
+                  f"failure beyond {report.failure_threshold:g} {report.unit}")
     if report.agreement:
         agreement = report.agreement
         worst = sorted(agreement.per_landmark.items(), key=lambda kv: -kv[1])

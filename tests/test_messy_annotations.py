@@ -98,6 +98,12 @@ def test_data_check_lists_every_slip_and_the_rest_is_used(tmp_path):
                         "-p", f"landmarks={json.dumps(NAMES)}")
     assert shown.returncode == 0, shown.stderr
     assert shown.stdout.count("left out:") == 2 and "inter-annotator distance (px) over 12 images: 1 overall" in shown.stdout
+    # no spacing: pixel thresholds scaled to the 80 px longer side, never millimetre values read as pixels
+    assert report.unit == "px" and report.thresholds == (0.4, 0.8, 1.6, 3.2) and report.failure_threshold == 4.0
+    assert "metrics in px: SDR at 0.4, 0.8, 1.6, 3.2 px, failure beyond 4 px" in shown.stdout
+    stated = folder(root, thresholds=[1.0, 2.0], failure_threshold=6.0)
+    assert stated.thresholds == (1.0, 2.0) and stated.failure_threshold == 6.0
+    assert folder(root, spacing=0.1).thresholds == (2.0, 2.5, 3.0, 4.0) and folder(root, spacing=0.1).failure_threshold == 10
 
 
 def test_annotators_average_or_one_is_picked(tmp_path):
@@ -286,3 +292,11 @@ def test_the_default_detector_is_chosen_on_the_validation_split_never_the_test_s
     chosen, why = choose_run([tmp_path], dataset="synthetic", labels=4)
     assert chosen["run_key"] == "a" * 16
     assert "lowest validation MRE (2.00 mm) of the 2 finished runs" in why
+
+
+def test_a_wrong_landmark_list_says_what_is_wrong_with_the_first_annotation(tmp_path):
+    from lmbench.core.errors import DataError
+
+    root, _ = messy_folder(tmp_path)
+    with pytest.raises(DataError, match=r"no valid annotation in ann_a, ann_b: \d+ bad, first .*\.json: .*'l1'"):
+        FolderDataset(FolderDataset.Params(root=str(root), labels=["ann_a", "ann_b"], landmarks=["z1", "z2"]))

@@ -30,6 +30,9 @@ class CheckReport:
     landmark_range: tuple[np.ndarray, np.ndarray] | None = None  # per axis min and max (x, y)
     spacing_range: tuple[float, float] | None = None
     agreement: AnnotatorAgreement | None = None
+    unit: str = "px"  # what the metrics will measure in, with the thresholds they will use
+    thresholds: tuple[float, ...] = ()
+    failure_threshold: float = 10.0
     warnings: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)  # one per sample left out, or failing to load
 
@@ -51,7 +54,8 @@ class Checked:
 
 
 def check_dataset(name: str, dataset: Dataset) -> CheckReport:
-    report = CheckReport(name, warnings=list(dataset.problems()),
+    report = CheckReport(name, unit=dataset.unit, thresholds=tuple(dataset.thresholds),
+                         failure_threshold=dataset.failure_threshold, warnings=list(dataset.problems()),
                          errors=[f"left out: {why}" for why in dataset.excluded().values()])
     members = {split: dataset.split(split) for split in ("train", "val", "test")}
 

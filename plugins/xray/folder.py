@@ -61,7 +61,11 @@ class FolderDataset(Dataset):
         annotator: str = "mean"  # "mean" of the valid annotations, or one entry of ``labels``
         landmarks: list[str] = field(default_factory=list)  # names, in order; required for labelme
         spacing: NonNegativeFloat = 0.0  # mm per pixel; 0: DICOM's own spacing, else pixels
-        thresholds: list[float] = field(default_factory=lambda: [2.0, 2.5, 3.0, 4.0])
+        #: success-detection-rate thresholds in the dataset's unit; empty: 2, 2.5, 3 and 4 mm (the
+        #: cephalometric convention) in mm, and 0.5, 1, 2 and 4% of the images' longer side in px
+        thresholds: list[float] = field(default_factory=list)
+        #: a prediction farther than this (in the unit) is a failure; 0: 10 mm, or 5% of the longer side in px
+        failure_threshold: NonNegativeFloat = 0.0
         train: list[str] = field(default_factory=list)  # explicit split; else drawn from fractions
         val: list[str] = field(default_factory=list)
         test: list[str] = field(default_factory=list)
@@ -85,18 +89,28 @@ class FolderDataset(Dataset):
         used = self.annotators if p.annotator == "mean" else {p.annotator: self.annotators[p.annotator]}
         count = self._landmark_count(used)
         self.landmark_names = tuple(p.landmarks) or tuple(f"L{i}" for i in range(count))
-        self.thresholds = tuple(p.thresholds)
         self._excluded: dict[str, str] = {}
         self._partial: list[str] = []
         self._images = self._find_images(used)
         self._check_points(used)
         self.labels = self._combine(used)
         self.unit = "mm" if p.spacing > 0 or any(path.suffix.lower() == ".dcm" for path in self._images.values()) else "px"
+        self.thresholds, self.failure_threshold = self._thresholds()
         if self._excluded and p.on_problem == "error":
             why = next(iter(self._excluded.values()))
             raise DataError(f"{self.root}: {len(self._excluded)} sample(s) with bad annotations or images, first "
                             f"{why}; `lmbench data check` lists them all (on_problem = \"skip\" leaves them out)")
         self._splits = self._make_splits(natural_sorted(self._images))
+
+    def _thresholds(self) -> tuple[tuple[float, ...], float]:
+        """The SDR and failure thresholds in the dataset's unit: the params', or defaults that fit
+        it (millimetre values read as pixels would call every prediction a failure)."""
+        p = self.params
+        if self.unit == "mm":
+            return tuple(p.thresholds or (2.0, 2.5, 3.0, 4.0)), p.failure_threshold or 10.0
+        side = max(max(image_shape(path)) for path in list(self._images.values())[:8]) if self._images else 100
+        scaled = tuple(float(f"{side * share:.3g}") for share in (0.005, 0.01, 0.02, 0.04))
+        return tuple(p.thresholds) or scaled, p.failure_threshold or float(f"{side * 0.05:.3g}")
 
     def _read(self, source: Path) -> Annotations:
         if source.is_dir():
@@ -110,7 +124,9 @@ class FolderDataset(Dataset):
         count becomes a problem of its own."""
         counts = Counter(len(points) for a in used.values() for points in a.points.values())
         if not counts:
-            raise DataError(f"{self.root}: no valid annotation in {', '.join(used)}; `lmbench data check` says why")
+            problems = [why for a in used.values() for why in a.problems.values()]
+            first = f": {len(problems)} bad, first {problems[0]}" if problems else ": none found"
+            raise DataError(f"{self.root}: no valid annotation in {', '.join(used)}{first}")
         expected = len(self.params.landmarks) or counts.most_common(1)[0][0]
         for annotator in used.values():
             for sample_id, points in list(annotator.points.items()):
