@@ -99,3 +99,18 @@ def test_off_a_terminal_each_finished_run_prints_one_line_with_what_is_left(tmp_
     lines = [line for line in out.stdout.splitlines() if line.startswith("[")]
     assert [line[:10] for line in lines] == ["[1/2] ok s", "[2/2] ok s"], out.stdout
     assert all("test MRE" in line and "min left" in line for line in lines)
+
+
+def test_a_matching_row_no_better_than_the_labelled_mean_shape_is_flagged():
+    from lmbench.evaluate import health
+
+    from conftest import random_split
+
+    labelled, val = random_split(3, seed=1), random_split(5, seed=2)
+    val.original_landmarks = val.landmarks.double().numpy()  # 32 px images: input and original pixels agree
+    mean = labelled.landmarks.double().mean(0).numpy()
+    baseline = float(np.linalg.norm(val.original_landmarks - (mean + 0.5) * 1.0 + 0.5, axis=-1).mean())
+    assert health.mean_shape_findings(baseline * 0.5, labelled, val, "px") == []
+    (finding,) = health.mean_shape_findings(baseline * 2, labelled, val, "px")
+    assert finding.startswith("matching no better than the labelled images' mean shape")
+    assert f"against {baseline:.2f} px" in finding

@@ -142,6 +142,25 @@ def finetune_findings(epochs: int, best_epoch: int, predicted: np.ndarray, setti
     return found
 
 
+def mean_shape_findings(mre: float | None, labelled, val, unit: str) -> list[str]:
+    """A matching row (no fine-tuning) whose validation MRE is no better than placing every
+    landmark where the labelled images have it on average (in input pixels, mapped to each
+    validation image): its features did not find the landmarks. ``labelled`` and ``val`` are
+    ``Prepared`` splits; the test split is never read here."""
+    from lmbench.data.geometry import to_original
+    from lmbench.evaluate.metrics import radial_errors
+
+    if mre is None or not len(val.ids):
+        return []
+    mean = labelled.landmarks.double().mean(dim=0).numpy()
+    placed = np.stack([to_original(mean, shape, val.images.shape[-1]) for shape in val.shapes])
+    baseline = float(radial_errors(placed, val.original_landmarks, val.spacings, unit).mean())
+    if mre >= baseline:
+        return [f"matching no better than the labelled images' mean shape (validation MRE {mre:.2f} against "
+                f"{baseline:.2f} {unit})"]
+    return []
+
+
 def verdict(findings: list[str]) -> str:
     return "; ".join(findings) if findings else "ok"
 
