@@ -142,3 +142,22 @@ def test_any_number_is_parsed_or_refused_with_a_data_error(text):
         assert "f.txt: line 1" in str(exc)
     else:
         assert value == value and abs(value) != float("inf")
+
+
+@pytest.mark.parametrize("setting, message", [
+    ("[finetune]\nlr_scratch = inf", "expected a finite number, got inf"),
+    ("[finetune]\nweight_decay = nan", "expected a finite number, got nan"),
+    ("seeds = [9223372036854775808]", "does not fit a 64-bit integer"),
+])
+def test_values_that_could_only_fail_later_are_refused_when_the_matrix_is_read(tmp_path, setting, message):
+    import tomllib
+
+    from lmbench.core.errors import MatrixError
+
+    text = tiny_matrix(tmp_path).read_text()
+    if setting.startswith("[finetune]"):
+        text = text.replace("[finetune]\n", setting + "\n", 1)
+    else:
+        text = text.replace("seeds = [0]", setting, 1)
+    with pytest.raises(MatrixError, match=message):
+        parse_matrix(tomllib.loads(text), tmp_path / "m.toml")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import json
+import math
 import operator
 import os
 import types
@@ -107,8 +108,12 @@ def coerce(value: Any, tp: Any, where: str) -> Any:
     if isinstance(tp, type) and issubclass(tp, PurePath) and isinstance(value, (str, PurePath)):
         return tp(os.path.expanduser(os.path.expandvars(str(value))))
     if tp is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        if not math.isfinite(value):  # TOML has inf and nan; every setting that takes them fails later
+            raise MatrixError(f"{where}: expected a finite number, got {value!r}")
         return float(value)
     if tp is int and isinstance(value, int) and not isinstance(value, bool):
+        if not -2**63 <= value < 2**63:  # what a results table's int64 columns hold
+            raise MatrixError(f"{where}: {value} does not fit a 64-bit integer")
         return value
     if tp in (str, bool) and isinstance(value, tp):
         return value
