@@ -155,8 +155,8 @@ def test_the_report_writes_figures_and_an_index_linking_each(fake_results, tmp_p
              "synthetic-overlays-1.png": (2 * 240, 2 * 260)}  # 2 methods x 2 test images
     for figure in figures:
         assert f"]({figure.name})" in index
-        with Image.open(figure) as image:
-            assert image.size == sizes[figure.name]
+        with Image.open(figure) as image:  # the figure's size, cropped or grown to what it draws
+            assert np.allclose(image.size, sizes[figure.name], rtol=0.15), (figure.name, image.size)
             assert np.asarray(image.convert("L")).std() > 5  # something is drawn
     assert "| Labels |" in index  # the tables too
 
@@ -213,3 +213,31 @@ def test_selection_and_seed_filter_the_rows(fake_results):
     (board,) = build_boards(fake_results, filters={"selection": ["first"], "seed": [0]})
     assert {r.seeds for r in board.rows} == {1}
     assert build_boards(fake_results, filters={"selection": ["representative"]}) == []
+
+
+def test_every_figure_keeps_its_legend_and_title_inside_the_saved_canvas(tmp_path):
+    from PIL import Image
+
+    folder = tmp_path / "long"
+    names = ["a pre-training with a long descriptive label", "another one, longer still, with more words",
+             "a third method whose name would not fit", "and a fourth"]
+    for i, name in enumerate(names):
+        for labels in (1, 5):
+            write_fake_run(folder, name, labels, 0, 3.0 + i, key=f"long-{i}-{labels}")
+    figures = write_report([folder], tmp_path / "report")
+    assert len(figures) >= 3
+    for figure in figures:
+        pixels = np.asarray(Image.open(figure).convert("L"))
+        border = np.concatenate([pixels[:2].ravel(), pixels[-2:].ravel(), pixels[:, :2].ravel(), pixels[:, -2:].ravel()])
+        assert border.min() > 250, f"{figure.name}: something is drawn at the edge of the canvas, cut by it"
+
+
+def test_a_table_of_generated_images_says_it_checks_the_machinery_only(fake_results, tmp_path):
+    from lmbench.reporting.leaderboard import footnote
+
+    (board,) = build_boards(fake_results)
+    assert board.generated and "says nothing about which pre-training is better" in footnote(board)
+    results.write_run(tmp_path / "real", fake_run_row("r" * 16, "ddpm", 1, 0, dataset="isbi2015",
+                                                       dataset_label="isbi2015"), [], [])
+    (real,) = build_boards([tmp_path / "real"])
+    assert not real.generated and "Generated images" not in footnote(real)

@@ -86,7 +86,7 @@ def plot_critical_difference(ranking: Ranking, path: Path) -> None:
     ax.set_title(f"Mean MRE rank over {ranking.blocks} dataset x label-count blocks{friedman}\n"
                  f"red bars: not significantly different (Nemenyi, {ranking.alpha:g}); grey: rank intervals", fontsize=8)
     fig.tight_layout()
-    fig.savefig(path)
+    fig.savefig(path, bbox_inches="tight")
     plt.close(fig)
 
 

@@ -41,7 +41,7 @@ def save_panels(fig, axes: list, used: int, title: str, path: Path) -> None:
         ax.axis("off")
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
-    fig.savefig(path)
+    fig.savefig(path, bbox_inches="tight")
     plt.close(fig)
 
 

@@ -73,9 +73,9 @@ def plot_mre(board: Board, path: Path) -> None:
     ax.yaxis.set_minor_formatter(matplotlib.ticker.ScalarFormatter())
     ax.tick_params(axis="y", which="minor", labelsize=7)
     ax.set_title(f"{board.dataset}: MRE by number of labels ({board.eval_mode} evaluation)")
-    fig.legend(fontsize=7, ncol=3, loc="lower center")
-    fig.tight_layout(rect=(0, 0.03 + 0.04 * -(-len(methods) // 3), 1, 1))
-    fig.savefig(path)
+    fig.legend(fontsize=7, ncol=3, loc="upper center", bbox_to_anchor=(0.5, 0))  # below the plot, in the saved canvas
+    fig.tight_layout()
+    fig.savefig(path, bbox_inches="tight")
     plt.close(fig)
 
 
@@ -95,10 +95,10 @@ def plot_sdr(board: Board, path: Path) -> None:
         ax.set_ylim(0, 100)
     axes[0][0].set_ylabel("SDR (%)")
     handles, names = axes[0][0].get_legend_handles_labels()
-    fig.legend(handles, names, fontsize=7, ncol=3, loc="lower center")
+    fig.legend(handles, names, fontsize=7, ncol=3, loc="upper center", bbox_to_anchor=(0.5, 0))
     fig.suptitle(f"{board.dataset}: success detection rate ({board.eval_mode} evaluation)", fontsize=10)
-    fig.tight_layout(rect=(0, 0.03 + 0.045 * -(-len(methods) // 3), 1, 1))
-    fig.savefig(path)
+    fig.tight_layout()
+    fig.savefig(path, bbox_inches="tight")
     plt.close(fig)
 
 
@@ -129,7 +129,7 @@ def plot_sweep(points: dict, dataset: str, path: Path) -> None:
     ax.set_title(f"{dataset}: validation MRE by pre-training checkpoint")
     ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path)
+    fig.savefig(path, bbox_inches="tight")
     plt.close(fig)
 
 
@@ -174,7 +174,7 @@ def plot_overlays(runs: list[dict], labels: int, path: Path) -> str | None:
     axes[0][0].legend(fontsize=6, loc="lower left")
     fig.suptitle(f"{first['dataset_label']}: predictions with {labels} labels", fontsize=10)
     fig.tight_layout()
-    fig.savefig(path)
+    fig.savefig(path, bbox_inches="tight")
     plt.close(fig)
     return None
 

@@ -67,6 +67,7 @@ class Board:
     confidence: float = 0.95  # of the bootstrap intervals
     significance: float = 0.05  # level of the paired tests against the best; 0: no tests
     ci: str = "std"  # what follows a mean: "std" over seeds, the "interval" or its "half-width"
+    generated: bool = False  # the runs' images are generated (the synthetic dataset), not x-rays
 
     def best(self, labels: int, metric: str) -> float | None:
         """The best mean of ``metric`` among lmbench's rows with ``labels`` labels; None for a
@@ -176,6 +177,7 @@ def build_boards(roots: Iterable[Path], eval_mode: str = "native", filters: dict
             not_ok=Counter(r["status"] for r in dataset_runs if r["status"] != "ok"),
             split=split, confidence=confidence, significance=significance,
             ci=ci if eval_mode == "native" else "std",  # intervals need the per-image errors of native evaluation
+            generated=bool(ok) and all(r["dataset"] == "synthetic" for r in ok),
         )
         board.rows = _rows(ok, eval_mode, board.metrics, multiple_backbones, split)
         _rank(board)
@@ -382,9 +384,14 @@ def health_legend(board: Board) -> list[str]:
             for i, row in enumerate(flagged_rows(board), start=1)]
 
 
+SYNTHETIC_NOTE = ("Generated images: this table checks that the machinery runs end to end, and says nothing about "
+                  "which pre-training is better; compare on real x-rays (`lmbench data fetch isbi2015 --to data/isbi2015`, "
+                  "then `lmbench run --matrix matrices/isbi2015-quick.toml --data-root data`).")
+
+
 def footnote(board: Board) -> str:
     """The legend, then the flagged rows' problems, then what is not shown."""
-    text = board.legend()
+    text = board.legend() + (f"\n{SYNTHETIC_NOTE}" if board.generated else "")
     if flagged_rows(board):
         text += (f" {HEALTH_MARK}: the health verdict of a run of the row found a problem (`lmbench leaderboard "
                  f"--failures` lists the runs):\n" + "\n".join(health_legend(board)))

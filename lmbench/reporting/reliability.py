@@ -65,7 +65,9 @@ def plot_reliability(curves: dict, dataset: str, path: Path) -> None:
         ax.set_xlim(0.5, 1)
         ax.set_ylim(0, 1)
     axes[0][0].set_ylabel("observed test coverage")
-    axes[0][-1].legend(fontsize=7, loc="lower right")
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    shown = {label: handle for ax in axes[0] for handle, label in zip(*ax.get_legend_handles_labels())}
+    fig.legend(shown.values(), shown.keys(), fontsize=7, loc="upper center", bbox_to_anchor=(0.5, 0),
+               ncol=min(3, len(shown)))  # below the panels: on one it hides the curves
+    fig.savefig(path, dpi=100, bbox_inches="tight")
     plt.close(fig)
