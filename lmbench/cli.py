@@ -164,6 +164,12 @@ def status(matrix: MatrixOption, data_root: DataRootOption = None):
                 reasons.append((row["status"], spec.title, row["error"]))
     console.print(f"[bold]{escape(m.name)}[/bold]: {len(m.runs)} runs: " + ", ".join(
         f"{n} {'finished' if k == 'ok' else k}" for k, n in counts.items()))
+    seconds = [row["wall_time_s"] for row in recorded.values() if row["status"] == "ok" and row.get("wall_time_s")]
+    left = counts["pending"] + counts["running"]
+    if seconds and left:  # runs differ (pre-training is cached, fine-tuning is not): a rough figure
+        mean = sum(seconds) / len(seconds)
+        console.print(f"  about {left * mean / 60:.0f} min of run time left ({left} runs at the finished runs' mean "
+                      f"of {mean:.0f} s; divide by the workers running at once)")
     for state, title, error in reasons:
         console.print(f"  [red]{state}[/red] {escape(title)}: {escape(error or '')}", soft_wrap=True)
 

@@ -160,3 +160,4 @@ def test_status_counts_finished_failed_running_and_pending(tmp_path):
         out = subprocess.run([sys.executable, "-m", "lmbench", "status", "--matrix", str(path)],
                              capture_output=True, text=True, env={**os.environ, "COLUMNS": "200"})
     assert "3 runs: 1 finished, 0 failed, 0 skipped, 1 running, 1 pending" in out.stdout, out.stdout + out.stderr
+    assert "min of run time left (2 runs at the finished runs' mean of" in out.stdout
