@@ -241,3 +241,17 @@ def test_a_table_of_generated_images_says_it_checks_the_machinery_only(fake_resu
                                                        dataset_label="isbi2015"), [], [])
     (real,) = build_boards([tmp_path / "real"])
     assert not real.generated and "Generated images" not in footnote(real)
+
+
+def test_the_overlays_show_a_column_for_each_selection_of_a_method(fake_results, tmp_path):
+    from PIL import Image
+
+    row = fake_run_row("repr" * 4, "ddpm", 1, 0, dataset_params=DATASET_PARAMS, selection="representative")
+    predictions = [{"split": "test", "image_id": f"{i:04d}", "landmark_index": j, "landmark": f"L{j}",
+                    "x": 20.0 + j, "y": 30.0 - j, "x_true": 21.0 + j, "y_true": 30.0, "error": 1.0, "unit": "mm"}
+                   for i in (12, 13) for j in range(11)]
+    metrics = [{"split": "test", "eval_mode": "native", "metric": "mre", "landmark": "all", "value": 9.0, "unit": "mm"}]
+    results.write_run(fake_results[0], row, metrics, predictions)
+    write_report(fake_results, tmp_path / "report")
+    with Image.open(tmp_path / "report" / "synthetic-overlays-1.png") as image:  # ddpm first, ddpm representative, scratch
+        assert np.isclose(image.size[0], 3 * 240, rtol=0.15), image.size

@@ -192,6 +192,8 @@ name = "gaussian"
     assert (tmp_path / "cli" / "predictions.csv").read_text() == table.read_text()
     figures = write_report([m.results_dir], tmp_path / "report")
     assert {"folder-curves.png", "folder-reliability.png"} <= {f.name for f in figures}
+    page = (tmp_path / "report" / "index.html").read_text()  # the calibrated regions beside the errors
+    assert 'data-column="coverage"' in page and 'data-column="radius"' in page
 
 
 def test_predict_says_what_is_missing(tmp_path):

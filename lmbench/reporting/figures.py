@@ -141,7 +141,8 @@ def plot_overlays(runs: list[dict], labels: int, path: Path) -> str | None:
     chosen = {}
     for run in sorted(runs, key=lambda r: (r["seed"], r["finished_at"] or "")):
         if run["labels"] == labels:
-            chosen.setdefault(f"{run['pretrainer_label']} / {run['head_label']} / {run['backbone_label']}", run)
+            selection = "" if run.get("selection") in (None, "first") else f" / {run['selection']}"
+            chosen.setdefault(f"{run['pretrainer_label']} / {run['head_label']} / {run['backbone_label']}{selection}", run)
     if not chosen:
         return f"no runs with {labels} labels"
     first = next(iter(chosen.values()))
@@ -185,7 +186,7 @@ def write_report(roots: list[Path], out: Path, eval_mode: str = "native", filter
     ``reference``: published rows shown in the leaderboards beside ours."""
     out.mkdir(parents=True, exist_ok=True)
     filters = filters or {}
-    boards = build_boards(roots, eval_mode, filters, reference=reference)
+    boards = build_boards(roots, eval_mode, filters, reference=reference, uncertainty=eval_mode == "native")
     runs = [r for r in results.read_runs(roots) if r["status"] == "ok" and matches(r, filters)]
     figures: list[Path] = []
     title = f"lmbench report: {', '.join(map(str, roots))}"

@@ -127,6 +127,12 @@ def matches(run: dict, filters: dict[str, list]) -> bool:
     return True
 
 
+def _stored(run: dict, metric: str) -> bool:
+    """Whether a run stored ``metric`` (runs from before a metric existed did not)."""
+    table = results.read_table("metrics", run["_file"], split="test")
+    return table is not None and metric in table.column("metric").to_pylist()
+
+
 def _stored_failures(run: dict) -> list[str]:
     """The failure-rate metrics a run stored (``failure@<its dataset's threshold>``)."""
     table = results.read_table("metrics", run["_file"])
@@ -147,12 +153,13 @@ def _check_metrics(asked: list[str], known: list[str], dataset: str) -> None:
 def build_boards(roots: Iterable[Path], eval_mode: str = "native", filters: dict[str, list] | None = None,
                  metrics: list[str] | None = None, reference: list[dict] | None = None,
                  split: str = "test", confidence: float = 0.95, significance: float = 0.05,
-                 ci: str = "std") -> list[Board]:
+                 ci: str = "std", uncertainty: bool = False) -> list[Board]:
     """Aggregate the runs under ``roots`` (deduplicated on run_key) into one board per dataset.
 
     ``metrics`` picks columns ("mre", "sdr@2", ...); ``reference`` rows (published numbers,
     test-set numbers) join the boards of their dataset, marked with their source.
-    ``confidence`` sets the bootstrap intervals, ``significance`` the paired tests' level.
+    ``confidence`` sets the bootstrap intervals, ``significance`` the paired tests' level;
+    ``uncertainty`` adds the coverage and radius columns where the runs stored them.
     """
     filters = filters or {}
     runs = [r for r in results.read_runs(roots) if matches(r, filters)]
@@ -167,6 +174,8 @@ def build_boards(roots: Iterable[Path], eval_mode: str = "native", filters: dict
         if metrics and ok:
             _check_metrics(metrics, available + list(UNCERTAINTY) + _stored_failures(ok[0]), dataset)
         available += [m for m in metrics or [] if m in UNCERTAINTY or m.startswith("failure@")]
+        if uncertainty and metrics is None and ok and split == "test" and _stored(ok[0], "coverage"):
+            available += ["coverage", "radius"]
         multiple_backbones = len({r["backbone_label"] for r in ok}) > 1
         board = Board(
             dataset=dataset,
