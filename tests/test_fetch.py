@@ -178,3 +178,25 @@ def _bmp(seed: int) -> bytes:
     out = io.BytesIO()
     Image.open(io.BytesIO(png(seed, (300, 240)))).save(out, format="BMP")
     return out.getvalue()
+
+
+def test_archives_beyond_the_bounds_or_leaving_their_folder_are_refused_in_one_line(tmp_path):
+    import tarfile
+
+    from lmbench.data.fetch import unpack
+
+    bomb = tmp_path / "bomb.zip"  # 64 MiB of zeros in a few hundred kB
+    with zipfile.ZipFile(bomb, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("zeros.bin", b"\0" * 64 * 2**20)
+    with pytest.raises(LmbenchError, match=r"bomb.zip: refused, it would unpack 1 files of 64 MiB from 0.1 MiB"):
+        unpack(bomb, tmp_path / "out")
+    assert not any((tmp_path / "out").iterdir())  # nothing written before the refusal
+    hostile = tmp_path / "hostile.tar"
+    with tarfile.open(hostile, "w") as archive:
+        data = b"x" * 10
+        member = tarfile.TarInfo("../escaped.txt")
+        member.size = len(data)
+        archive.addfile(member, io.BytesIO(data))
+    with pytest.raises(LmbenchError, match=r"hostile.tar: refused, member '../escaped.txt'"):
+        unpack(hostile, tmp_path / "tar-out")
+    assert not (tmp_path / "escaped.txt").exists()

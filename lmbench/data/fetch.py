@@ -215,17 +215,40 @@ def _accept(path: Path, target: Path, remote: Remote, digest: str, expected: str
     return target
 
 
+#: what one archive may unpack to: more than any of the datasets needs (the hand atlas is a few
+#: GB in a few thousand files), far less than an archive built to fill a disk
+MAX_UNPACKED_BYTES = 64 * 2**30
+MAX_MEMBERS = 200_000
+MAX_RATIO = 100  # unpacked over packed size: images and text compress far less than that
+
+
+def check_bounds(path: Path, sizes: list[int]) -> None:
+    """Refuse, in one line, an archive whose members would unpack beyond the bounds."""
+    total, packed = sum(sizes), max(path.stat().st_size, 1)
+    if len(sizes) > MAX_MEMBERS or total > MAX_UNPACKED_BYTES or total > MAX_RATIO * packed:
+        raise LmbenchError(f"{path}: refused, it would unpack {len(sizes)} files of {total / 2**20:.0f} MiB from "
+                           f"{packed / 2**20:.1f} MiB (bounds: {MAX_MEMBERS} files, {MAX_UNPACKED_BYTES // 2**30} GiB, "
+                           f"{MAX_RATIO}x its size)")
+
+
 def unpack(path: Path, into: Path) -> None:
-    """An archive's files under ``into``, archives inside it unpacked in turn; a plain file copied."""
+    """An archive's files under ``into``, archives inside it unpacked in turn; a plain file copied.
+    Each archive is checked against the bounds before anything is written; a tar member that
+    would leave ``into`` (an absolute path, ``..``, a link, a device) is refused in one line."""
     into.mkdir(parents=True, exist_ok=True)
     if zipfile.is_zipfile(path):
         with zipfile.ZipFile(path) as archive:
+            check_bounds(path, [info.file_size for info in archive.infolist()])
             archive.extractall(into)
     elif _is_rar(path):
         _unrar(path, into)
     elif tarfile.is_tarfile(path):
         with tarfile.open(path) as archive:
-            archive.extractall(into, filter="data")
+            check_bounds(path, [member.size for member in archive.getmembers()])
+            try:
+                archive.extractall(into, filter="data")
+            except tarfile.FilterError as exc:
+                raise LmbenchError(f"{path}: refused, member {exc.tarinfo.name!r}: {exc}") from None
     else:
         shutil.copyfile(path, into / path.name)
         return
@@ -311,7 +334,9 @@ def fetch(release: Release, root: Path, mirrors: list[str] = (), archives: list[
             continue
         scratch = root / "unpacking"
         shutil.rmtree(scratch, ignore_errors=True)
-        unpack(got, scratch)
-        say(f"{remote.name}: {arrange(scratch, root, release.layout)} files laid out under {root}")
-        shutil.rmtree(scratch)
+        try:
+            unpack(got, scratch)
+            say(f"{remote.name}: {arrange(scratch, root, release.layout)} files laid out under {root}")
+        finally:  # a refused archive leaves nothing half unpacked
+            shutil.rmtree(scratch, ignore_errors=True)
     return missing
