@@ -36,7 +36,9 @@ def test_a_fitted_matcher_finds_the_landmarks_of_a_shifted_image_below_the_input
     shifted = np.roll(image, (int(shift[1]), int(shift[0])), axis=(0, 1))
     head = FeatureMatch(FeatureMatch.Params(zooms=[1, 2, 4], prior=0.0))
     matching.fit(head, backbone, model, [image], [landmarks], 32, torch.device("cpu"))
-    points, maps = matching.locate(head, backbone, model, [shifted], 32, torch.device("cpu"))
+    points, maps = head.locate(matching.encoder(backbone, model, torch.device("cpu")), [shifted], 32)
+    located, covariances = matching.locate(head, backbone, model, [shifted], 32, torch.device("cpu"))
+    assert np.array_equal(located, points) and covariances.shape == (1, 11, 2, 2)
     inside = np.all((landmarks + shift > 8) & (landmarks + shift < [120, 152]), axis=1)  # away from the wrap
     errors = np.linalg.norm(points[0] - (landmarks + shift), axis=1)[inside]
     assert inside.sum() >= 8 and np.median(errors) < 1.5, errors

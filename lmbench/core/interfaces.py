@@ -379,10 +379,7 @@ class HeadStrategy(Component):
           of the largest 4-connected region;
         - ``{"rule": "argmax", "subpixel": bool, "temperatures": [one per landmark] or None}``:
           each channel's maximum, refined below the pixel from its softmax (at the calibrated
-          temperatures) when ``subpixel``.
-
-        The export fails in one line when the rule's decoding differs from ``decode``'s on the
-        run's test images."""
+          temperatures) when ``subpixel``."""
         return None
 
     #: whether ``calibrate`` wants the validation split's logits once fine-tuning is done

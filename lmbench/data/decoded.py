@@ -1,4 +1,5 @@
-"""Each dataset decoded and resized once per input size, shared by the runs of a process and kept on disk for later processes."""
+"""Each dataset decoded and resized once per input size, shared by the runs of a process and
+kept on disk for later processes."""
 
 from __future__ import annotations
 
@@ -56,5 +57,3 @@ class DataCache:
             log.warning("%s: set aside under %s; decoding the dataset again", exc,
                         self.folder.parent / integrity.CORRUPT)
             return None
-
-

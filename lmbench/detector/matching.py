@@ -11,6 +11,7 @@ import torch
 
 from lmbench.core.errors import PluginError
 from lmbench.core.interfaces import Backbone, MatchingHead
+from lmbench.evaluate import conformal
 
 
 def encoder(backbone: Backbone, model: torch.nn.Module, device: torch.device) -> Callable:
@@ -35,10 +36,11 @@ def fit(head: MatchingHead, backbone: Backbone, model: torch.nn.Module, images: 
 
 def locate(head: MatchingHead, backbone: Backbone, model: torch.nn.Module, images: list[np.ndarray], size: int,
            device: torch.device) -> tuple[np.ndarray, torch.Tensor]:
-    """(M, N, 2) landmarks in each image's pixels and (M, N, S, S) maps of where each may be."""
+    """(M, N, 2) landmarks in each image's pixels and the (M, N, 2, 2) input-pixel covariances of
+    the head's maps of where each may be (what sizes its uncertainty region)."""
     points, maps = head.locate(encoder(backbone, model, device), images, size)
     points = np.asarray(points, dtype=np.float64)
     if points.shape != (len(images), maps.shape[1], 2) or maps.shape[-2:] != (size, size):
         raise PluginError(f"head {head.name!r}: locate returned points {tuple(points.shape)} and maps "
                           f"{tuple(maps.shape)} for {len(images)} images at {size} px")
-    return points, maps
+    return points, conformal.covariance(maps)

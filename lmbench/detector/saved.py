@@ -76,8 +76,8 @@ class Detector:
             points, covariances = engine.predict(self.model, self.head, inputs, batch_size, device, self.precision)
             points = np.stack([to_original(p, shape, self.image_size) for p, shape in zip(points.numpy(), shapes)])
         else:
-            points, maps = matching.locate(self.head, self.backbone, self.model, images, self.image_size, device)
-            covariances = conformal.covariance(maps)
+            points, covariances = matching.locate(self.head, self.backbone, self.model, images, self.image_size,
+                                                  device)
         if self.regions is None:
             return points, None
         spreads = conformal.spreads_of(covariances.numpy(), shapes, self.image_size)
@@ -86,7 +86,7 @@ class Detector:
 
 def load_detector(run: dict) -> Detector:
     """Rebuild a run's fine-tuned detector from its saved model and its run row."""
-    from lmbench.config.matrix import ComponentSpec  # plugins load on first use
+    from lmbench.config.specs import ComponentSpec  # plugins load on first use
 
     path = model_file(run)
     old = path.with_suffix(".pt")

@@ -136,7 +136,7 @@ def plot_sweep(points: dict, dataset: str, path: Path) -> None:
 def plot_overlays(runs: list[dict], labels: int, path: Path) -> str | None:
     """Image, ground truth (green) and prediction (red) for the first test images, one column per
     method at ``labels`` labels. Returns why it could not be drawn, or None."""
-    from lmbench.config.matrix import ComponentSpec  # the dataset plugin reloads the images
+    from lmbench.config.specs import ComponentSpec  # the dataset plugin reloads the images
 
     chosen = {}
     for run in sorted(runs, key=lambda r: (r["seed"], r["finished_at"] or "")):

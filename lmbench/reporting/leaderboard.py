@@ -127,17 +127,10 @@ def matches(run: dict, filters: dict[str, list]) -> bool:
     return True
 
 
-def _stored(run: dict, metric: str) -> bool:
-    """Whether a run stored ``metric`` (runs from before a metric existed did not)."""
-    table = results.read_table("metrics", run["_file"], split="test")
-    return table is not None and metric in table.column("metric").to_pylist()
-
-
-def _stored_failures(run: dict) -> list[str]:
-    """The failure-rate metrics a run stored (``failure@<its dataset's threshold>``)."""
+def _stored_metrics(run: dict) -> set[str]:
+    """The names of the metrics a run stored (runs from before a metric existed lack it)."""
     table = results.read_table("metrics", run["_file"])
-    return sorted({m for m in (table.column("metric").to_pylist() if table is not None else [])
-                   if m.startswith("failure@")})
+    return set(table.column("metric").to_pylist()) if table is not None else set()
 
 
 def _check_metrics(asked: list[str], known: list[str], dataset: str) -> None:
@@ -172,9 +165,10 @@ def build_boards(roots: Iterable[Path], eval_mode: str = "native", filters: dict
         thresholds = json.loads(ok[0]["thresholds"]) if ok else []
         available = ["mre"] + [sdr_name(t) for t in thresholds]  # the paper's columns, shown by default
         if metrics and ok:
-            _check_metrics(metrics, available + list(UNCERTAINTY) + _stored_failures(ok[0]), dataset)
+            _check_metrics(metrics, available + list(UNCERTAINTY)
+                           + sorted(m for m in _stored_metrics(ok[0]) if m.startswith("failure@")), dataset)
         available += [m for m in metrics or [] if m in UNCERTAINTY or m.startswith("failure@")]
-        if uncertainty and metrics is None and ok and split == "test" and _stored(ok[0], "coverage"):
+        if uncertainty and metrics is None and ok and split == "test" and "coverage" in _stored_metrics(ok[0]):
             available += ["coverage", "radius"]
         multiple_backbones = len({r["backbone_label"] for r in ok}) > 1
         board = Board(

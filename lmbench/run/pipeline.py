@@ -93,9 +93,8 @@ def _execute(specs: list[RunSpec], ctx: RunContext, on_stage, seconds: dict[str,
         findings = (health.pretrain_findings(measures, spec.health)
                     + health.finetune_findings(fit.epochs, fit.best_epoch, predicted_test, spec.health))
         if not head.fine_tunes:
-            val_mre = next((m["value"] for m in metrics if m["split"] == "val" and m["eval_mode"] == "native"
-                            and m["metric"] == "mre" and m["landmark"] == "all"), None)
-            findings += health.mean_shape_findings(val_mre, data.train, data.val, data.dataset.unit)
+            findings += health.mean_shape_findings(results.overall_of(metrics, "val", "native"), data.train,
+                                                   data.val, data.dataset.unit)
         save = detector.saver(model, head, counts if lead.joint else counts[0], domain if lead.joint else None,
                               data.dataset.landmark_names, spec.image_size, config.precision,
                               {"level": spec.conformal_level, "scale": regions["scale"].tolist()}) if spec.keeps_model else None

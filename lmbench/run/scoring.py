@@ -32,9 +32,9 @@ def predict(spec: RunSpec, dataset, part, model, head: HeadStrategy, backbone, c
     found, covariances = [], []
     for start in range(0, len(part.ids), config.eval_batch_size):
         images = [dataset.load(i).image for i in part.ids[start:start + config.eval_batch_size]]
-        points, maps = matching.locate(head, backbone, model, images, spec.image_size, ctx.device)
+        points, spread = matching.locate(head, backbone, model, images, spec.image_size, ctx.device)
         found.append(points)
-        covariances.append(conformal.covariance(maps))
+        covariances.append(spread)
     predicted = np.concatenate(found)
     predicted_input = np.stack([to_input(p, shape, spec.image_size) for p, shape in zip(predicted, part.shapes)])
     return predicted_input, predicted, torch.cat(covariances)

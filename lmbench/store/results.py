@@ -211,9 +211,13 @@ def read_table(kind: str, run_file: Path, split: str | None = None) -> pa.Table 
 def overall(run_file: Path, split: str, eval_mode: str, metric: str = "mre") -> float | None:
     """A run's ``metric`` over all landmarks on one split, or None when it has none."""
     table = read_table("metrics", run_file, split=split)
-    values = [m["value"] for m in (table.to_pylist() if table is not None else [])
-              if m["eval_mode"] == eval_mode and m["metric"] == metric and m["landmark"] == "all"]
-    return values[0] if values else None
+    return overall_of(table.to_pylist() if table is not None else [], split, eval_mode, metric)
+
+
+def overall_of(rows: list[dict], split: str, eval_mode: str, metric: str = "mre") -> float | None:
+    """``metric`` over all landmarks on one split, from metric rows, or None when they lack it."""
+    return next((m["value"] for m in rows if m["split"] == split and m["eval_mode"] == eval_mode
+                 and m["metric"] == metric and m["landmark"] == "all"), None)
 
 
 def _read_run(path: Path) -> list[dict]:
