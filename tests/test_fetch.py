@@ -200,3 +200,14 @@ def test_archives_beyond_the_bounds_or_leaving_their_folder_are_refused_in_one_l
     with pytest.raises(LmbenchError, match=r"hostile.tar: refused, member '../escaped.txt'"):
         unpack(hostile, tmp_path / "tar-out")
     assert not (tmp_path / "escaped.txt").exists()
+
+
+def test_a_refused_archive_is_neither_recorded_as_trusted_nor_kept(tmp_path):
+    bomb = tmp_path / "ChinaSet_AllFiles.zip"  # the images' release publishes no checksum
+    with zipfile.ZipFile(bomb, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("zeros.bin", b"\0" * 64 * 2**20)
+    root = tmp_path / "chest"
+    with pytest.raises(LmbenchError, match="refused, it would unpack"):
+        fetch(CHEST, root, archives=[bomb], say=lambda line: None)
+    assert read_sums(root / "downloads") == {}
+    assert sorted(p.name for p in root.iterdir()) == ["downloads"] and not any((root / "downloads").iterdir())

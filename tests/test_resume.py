@@ -124,3 +124,17 @@ def test_an_unreadable_resume_state_is_never_loaded_and_the_pretraining_starts_a
                and "starting again" in r.getMessage() for r in caplog.records)
     clean = train(factory, backbone, images)
     assert all(torch.equal(clean[k], restarted[k]) for k in clean)
+
+
+def test_a_resume_state_of_other_shapes_is_set_aside_and_the_pretraining_starts_again(tmp_path, caplog):
+    images = torch.rand(6, 1, 32, 32, generator=torch.Generator().manual_seed(0))
+    state = tmp_path / "resume.safetensors"
+    with pytest.raises(Killed):  # a state whose checksum holds, from a network of another width
+        train(lambda: MoCoV3(MoCoV3.Params(**SSL)), SMALL, images, state, kill_at=3)
+    wider = lambda: MoCoV3(MoCoV3.Params(**{**SSL, "hidden_dim": 48}))  # noqa: E731
+    with caplog.at_level("WARNING", logger="lmbench"):
+        restarted = train(wider, SMALL, images, state)
+    assert any("a state that does not fit this training" in r.getMessage() and "starting again" in r.getMessage()
+               for r in caplog.records)
+    clean = train(wider, SMALL, images)
+    assert all(torch.equal(clean[k], restarted[k]) for k in clean)

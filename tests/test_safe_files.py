@@ -108,6 +108,24 @@ def test_a_table_without_its_digest_is_foreign_and_set_aside(tmp_path):
     assert list((tmp_path / "corrupt").rglob("*.parquet*"))
 
 
+def test_a_table_of_another_kind_or_another_run_is_set_aside_and_the_rest_still_reads(tmp_path):
+    import shutil
+
+    from conftest import fake_run_row
+
+    metric = [{"split": "test", "eval_mode": "x", "metric": "mre", "landmark": "all", "value": 1.0, "unit": "mm"}]
+    for key, seed in (("a" * 16, 0), ("b" * 16, 1), ("c" * 16, 2)):
+        results.write_run(tmp_path, fake_run_row(key, "scratch", 1, seed), metric, [])
+    # a metrics table with valid checksums where a run row belongs, and another run's metrics
+    shutil.copyfile(tmp_path / "metrics" / f"{'a' * 16}.parquet", tmp_path / "runs" / f"{'a' * 16}.parquet")
+    shutil.copyfile(tmp_path / "metrics" / f"{'c' * 16}.parquet", tmp_path / "metrics" / f"{'b' * 16}.parquet")
+    with pytest.raises(CorruptFile, match="not this folder's kind of table"):
+        results.read_verified(tmp_path / "runs" / f"{'a' * 16}.parquet", results.RUN_SCHEMA)
+    assert [row["run_key"] for row in results.read_runs([tmp_path])] == ["c" * 16]
+    assert results.statuses(tmp_path) == {"c" * 16: "ok"}  # the two others are pending again
+    assert len(list((tmp_path / "corrupt").rglob("*.parquet*"))) == 3
+
+
 def test_tensor_files_without_a_digest_or_with_edited_metadata_are_refused(tmp_path):
     from safetensors.torch import load_file, save_file
 

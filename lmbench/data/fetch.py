@@ -161,11 +161,11 @@ def obtain(remote: Remote, downloads: Path, mirrors: list[str], archive: Path | 
         if expected is not None and digest != expected:
             raise LmbenchError(f"{archive}: sha256 {digest[:12]}... is not {remote.name}'s {expected[:12]}... "
                                f"({remote.checksum_source or SUMS}); a different or damaged file")
-        return _accept(archive, target, remote, digest, expected, say)
+        return _accept(archive, target, remote, expected, say)
     if target.exists():
         digest = sha256_of(target)
         if expected is None or digest == expected:
-            return _accept(target, target, remote, digest, expected, say)
+            return _accept(target, target, remote, expected, say)
         say(f"{target}: sha256 {digest[:12]}... is not the expected {expected[:12]}...; set aside as "
             f"{target.name}.bad and downloaded again")
         target.replace(target.with_name(target.name + ".bad"))
@@ -179,7 +179,7 @@ def obtain(remote: Remote, downloads: Path, mirrors: list[str], archive: Path | 
             mismatch = expected is not None and digest != expected
             reason = f"sha256 {digest[:12]}... is not the expected {expected[:12]}..." if mismatch else damage(part)
             if reason is None:
-                return _accept(part, target, remote, digest, expected, say)
+                return _accept(part, target, remote, expected, say)
             part.unlink()  # whole but wrong
         elif expected is None:
             part.unlink(missing_ok=True)  # unverifiable bytes do not carry over to the next URL
@@ -199,7 +199,7 @@ def _reason(exc: BaseException) -> str:
     return str(exc) or type(exc).__name__
 
 
-def _accept(path: Path, target: Path, remote: Remote, digest: str, expected: str | None, say) -> Path:
+def _accept(path: Path, target: Path, remote: Remote, expected: str | None, say) -> Path:
     if path.parent != target.parent:  # a file given by hand stays where it is
         shutil.copyfile(path, target)
     elif path != target:
@@ -208,10 +208,6 @@ def _accept(path: Path, target: Path, remote: Remote, digest: str, expected: str
         say(f"{remote.name}: sha256 verified against {remote.checksum_source}")
     elif expected:
         say(f"{remote.name}: sha256 verified against {SUMS} (recorded at its first download)")
-    else:
-        record_sum(target.parent, remote.name, digest)
-        say(f"{remote.name}: no published checksum; sha256 {digest} recorded in {target.parent / SUMS}, "
-            f"checked on every later fetch")
     return target
 
 
@@ -332,11 +328,21 @@ def fetch(release: Release, root: Path, mirrors: list[str] = (), archives: list[
         if got is None:
             missing.append(f"{remote.name}: {release.by_hand}")
             continue
+        unrecorded = remote.sha256 is None and remote.name not in read_sums(downloads)
         scratch = root / "unpacking"
         shutil.rmtree(scratch, ignore_errors=True)
         try:
             unpack(got, scratch)
             say(f"{remote.name}: {arrange(scratch, root, release.layout)} files laid out under {root}")
+        except BaseException:
+            if unrecorded:  # a refused archive with no checksum to vouch for it is not kept either
+                got.unlink(missing_ok=True)
+            raise
         finally:  # a refused archive leaves nothing half unpacked
             shutil.rmtree(scratch, ignore_errors=True)
+        if unrecorded:  # trusted on later fetches only once it unpacked within bounds
+            digest = sha256_of(got)
+            record_sum(downloads, remote.name, digest)
+            say(f"{remote.name}: no published checksum; sha256 {digest} recorded in {downloads / SUMS}, "
+                f"checked on every later fetch")
     return missing

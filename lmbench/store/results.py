@@ -125,6 +125,11 @@ def read_verified(path: Path, schema: pa.Schema) -> pa.Table:
                           f"wrote itself")
     if not matches:
         raise CorruptFile(f"{path}: corrupt (its values do not match the checksum written with them)")
+    foreign = [name for name in table.column_names if name not in schema.names]
+    identity = [name for name in ("schema_version", "run_key", "pretrain_key") if name in schema.names]
+    if foreign or any(name not in table.column_names for name in identity):
+        raise CorruptFile(f"{path}: not this folder's kind of table (its columns: "
+                          f"{', '.join(table.column_names[:6])}{', ...' if table.num_columns > 6 else ''})")
     missing = [f.name for f in schema if f.name not in table.column_names]
     try:
         columns = [table[f.name].cast(f.type) if f.name not in missing else pa.nulls(len(table), f.type)
@@ -220,6 +225,14 @@ def overall_of(rows: list[dict], split: str, eval_mode: str, metric: str = "mre"
                  and m["metric"] == metric and m["landmark"] == "all"), None)
 
 
+def _check_belongs(table: pa.Table, file: Path, run_key: str, one_row: bool) -> None:
+    """A table copied in from another run, or a run file of several rows, is not this run's."""
+    keys = set(table["run_key"].to_pylist())
+    if keys - {run_key} or (one_row and table.num_rows != 1):
+        raise CorruptFile(f"{file}: holds {table.num_rows} rows of runs {sorted(map(str, keys))[:3]} where it "
+                          f"should hold run {run_key}'s" + (" one row" if one_row else ""))
+
+
 def _read_run(path: Path) -> list[dict]:
     """The rows of one run row file, once it and its tables verify; none, with a warning, after
     setting aside the file that failed and the run row, so that the run is pending again."""
@@ -229,6 +242,7 @@ def _read_run(path: Path) -> list[dict]:
     for file, schema in files:
         try:
             table = read_verified(file, schema)
+            _check_belongs(table, file, path.stem, one_row=file == path)
         except FileNotFoundError:
             continue
         except CorruptFile as exc:

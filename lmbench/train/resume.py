@@ -9,6 +9,7 @@ format (``tensorfile``): tensors as tensors, the structure around them as JSON.
 
 from __future__ import annotations
 
+import copy
 import random
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from lmbench.core.errors import CorruptFile, one_line
 from lmbench.store import tensorfile
 
 
@@ -78,15 +80,30 @@ def save(path: Path, objects: dict[str, Any], extra: dict) -> None:
     tensorfile.save(path, tensors, {"skeleton": skeleton, "extra": extra})
 
 
-def load(path: Path, objects: dict[str, Any]) -> dict:
-    """Put the state in ``path`` back into ``objects`` and the globals; returns its ``extra``."""
-    tensors, meta = tensorfile.load(path)
-    state = _unflatten(meta["skeleton"], tensors)
+def _put(objects: dict[str, Any], state: dict) -> None:
     for name, obj in objects.items():
         value = state["objects"][name]
         if isinstance(obj, torch.Generator):
             obj.set_state(value)
         else:
             obj.load_state_dict(value)
+        if isinstance(obj, torch.optim.Optimizer):  # it takes any shapes, and fails steps later
+            for parameter, moments in obj.state.items():
+                if any(v.ndim and v.shape != parameter.shape for v in moments.values() if torch.is_tensor(v)):
+                    raise ValueError(f"{name}'s moments do not have their parameters' shapes")
     _set_global_generators(state["globals"])
-    return meta["extra"]
+
+
+def load(path: Path, objects: dict[str, Any]) -> dict:
+    """Put the state in ``path`` back into ``objects`` and the globals; returns its ``extra``.
+    A state that does not fit them (other names or shapes) is ``CorruptFile``, with ``objects``
+    and the globals left as they were."""
+    tensors, meta = tensorfile.load(path)
+    before = copy.deepcopy({"objects": {name: _state_of(obj) for name, obj in objects.items()},
+                            "globals": _global_generators()})
+    try:
+        _put(objects, _unflatten(meta["skeleton"], tensors))
+        return dict(meta["extra"])
+    except (KeyError, IndexError, TypeError, ValueError, RuntimeError) as exc:
+        _put(objects, before)
+        raise CorruptFile(f"{path}: a state that does not fit this training ({one_line(exc)[:300]})") from None
