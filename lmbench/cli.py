@@ -113,6 +113,14 @@ def validate(matrix: MatrixOption, data_root: DataRootOption = None,
             pruned.add_row(*map(escape, (run.dataset.label, run.pretrainer.label, run.backbone.label,
                                          run.head.label, str(run.labels), str(run.seed), run.selection.label, why)))
         console.print(pruned)
+    from lmbench.config.matrix import labels_beyond_data
+
+    beyond, uncounted = labels_beyond_data(m)
+    for line in uncounted:
+        console.print(escape(line), soft_wrap=True)
+    if beyond:
+        raise LmbenchError(f"{matrix}: {len(beyond)} runs ask for more labels than there are training images: "
+                           f"{'; '.join(beyond[:3])}{'; ...' if len(beyond) > 3 else ''}")
 
 
 @app.command()
@@ -387,7 +395,11 @@ def show_check(report) -> bool:
         console.print(f"  [yellow]warning[/yellow] {escape(warning)}", soft_wrap=True)
     for error in report.errors:
         console.print(f"  [red]error[/red] {escape(error)}", soft_wrap=True)
-    console.print("usable" if report.usable else "[red]not usable[/red]: no sample is left")
+    if report.failing:
+        console.print(f"[red]not usable[/red]: {report.failing} images of the splits fail to load, and a run would stop "
+                      f"on the first; fix or remove them (listed above)", soft_wrap=True)
+    else:
+        console.print("usable" if report.usable else "[red]not usable[/red]: no sample is left")
     return report.usable
 
 

@@ -247,6 +247,12 @@ def test_dicom_brings_its_pixel_spacing(tmp_path):
     (root / "landmarks.csv").write_text("id,x,y\n001,10,20\n")
     dataset = FolderDataset(FolderDataset.Params(root=str(root), train=["001"], val=["001"], test=["001"]))
     assert dataset.unit == "mm" and dataset.load("001").spacing == pytest.approx(0.15)
+    Image.fromarray((pixels >> 4).astype(np.uint8)).save(root / "images" / "002.png")  # a PNG beside it: no mm
+    (root / "landmarks.csv").write_text("id,x,y\n001,10,20\n002,10,20\n")
+    mixed = FolderDataset(FolderDataset.Params(root=str(root), train=["001"], val=["002"], test=["002"]))
+    assert mixed.unit == "px" and mixed.load("002").image.shape == (HEIGHT, WIDTH)
+    assert mixed.problems() == ["1 DICOM files among 1 other images: every image measured in pixels (set "
+                                "params.spacing to measure in mm)"]
 
 
 def test_a_messy_csv_is_read_row_by_row(tmp_path):
@@ -302,3 +308,35 @@ def test_a_wrong_landmark_list_says_what_is_wrong_with_the_first_annotation(tmp_
     root, _ = messy_folder(tmp_path)
     with pytest.raises(DataError, match=r"no valid annotation in ann_a, ann_b: \d+ bad, first .*\.json: .*'l1'"):
         FolderDataset(FolderDataset.Params(root=str(root), labels=["ann_a", "ann_b"], landmarks=["z1", "z2"]))
+
+
+def test_data_check_decodes_what_a_run_decodes(tmp_path):
+    root, _ = messy_folder(tmp_path)
+    data = (root / "images" / "004.png").read_bytes()
+    (root / "images" / "004.png").write_bytes(data[: len(data) // 2])  # truncated: its header still reads
+    image = Image.open(root / "images" / "006.png")
+    image.info["transparency"] = int(np.asarray(image)[0, 0])  # a PNG tRNS colour: some pixels see-through
+    image.save(root / "images" / "006.png", transparency=int(np.asarray(image)[0, 0]))
+    report = check_dataset("folder", folder(root))
+    failed = [line for line in report.errors if not line.startswith("left out: ")]
+    assert not report.usable and report.failing == 2 and len(failed) == 2
+    assert any("004.png: unreadable image" in line for line in failed)
+    assert any("006.png: image has transparent pixels (mode L, a transparent colour)" in line for line in failed)
+    shown = lmbench_cli("data", "check", "--dataset", "folder", "--root", str(root), "-p", 'labels=["ann_a", "ann_b"]',
+                        "-p", f"landmarks={json.dumps(NAMES)}")
+    assert shown.returncode == 1 and "not usable: 2 images of the splits fail to load" in shown.stdout
+
+
+def test_a_tiny_image_is_refused_and_a_stray_dicom_leaves_the_folder_in_pixels(tmp_path):
+    Image.fromarray(np.zeros((1, 1), np.uint8)).save(tmp_path / "dot.png")
+    with pytest.raises(DataError, match=r"dot.png: a 1x1 image; landmark images need at least 16 pixels a side"):
+        read_image(tmp_path / "dot.png")
+    root, _ = messy_folder(tmp_path)
+    (root / "images" / "016.png").unlink()
+    (root / "images" / "016.dcm").write_bytes(b"\0" * 128 + b"DICM")  # a DICOM without pixel data
+    for annotator in ("ann_a", "ann_b"):
+        shapes = json.loads((root / annotator / "016.json").read_text())["shapes"]
+        write_labelme(root / annotator / "016.json", shapes, "../images/016.dcm")
+    dataset = folder(root)
+    assert dataset.unit == "px" and "016" in dataset.excluded()  # not every PNG "without pixel spacing"
+    assert check_dataset("folder", dataset).usable

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from annotated_types import Ge, Interval
+from annotated_types import Interval, MaxLen
 
 from lmbench.config.health import HealthSettings
 from lmbench.config.profiles import PROFILES, FinetuneConfig
@@ -38,14 +38,14 @@ class MatrixFile:
 
     name: str
     profile: Literal["smoke", "quick", "paper"] = "quick"
-    seeds: list[NonNegativeInt] = field(default_factory=lambda: [0])
-    labels: list[PositiveInt] = field(default_factory=lambda: [1, 5, 10, 25, 50])
+    seeds: Annotated[list[NonNegativeInt], MaxLen(1000)] = field(default_factory=lambda: [0])
+    labels: Annotated[list[PositiveInt], MaxLen(1000)] = field(default_factory=lambda: [1, 5, 10, 25, 50])
     #: which training images get the labels: a selector's name, or a table with its name and
     #: params, or a list of them (one run per selection)
     selection: str | dict | list = "first"
     #: the coverage each landmark's uncertainty region is calibrated for (lmbench.evaluate.conformal)
     conformal_level: Annotated[float, Interval(gt=0, lt=1)] = DEFAULT_LEVEL
-    image_size: Annotated[int, Ge(32)] | None = None  # None: the profile's
+    image_size: Annotated[int, Interval(ge=32, le=4096)] | None = None  # None: the profile's
     #: seed of every pre-training, or "seed": one pre-training per fine-tuning seed, so that a
     #: sweep's spread over seeds includes pre-training's (the paper repeats the whole pipeline)
     pretrain_seed: NonNegativeInt | Literal["seed"] = 0
@@ -57,7 +57,7 @@ class MatrixFile:
     resume_every: NonNegativeFloat = 300.0
     #: torch's intra-op threads for every run, whichever executor runs it: the count changes
     #: CPU sums' order and so the numbers, so it is one setting, recorded, and keyed if not 2
-    threads: PositiveInt = DEFAULT_THREADS
+    threads: Annotated[int, Interval(ge=1, le=1024)] = DEFAULT_THREADS
     finetune: dict = field(default_factory=dict)
     datasets: list[dict] = field(default_factory=list)
     pretrainers: list[dict] = field(default_factory=list)
@@ -294,3 +294,21 @@ def load_matrix(path: str | Path, reg: Registry | None = None) -> Matrix:
     except tomllib.TOMLDecodeError as exc:
         raise MatrixError(f"{path}: invalid TOML: {exc}") from None
     return parse_matrix(data, path, reg)
+
+
+def labels_beyond_data(m: Matrix) -> tuple[list[str], list[str]]:
+    """Runs asking for more labels than their dataset's training split holds, and the datasets
+    whose split could not be counted here (their data absent: checked again when they run)."""
+    sizes: dict[str, int | str] = {}
+    for run in m.runs:
+        spec = run.dataset
+        if spec.label not in sizes:
+            try:
+                sizes[spec.label] = len(spec.instantiate().split("train"))
+            except (LmbenchError, OSError) as exc:
+                sizes[spec.label] = f"dataset {spec.label}: training split not counted ({exc})"
+    beyond = [f"{run.dataset.label} | {run.pretrainer.label} | {run.labels} labels: more than the {sizes[run.dataset.label]} "
+              f"images of its training split" for run in m.runs
+              if isinstance(sizes[run.dataset.label], int) and run.labels > sizes[run.dataset.label]]
+    return beyond, [size for size in sizes.values() if isinstance(size, str)]
+

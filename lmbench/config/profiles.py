@@ -19,7 +19,7 @@ from lmbench.core.params import NonNegativeFloat, NonNegativeInt, PositiveFloat,
 class FinetuneConfig:
     """The shared fine-tuning engine's settings. Defaults are the paper's."""
 
-    epochs: PositiveInt = 200
+    epochs: Annotated[int, Interval(ge=1, le=100_000)] = 200  # an epoch is at least one step
     batch_size: PositiveInt = 2
     accumulation: PositiveInt = 8  # batches whose gradients are averaged into one optimiser step
     lr: PositiveFloat = 1e-5  # AdamW learning rate when pre-trained weights were loaded

@@ -71,6 +71,9 @@ def coerce(value: Any, tp: Any, where: str) -> Any:
     if tp is Any:
         return value
     if origin is Annotated:
+        longest = min((m.max_length for m in tp.__metadata__ if isinstance(m, at.MaxLen)), default=None)
+        if longest is not None and isinstance(value, (list, tuple)) and len(value) > longest:
+            raise OutOfRange(f"{where}: at most {longest} values, got {len(value)}")  # before checking each
         return _check_range(coerce(value, args[0], where), tp.__metadata__, where)
     if origin in (Union, types.UnionType):
         if value is None and type(None) in args:  # only a default can be None: TOML has no null

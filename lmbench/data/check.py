@@ -35,11 +35,13 @@ class CheckReport:
     failure_threshold: float = 10.0
     warnings: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)  # one per sample left out, or failing to load
+    failing: int = 0  # samples of the splits that fail to load: a run would stop on the first
 
     @property
     def usable(self) -> bool:
-        """Whether anything is left: at least one sample loads (an empty split is a warning)."""
-        return sum(self.splits.values()) > 0
+        """Whether a run can use it: a sample loads and every sample of the splits does (an
+        empty split is a warning)."""
+        return sum(self.splits.values()) > 0 and not self.failing
 
 
 @dataclass
@@ -73,6 +75,7 @@ def check_dataset(name: str, dataset: Dataset) -> CheckReport:
         outcomes = dict(zip(ids, pool.map(inspect, ids)))
     found = [o for o in outcomes.values() if not isinstance(o, str)]
     report.errors += [o for o in outcomes.values() if isinstance(o, str)]
+    report.failing = sum(isinstance(o, str) for o in outcomes.values())
     for split, split_ids in members.items():
         report.splits[split] = sum(not isinstance(outcomes[i], str) for i in split_ids)
         if not report.splits[split]:

@@ -64,7 +64,13 @@ def read_image_and_spacing(path: Path, limit: int | None = None) -> tuple[np.nda
     return _unit_range(pixels, path), None
 
 
+#: the smallest side an image may have: a landmark needs pixels around it to be found
+MIN_SIDE = 16
+
+
 def _check_size(width: int, height: int, limit: int, path: Path) -> None:
+    if min(width, height) < MIN_SIDE:
+        raise DataError(f"{path}: a {width}x{height} image; landmark images need at least {MIN_SIDE} pixels a side")
     if width * height > limit:
         raise DataError(f"{path}: {width}x{height} image is {width * height / 1e6:.0f} megapixels, over the limit of "
                         f"{limit / 1e6:g}; raise it with --max-pixels or $LMBENCH_MAX_PIXELS")
@@ -74,11 +80,14 @@ def _grayscale(image: Image.Image, path: Path) -> np.ndarray:
     """The pixels of any PIL mode as one channel: gray and 16-bit as they are, colour as the
     mean of R, G and B (CMYK, palette and YCbCr converted to RGB first); an alpha channel must
     be opaque, as lmbench would otherwise have to invent what lies behind it."""
-    if "A" in image.getbands():
-        alpha = np.asarray(image.getchannel("A"))
+    if "A" in image.getbands() or "transparency" in image.info:  # an alpha band, or a PNG's tRNS colour
+        with_alpha = image if "A" in image.getbands() else image.convert("LA" if image.mode in ("1", "L") else "RGBA")
+        alpha = np.asarray(with_alpha.getchannel("A"))
         if alpha.min() < alpha.max() or alpha.min() == 0:
-            raise DataError(f"{path}: image has transparent pixels (mode {image.mode}); save it without alpha")
-        image = image.convert("L" if image.mode in ("LA", "La") else "RGB")
+            raise DataError(f"{path}: image has transparent pixels (mode {image.mode}"
+                            f"{', a transparent colour' if with_alpha is not image else ''}); save it without alpha")
+        if with_alpha is image:
+            image = image.convert("L" if image.mode in ("LA", "La") else "RGB")
     if image.mode in ("1", "L", "I", "F") or image.mode.startswith("I;16"):
         return np.asarray(image.convert("L") if image.mode == "1" else image)
     if image.mode != "RGB":
@@ -121,6 +130,7 @@ def _read_dicom(path: Path) -> tuple[np.ndarray, float | None]:
         raise DataError(f"{path}: unreadable DICOM ({type(exc).__name__}: {exc})") from None
     if pixels.ndim != 2:
         raise DataError(f"{path}: DICOM holds {pixels.ndim}-d pixels; one grayscale frame is expected")
+    _check_size(pixels.shape[1], pixels.shape[0], max_pixels(), path)
     if ds.get("PhotometricInterpretation") == "MONOCHROME1":
         pixels = pixels.max() - pixels
     pixels = (pixels - pixels.min()) / max(float(pixels.max() - pixels.min()), 1e-12)

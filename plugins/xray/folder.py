@@ -94,7 +94,12 @@ class FolderDataset(Dataset):
         self._images = self._find_images(used)
         self._check_points(used)
         self.labels = self._combine(used)
-        self.unit = "mm" if p.spacing > 0 or any(path.suffix.lower() == ".dcm" for path in self._images.values()) else "px"
+        dicoms = sum(path.suffix.lower() == ".dcm" for path in self._images.values())
+        # millimetres need every image's spacing: the params', or DICOM's own in a folder of DICOMs
+        self.unit = "mm" if p.spacing > 0 or (self._images and dicoms == len(self._images)) else "px"
+        if self.unit == "px" and dicoms:
+            self._partial.append(f"{dicoms} DICOM files among {len(self._images) - dicoms} other images: every "
+                                 f"image measured in pixels (set params.spacing to measure in mm)")
         self.thresholds, self.failure_threshold = self._thresholds()
         if self._excluded and p.on_problem == "error":
             why = next(iter(self._excluded.values()))
