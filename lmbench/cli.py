@@ -457,4 +457,7 @@ def main() -> None:
         app()
     except LmbenchError as exc:
         console.print(f"[red]error:[/red] {escape(str(exc))}", soft_wrap=True)
+        raise SystemExit(getattr(exc, "exit_code", 2)) from None
+    except OSError as exc:  # the machine's refusal (a full disk, a permission): what and where, in one line
+        console.print(f"[red]error:[/red] {escape(str(exc))}; what was written before is kept", soft_wrap=True)
         raise SystemExit(2) from None

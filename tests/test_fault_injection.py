@@ -270,6 +270,24 @@ def test_predict_writes_nothing_when_an_image_fails_or_the_others_when_told(fini
     assert len(skipped) == 1 and "notes.png" in skipped[0]
     ids = [line.split(",")[0] for line in table.read_text().splitlines()[1:]]
     assert sorted(ids) == ["0", "1", "2", "cmyk"] and len(list(labelme.glob("*.json"))) == 4
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    from lmbench.store import integrity
+
+    written = []
+
+    def disk_fills(path, text):  # the disk is full after two files
+        if len(written) == 2:
+            raise OSError(28, "No space left on device", str(path))
+        written.append(path)
+        path.write_text(text)
+
+    (images / "3.png").write_bytes((images / "0.png").read_bytes())
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(integrity, "write_text", disk_fills)
+        with pytest.raises(OSError, match="No space left"):
+            predict_folder(detector, images, out, torch.device("cpu"), skip_unreadable=True)
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before  # the earlier prediction, whole
+    assert sorted(p.name for p in out.iterdir()) == ["labelme", "predictions.csv"]
 
 
 def test_text_files_are_read_with_their_byte_order_mark_or_refused_naming_the_encoding(tmp_path):

@@ -50,3 +50,41 @@ def test_sigkill_then_rerun_matches_an_uninterrupted_run(tmp_path):
     clean = load_matrix(tiny_matrix(clean_dir, labels=(1, 2, 3, 4), seeds=(0, 1), epochs=3))
     run_matrix(clean, quiet=True)
     assert metrics(killed_dir / "results" / "tiny") == metrics(clean.results_dir)
+
+
+def children_of(pid):
+    """Pids of the processes whose parent is ``pid``, from /proc."""
+    found = []
+    for entry in os.listdir("/proc"):
+        try:
+            with open(f"/proc/{entry}/stat") as stat:
+                if entry.isdigit() and int(stat.read().rsplit(")", 1)[1].split()[1]) == pid:
+                    found.append(int(entry))
+        except OSError:
+            pass
+    return found
+
+
+def test_sigterm_stops_every_worker_says_what_was_kept_and_a_rerun_goes_on(tmp_path):
+    matrix = tiny_matrix(tmp_path, labels=(1, 2, 3, 4), seeds=(0, 1), epochs=3)
+    runs_dir = tmp_path / "results" / "tiny" / "runs"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "lmbench", "run", "--matrix", str(matrix), "--quiet", "--executor", "pool"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={**os.environ, "COLUMNS": "300"},
+    )
+    deadline = time.time() + 300
+    while time.time() < deadline and not list(runs_dir.glob("*.parquet")):
+        time.sleep(0.05)
+    workers = [pid for pid in children_of(process.pid) if "lmbench" in open(f"/proc/{pid}/cmdline").read()
+               or "multiprocessing" in open(f"/proc/{pid}/cmdline").read()]
+    assert workers, "the pool's workers should be running"
+    os.kill(process.pid, signal.SIGTERM)
+    output, _ = process.communicate(timeout=60)
+    assert process.returncode == 143, output
+    kept = len(list(runs_dir.glob("*.parquet")))
+    assert f"error: stopped by SIGTERM: {kept} of the 8 runs to do finished and are kept in" in output, output
+    assert "Traceback" not in output
+    time.sleep(1)
+    assert not [pid for pid in workers if os.path.exists(f"/proc/{pid}") and open(f"/proc/{pid}/stat").read().split()[2] != "Z"]
+    out = lmbench_cli("run", "--matrix", str(matrix), "--quiet")
+    assert out.returncode == 0 and f"{kept} already done" in out.stdout, out.stdout + out.stderr

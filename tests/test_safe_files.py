@@ -178,3 +178,27 @@ def test_a_matrix_name_is_one_folder_name(tmp_path, name):
     path.write_text(path.read_text().replace('name = "tiny"', f'name = "{name}"', 1))
     with pytest.raises(MatrixError, match="is not a folder name"):
         load_matrix(path)
+
+
+def test_a_full_disk_under_results_fails_those_runs_in_one_line_and_the_matrix_goes_on(tmp_path, monkeypatch):
+    import errno
+
+    import pyarrow.parquet as pq
+
+    matrix = load_matrix(tiny_matrix(tmp_path, epochs=1))
+    original = pq.write_table
+
+    def full(table, where, **kwargs):
+        if "metrics" in str(where):
+            raise OSError(errno.ENOSPC, "No space left on device", str(where))
+        return original(table, where, **kwargs)
+
+    monkeypatch.setattr(pq, "write_table", full)
+    summary = run_matrix(matrix, quiet=True)
+    assert (summary.ok, summary.failed) == (0, 2)
+    assert all("results could not be written (OSError: [Errno 28] No space left on device" in error
+               and "\n" not in error for _, error in summary.failures)
+    assert results.statuses(matrix.results_dir) == {}  # nothing recorded: both pending
+    assert not [p for p in matrix.results_dir.rglob("*") if p.name.endswith(".tmp")]
+    monkeypatch.setattr(pq, "write_table", original)
+    assert run_matrix(matrix, quiet=True).ok == 2

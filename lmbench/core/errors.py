@@ -26,6 +26,15 @@ class UnsafePath(LmbenchError):
     """A path lmbench will not write through: a symbolic link planted where it keeps a file."""
 
 
+class Stopped(LmbenchError):
+    """A command stopped by a signal (Ctrl-C, SIGTERM), after saying what it kept; it exits
+    with the shell's code for that signal."""
+
+    def __init__(self, message: str, exit_code: int):
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
 class SkipRun(LmbenchError):
     """Raised by a plugin when a run cannot be done here (e.g. weights not available offline).
 

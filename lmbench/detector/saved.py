@@ -15,6 +15,7 @@ import csv
 import io
 import json
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -208,16 +209,24 @@ def predict_folder(detector: Detector, images: Path, out: Path, device: torch.de
                          *(f"{r:.3f}" for r in (radius if radius is not None else []))])
             documents[path] = (points[i], image.shape, radius)
         on_progress(min(start + batch_size, len(files)), len(files))
-    labelme = out / "labelme"
-    labelme.mkdir(parents=True, exist_ok=True)
-    level = detector.regions["level"] if detector.regions else None
-    for path, (points, shape, radii) in documents.items():
-        document = labelme_document(points, names, path.resolve(), shape, labelme.resolve(), radii, level)
-        integrity.write_text(labelme / f"{path.stem}.json", json.dumps(document, indent=2))
-    header = ["id", *(f"{n}_{axis}" for n in names for axis in ("x", "y"))]
-    header += [f"{n}_radius" for n in names] if detector.regions else []
-    text = io.StringIO()
-    csv.writer(text).writerows([header, *rows])
-    table = out / "predictions.csv"
-    integrity.write_text(table, text.getvalue())
+    labelme, table = out / "labelme", out / "predictions.csv"
+    out.mkdir(parents=True, exist_ok=True)
+    staging = integrity.temporary(out / "predictions")  # beside them: renamed into place, all or nothing
+    try:
+        (staging / "labelme").mkdir(parents=True)
+        level = detector.regions["level"] if detector.regions else None
+        for path, (points, shape, radii) in documents.items():
+            document = labelme_document(points, names, path.resolve(), shape, labelme.resolve(), radii, level)
+            integrity.write_text(staging / "labelme" / f"{path.stem}.json", json.dumps(document, indent=2))
+        header = ["id", *(f"{n}_{axis}" for n in names for axis in ("x", "y"))]
+        header += [f"{n}_radius" for n in names] if detector.regions else []
+        text = io.StringIO()
+        csv.writer(text).writerows([header, *rows])
+        integrity.write_text(staging / "predictions.csv", text.getvalue())
+        if labelme.is_symlink() or labelme.exists():  # an earlier prediction's files make way
+            labelme.rename(staging / "earlier-labelme")
+        (staging / "labelme").rename(labelme)
+        (staging / "predictions.csv").replace(table)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     return table, labelme, skipped

@@ -113,18 +113,29 @@ class GroupJob:
             for spec in specs:
                 note = error
                 if status == "failed":
-                    log = layout.log_file(self.results_dir, spec.run_key)
-                    log.parent.mkdir(parents=True, exist_ok=True)
-                    integrity.write_text(log, traceback.format_exc())
                     where = f"run {spec.run_key}, {stage[0]}"
                     if stage[0] == "pre-training" and registry().get("pretrainer", spec.pretrainer.name).trains:
                         where += f", cache {layout.pretrain_entry(ctx.cache_dir, spec.pretrain_key)}"
-                    note = f"{error} [{where}; log {log}]"
+                    note = f"{error} [{where}; {self._write_log(spec, traceback.format_exc())}]"
                 summary.notes.append((status, spec.title, note))
-        for outcome in outcomes:
-            results.write_run(self.results_dir, outcome.row, outcome.metrics, outcome.predictions, outcome.curves,
-                              outcome.save_model, outcome.pretrain_curve)
+        try:
+            for outcome in outcomes:
+                results.write_run(self.results_dir, outcome.row, outcome.metrics, outcome.predictions,
+                                  outcome.curves, outcome.save_model, outcome.pretrain_curve)
+        except OSError as exc:  # a full disk, a folder turned read-only: these runs stay pending, the rest go on
+            return Summary.lost(specs, f"its results could not be written ({one_line(exc)}); nothing of it was "
+                                       f"recorded, a rerun does it again")
         return summary
+
+    def _write_log(self, spec: RunSpec, text: str) -> str:
+        """Where the traceback went, or why it could not go anywhere."""
+        log = layout.log_file(self.results_dir, spec.run_key)
+        try:
+            log.parent.mkdir(parents=True, exist_ok=True)
+            integrity.write_text(log, text)
+        except OSError as exc:
+            return f"log not written: {exc.strerror or exc}"
+        return f"log {log}"
 
 
 def out_of_memory(spec: RunSpec) -> str:

@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
+import multiprocessing
+import signal
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Literal
 
 from rich.console import Console
@@ -11,6 +16,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from lmbench.config.matrix import Matrix
 from lmbench.config.specs import RunSpec
+from lmbench.core.errors import Stopped
 from lmbench.run.jobs import GroupJob, Summary
 from lmbench.run.progress import Tracker
 from lmbench.store import cache, integrity, results
@@ -31,6 +37,27 @@ def pending_groups(matrix: Matrix, rerun: Rerun = None) -> tuple[list[list[RunSp
     return list(groups.values()), len(matrix.runs) - len(todo)
 
 
+@contextmanager
+def stopped_by_signals() -> Iterator[None]:
+    """SIGTERM raised as a KeyboardInterrupt naming it, as SIGINT is, after every worker process
+    is stopped: none outlives the matrix, and what they were doing is redone by the next run."""
+    if threading.current_thread() is not threading.main_thread():  # only the main thread takes signals
+        yield
+        return
+
+    def stop(signum, frame):
+        for child in multiprocessing.active_children():
+            child.terminate()
+        raise KeyboardInterrupt(signal.Signals(signum).name)
+
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
 def run_matrix(matrix: Matrix, rerun: Rerun = None, console: Console | None = None, quiet: bool = False,
                executor: str | None = None, nproc: int = 1) -> Summary:
     """Run every cell not already recorded (or as ``rerun`` says) through the matrix's executor
@@ -48,9 +75,17 @@ def run_matrix(matrix: Matrix, rerun: Rerun = None, console: Console | None = No
     job = GroupJob(matrix.results_dir, matrix.cache_dir, frozenset(REDO.get(rerun, set())), nproc=nproc)
     start = time.perf_counter()
     columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()]
-    with Progress(*columns, console=console, disable=quiet, transient=False) as progress:
-        summary = runner.run(job, groups, Tracker(progress, console, quiet, sum(map(len, groups)), matrix.name,
-                                                      matrix.results_dir))
+    total = sum(map(len, groups))
+    try:
+        with stopped_by_signals(), Progress(*columns, console=console, disable=quiet, transient=False) as progress:
+            summary = runner.run(job, groups, Tracker(progress, console, quiet, total, matrix.name, matrix.results_dir))
+    except KeyboardInterrupt as exc:
+        name = str(exc) or "SIGINT"
+        recorded = results.statuses(matrix.results_dir) if matrix.results_dir.exists() else {}
+        finished = sum(spec.run_key in recorded for group in groups for spec in group)
+        raise Stopped(f"stopped by {name}: {finished} of the {total} runs to do finished and are kept in "
+                      f"{matrix.results_dir}; `lmbench run` again does the other {total - finished} (a pre-training "
+                      f"goes on from its last saved state)", 128 + signal.Signals[name].value) from None
     summary.already_done += already_done
     summary.seconds = time.perf_counter() - start
     return summary

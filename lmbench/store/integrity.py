@@ -11,7 +11,10 @@ from __future__ import annotations
 import logging
 import os
 import re
+import shutil
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -30,19 +33,33 @@ def temporary(path: Path) -> Path:
     stranger planted there (a symbolic link would be written through). Renaming the temporary
     onto ``path`` replaces ``path`` itself, never a file it links to."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    if tmp.is_symlink() or tmp.exists():
+    if tmp.is_dir() and not tmp.is_symlink():  # a folder an earlier writer of this pid staged
+        shutil.rmtree(tmp)
+    elif tmp.is_symlink() or tmp.exists():
         tmp.unlink()
     return tmp
+
+
+@contextmanager
+def replacing(path: Path) -> Iterator[Path]:
+    """The ``temporary`` a block writes ``path``'s new contents to: renamed onto ``path`` when
+    the block ends, removed when it fails (a full disk leaves no half-written file behind)."""
+    tmp = temporary(path)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def write_bytes(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` atomically: a reader sees the old file or the whole new one;
     nothing is written through a symbolic link."""
-    tmp = temporary(path)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(data)
-    os.replace(tmp, path)
+    with replacing(path) as tmp:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
 
 
 def write_text(path: Path, text: str) -> None:

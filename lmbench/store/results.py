@@ -21,7 +21,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import shutil
 from collections.abc import Iterable
 from pathlib import Path
@@ -103,9 +102,8 @@ def _digest(table: pa.Table) -> str:
 
 def write_atomic(table: pa.Table, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = integrity.temporary(path)
-    pq.write_table(table.replace_schema_metadata({_DIGEST: _digest(table)}), tmp, write_page_checksum=True)
-    os.replace(tmp, path)
+    with integrity.replacing(path) as tmp:
+        pq.write_table(table.replace_schema_metadata({_DIGEST: _digest(table)}), tmp, write_page_checksum=True)
 
 
 def read_verified(path: Path, schema: pa.Schema) -> pa.Table:
@@ -182,9 +180,8 @@ def write_run(results_dir: Path, run: dict, metrics: list[dict] = (), prediction
     if pretrain_curve is not None:
         target = layout.pretrain_curve_file(results_dir, run["pretrain_key"])
         target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = integrity.temporary(target)
-        shutil.copyfile(pretrain_curve, tmp)
-        os.replace(tmp, target)
+        with integrity.replacing(target) as tmp:
+            shutil.copyfile(pretrain_curve, tmp)
     for kind, rows in (("metrics", metrics), ("predictions", predictions), ("curves", curves)):
         path = results_dir / kind / f"{key}.parquet"
         if rows:

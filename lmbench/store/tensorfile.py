@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
 
 import torch
@@ -39,12 +38,11 @@ def checksum(tensors: dict[str, torch.Tensor], meta: str = "") -> str:
 def save(path: Path, tensors: dict[str, torch.Tensor], meta: dict | None = None) -> None:
     """Write ``tensors`` and the JSON-able ``meta`` atomically: a reader never sees half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = integrity.temporary(path)
     # own contiguous copies: safetensors refuses tensors sharing memory (tied weights, views)
     plain = {name: tensor.detach().cpu().contiguous().clone() for name, tensor in tensors.items()}
     text = json.dumps(meta or {})
-    save_file(plain, tmp, metadata={"lmbench": text, "sha256": checksum(plain, text)})
-    os.replace(tmp, path)
+    with integrity.replacing(path) as tmp:
+        save_file(plain, tmp, metadata={"lmbench": text, "sha256": checksum(plain, text)})
 
 
 def describe(path: Path) -> str:
