@@ -10,7 +10,7 @@ from lmbench.config.specs import ComponentSpec
 from lmbench.core.errors import CorruptFile, PluginError
 from lmbench.core.interfaces import Dataset
 from lmbench.core.keys import content_key
-from lmbench.data.prepare import Prepared, prepare
+from lmbench.data.prepare import STORED, Prepared, prepare
 from lmbench.store import integrity, layout, tensorfile
 from lmbench.store.locks import file_lock
 
@@ -27,7 +27,7 @@ class DataCache:
 
     def get(self, spec: ComponentSpec, size: int, on_progress=lambda done, total: None,
             resize: str = "antialiased") -> tuple[Dataset, Prepared]:
-        identity = {"name": spec.name, "params": spec.params, "size": size}
+        identity = {"name": spec.name, "params": spec.params, "size": size, "stored": str(STORED)}
         key = content_key(identity if resize == "antialiased" else {**identity, "resize": resize})
         if key not in self._entries:
             dataset = spec.instantiate()
