@@ -215,3 +215,27 @@ def test_table5_reuses_the_hand_pretraining_and_lines_up_with_the_papers_rows():
     published = {(r["dataset"], r["pretrainer_label"], r["head_label"], r["labels"])
                  for r in load_reference("paper") if r["source"] == "Table 5"}
     assert published == {(r.dataset.name, r.pretrainer.label, r.head.label, r.labels) for r in table5.runs}
+
+
+def test_patterns_match_an_entry_by_its_label_exactly_or_a_plugin_by_its_name(tmp_path):
+    path = tiny_matrix(tmp_path, labels=(1,), extra='''
+[[backbones]]
+name = "smp-unet"
+label = "smp-unet wide"
+params = { encoder = "tu-resnet10t", encoder_depth = 3, decoder_channels = [64, 32, 16] }
+''')
+    base = path.read_text()
+
+    def kept(pattern):
+        path.write_text(base + pattern)
+        return sorted(run.backbone.label for run in load_matrix(path).runs)
+
+    assert kept("") == ["smp-unet", "smp-unet wide"]
+    assert kept('[[exclude]]\nbackbone = "smp-unet"\n') == ["smp-unet wide"]  # the label, not every smp-unet
+    assert kept('[[include]]\nbackbone = "smp-unet wide"\n') == ["smp-unet wide"]
+    path.write_text(base.replace('name = "smp-unet"\nparams', 'name = "smp-unet"\nlabel = "narrow"\nparams', 1)
+                    + '[[exclude]]\nbackbone = "smp-unet"\n')
+    assert load_matrix(path).runs == []  # no entry is labelled so: the plugin's name, every entry of it
+    with pytest.raises(MatrixError, match=r"exclude\[0\].backbone: 'smp-unt' is no backbone's label or name in "
+                                          r"this matrix; known: smp-unet, smp-unet wide"):
+        kept('[[exclude]]\nbackbone = "smp-unt"\n')

@@ -130,7 +130,10 @@ def _component(kind: str, table: Any, profile: str, reg: Registry, where: str, e
                          finetune)
 
 
-def _matches(pattern: dict[str, Any], run: RunSpec) -> bool:
+def _matches(pattern: dict[str, Any], run: RunSpec, labels: dict[str, set[str]]) -> bool:
+    """Whether ``run`` fits every key of ``pattern``. A component value is one entry's label,
+    matching that entry alone ("smp-unet" is not "smp-unet lite0"), or else a plugin's name,
+    matching each of its entries."""
     for key, wanted in pattern.items():
         wanted = wanted if isinstance(wanted, list) else [wanted]
         if key in ("labels", "seed"):
@@ -138,18 +141,24 @@ def _matches(pattern: dict[str, Any], run: RunSpec) -> bool:
                 return False
         else:
             spec: ComponentSpec = getattr(run, key)
-            if spec.label not in wanted and spec.name not in wanted:
+            if not any(spec.label == w if w in labels[key] else spec.name == w for w in wanted):
                 return False
     return True
 
 
-def _check_patterns(patterns: list[dict], where: str) -> None:
+def _check_patterns(patterns: list[dict], where: str, names: dict[str, set[str]]) -> None:
+    """Each pattern a table of known keys whose component values name an entry (its label) or
+    a plugin of one: a value that matches nothing is a typo, said now."""
     for i, pattern in enumerate(patterns):
         if not isinstance(pattern, dict) or not pattern:
             raise MatrixError(f"{where}[{i}]: expected a non-empty table of {', '.join(sorted(PATTERN_KEYS))}")
-        for key in pattern:
+        for key, wanted in pattern.items():
             if key not in PATTERN_KEYS:
                 raise P.unknown_key_error(key, sorted(PATTERN_KEYS), f"{where}[{i}]")
+            for value in (wanted if isinstance(wanted, list) else [wanted]):
+                if key in names and value not in names[key]:
+                    raise MatrixError(f"{where}[{i}].{key}: {value!r} is no {key}'s label or name in this matrix; "
+                                      f"known: {', '.join(sorted(names[key]))}")
 
 
 def parse_matrix(data: dict[str, Any], path: Path, reg: Registry | None = None) -> Matrix:
@@ -200,8 +209,6 @@ def parse_matrix(data: dict[str, Any], path: Path, reg: Registry | None = None) 
         for i, (spec, table) in enumerate(zip(sections["pretrainers"], top.pretrainers))
         if "dataset" in table
     }
-    _check_patterns(top.include, f"{where}.include")
-    _check_patterns(top.exclude, f"{where}.exclude")
 
     by_label = {d.label: d for d in sections["datasets"]}
     groups: list[tuple[tuple[ComponentSpec, ...], str | None]] = [((d,), None) for d in sections["datasets"]]
@@ -224,6 +231,11 @@ def parse_matrix(data: dict[str, Any], path: Path, reg: Registry | None = None) 
     names = [s.label for s in selections]
     if len(set(names)) < len(names):
         raise MatrixError(f"{where}.selection: a selector appears twice; give each a distinct 'label'")
+    entries = {kind: sections[section] for section, kind in SECTIONS.items()} | {"selection": selections}
+    entry_labels = {kind: {s.label for s in specs} for kind, specs in entries.items()}
+    known = {kind: entry_labels[kind] | {s.name for s in specs} for kind, specs in entries.items()}
+    _check_patterns(top.include, f"{where}.include", known)
+    _check_patterns(top.exclude, f"{where}.exclude", known)
     finetunes = {(d.label, b.label): finetune(d, b) for d in sections["datasets"] for b in sections["backbones"]}
     runs: list[RunSpec] = []
     pruned: list[tuple[RunSpec, str]] = []
@@ -243,10 +255,10 @@ def parse_matrix(data: dict[str, Any], path: Path, reg: Registry | None = None) 
             )
             reason = _incompatibility(run, instances, reg)
             if reason is None:
-                excluded = [i for i, p in enumerate(top.exclude) if _matches(p, run)]
+                excluded = [i for i, p in enumerate(top.exclude) if _matches(p, run, entry_labels)]
                 if excluded:
                     reason = f"matches exclude[{excluded[0]}]"
-                elif top.include and not any(_matches(p, run) for p in top.include):
+                elif top.include and not any(_matches(p, run, entry_labels) for p in top.include):
                     reason = "matches no include"
             if reason is None:
                 runs.append(run)
