@@ -36,7 +36,7 @@ def metric_values(results_dir):
 
 
 def test_killed_during_pretraining_then_rerun_matches_a_clean_run(tmp_path):
-    path = ddpm_matrix(tmp_path / "killed")
+    path = ddpm_matrix(tmp_path / "killed", iterations=20)
     cache = tmp_path / "killed" / "cache" / "pretrain"
     process = subprocess.Popen([sys.executable, "-m", "lmbench", "run", "--matrix", str(path), "--quiet"],
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -49,7 +49,7 @@ def test_killed_during_pretraining_then_rerun_matches_a_clean_run(tmp_path):
     out = lmbench_cli("run", "--matrix", str(path), "--quiet")
     assert out.returncode == 0 and "2 ok" in out.stdout, out.stdout + out.stderr
 
-    clean = load_matrix(ddpm_matrix(tmp_path / "clean"))
+    clean = load_matrix(ddpm_matrix(tmp_path / "clean", iterations=20))
     run_matrix(clean, quiet=True)
     assert metric_values(tmp_path / "killed" / "results" / "tiny") == metric_values(clean.results_dir)
 

@@ -74,15 +74,15 @@ def test_a_pretraining_stopped_at_any_step_resumes_to_the_same_weights(name, tmp
 
 
 def weights_hash(cache):
-    (weights,) = cache.glob("pretrain/*/checkpoint-40.safetensors")
+    (weights,) = cache.glob("pretrain/*/checkpoint-20.safetensors")
     return hashlib.sha256(b"".join(t.numpy().tobytes() for _, t in sorted(tensorfile.load(weights)[0].items())))
 
 
 def test_sigkill_at_a_random_step_then_rerun_resumes_and_matches_an_uninterrupted_run(tmp_path):
-    path = ddpm_matrix(tmp_path / "killed", iterations=40, first=40, labels=(1,))
+    path = ddpm_matrix(tmp_path / "killed", iterations=20, first=20, labels=(1,))
     path.write_text("resume_every = 0\n" + path.read_text())
     state = None
-    kill_at = random.Random().randint(3, 35)
+    kill_at = random.Random().randint(3, 16)
     process = subprocess.Popen([sys.executable, "-m", "lmbench", "run", "--matrix", str(path), "--quiet"],
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline, reached = time.time() + 300, 0
@@ -101,10 +101,10 @@ def test_sigkill_at_a_random_step_then_rerun_resumes_and_matches_an_uninterrupte
     resumed_from = len(tensorfile.load(state)[1]["extra"]["losses"])
     out = lmbench_cli("run", "--matrix", str(path), "--quiet")
     assert out.returncode == 0 and "1 ok" in out.stdout, out.stdout + out.stderr
-    assert f"ddpm: resuming from iteration {resumed_from} of 40" in out.stderr
+    assert f"ddpm: resuming from iteration {resumed_from} of 20" in out.stderr
     assert not state.exists()  # removed once the pre-training is complete
 
-    clean = load_matrix(ddpm_matrix(tmp_path / "clean", iterations=40, first=40, labels=(1,)))
+    clean = load_matrix(ddpm_matrix(tmp_path / "clean", iterations=20, first=20, labels=(1,)))
     run_matrix(clean, quiet=True)
     killed_hash, clean_hash = weights_hash(tmp_path / "killed" / "cache"), weights_hash(tmp_path / "clean" / "cache")
     print(f"killed at iteration >= {kill_at}, resumed from {resumed_from}; weights sha256 "
