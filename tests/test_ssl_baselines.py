@@ -46,16 +46,15 @@ def context(images, backbone=SMALL, saved=None):
 def test_each_ssl_recipe_leaves_chance_on_real_isbi_images_or_is_flagged(cls, extra, learns):
     isbi = Isbi2015(Isbi2015.Params(root=str(SHARED_DATA / "isbi2015")))
     images = prepare(isbi, isbi.split("train")[:32], 64).images
-    backbone = SmpUnet(SmpUnet.Params(encoder="tu-resnet10t", decoder_channels=[32, 16, 16, 8, 8]))
     saved, curve = {}, []
-    pretrainer = cls(cls.Params(iterations=80, batch_size=16, accumulation=1, lr=1e-3, recipe="xray", **extra))
-    ctx = dataclasses.replace(context(images, backbone, saved),
+    pretrainer = cls(cls.Params(iterations=60, batch_size=16, accumulation=1, lr=1e-3, recipe="xray", **extra))
+    ctx = dataclasses.replace(context(images, SMALL, saved),
                               record_loss=lambda step, loss, chance: curve.append((step, loss, chance)))
     pretrainer.pretrain(ctx)
-    assert [step for step, _, _ in curve] == list(range(1, 81)) and [loss for _, loss, _ in curve] == pretrainer.losses
+    assert [step for step, _, _ in curve] == list(range(1, 61)) and [loss for _, loss, _ in curve] == pretrainer.losses
     measures = health.curve_measures(pretrainer.losses, curve[0][2], tail=0.1)
     assert (health.pretrain_findings(measures, health.HealthSettings()) == []) == learns, measures
-    assert list(saved) == [80] and set(saved[80]) == set(backbone.build_part("unet-encoder", 5, 64).state_dict())
+    assert list(saved) == [60] and set(saved[60]) == set(SMALL.build_part("unet-encoder", 5, 64).state_dict())
 
 
 @pytest.mark.parametrize("cls", [MoCoV3, SimCLRv2, Dino])
