@@ -73,9 +73,10 @@ def draw_patches(images: torch.Tensor, share: float, queries: int, rotation: flo
     offset = (in_image - (corner[:, None] + side / 2)) / (side / 2)  # in the patch's unrotated units
     inverse = torch.stack([torch.stack([cos, sin], 1), torch.stack([-sin, cos], 1)], 1) * (zoom ** 2)[:, None, None]
     in_patch = ((torch.einsum("bij,bqj->bqi", inverse, offset) + 1) * side / 2).clamp(0, side)  # turned off it: its edge
-    low = 1 - jitter * torch.rand(b, 1, 1, 1, generator=generator)
+    brightness = 1 - jitter * torch.rand(b, 1, 1, 1, generator=generator)
     contrast = 1 + jitter * (2 * torch.rand(b, 1, 1, 1, generator=generator) - 1)
-    patches = ((patches - patches.mean((2, 3), keepdim=True)) * contrast + patches.mean((2, 3), keepdim=True)) * low
+    mean = patches.mean((2, 3), keepdim=True)
+    patches = ((patches - mean) * contrast + mean) * brightness
     return Patches(patches.clamp(0, 1), in_patch, in_image)
 
 
@@ -86,29 +87,26 @@ def vectors_at(features: torch.Tensor, points: torch.Tensor, size: int) -> torch
     return F.grid_sample(features, grid, align_corners=False).squeeze(-1).transpose(1, 2)
 
 
-def distance_bias(cells: torch.Tensor, h: int, w: int, strength: float, clip: float, temperature: float) -> torch.Tensor:
-    """(K, h*w) the authors' margin: a bias growing with each position's distance (in cells)
-    from the true one, ``strength`` per cell up to ``clip``, in units of the temperature."""
+def offsets(cells: torch.Tensor, h: int, w: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(K, h*w) rows and columns from each of ``cells`` (K, 2: x, y) to every position of an h x w map."""
     ys, xs = torch.meshgrid(torch.arange(h, device=cells.device), torch.arange(w, device=cells.device), indexing="ij")
-    d = torch.hypot((ys.reshape(1, -1) - cells[:, 1:2]).float(), (xs.reshape(1, -1) - cells[:, 0:1]).float())
-    return (d * strength * temperature).clamp(max=clip * temperature)
+    return ys.reshape(1, -1) - cells[:, 1:2], xs.reshape(1, -1) - cells[:, 0:1]
 
 
 def level_loss(image_map: torch.Tensor, query: torch.Tensor, truth: torch.Tensor, size: int, nearby: int | None,
                temperature: float, strength: float, clip: float) -> torch.Tensor:
     """Mean cross-entropy, over the queries, of finding ``truth`` (B, Q, 2 image pixels) in
     ``image_map`` (B, C, h, w) from ``query`` vectors (B, Q, C); within ``nearby`` cells of it
-    where given."""
-    b, c, h, w = image_map.shape
-    stride = size / h
-    cells = (truth / stride).floor().clamp(min=0, max=h - 1).long().reshape(-1, 2)  # (K, 2) x, y
+    where given. The authors' margin: a bias growing with each position's distance from the
+    truth, ``strength`` per cell up to ``clip``, in units of the temperature."""
+    h, w = image_map.shape[-2:]
+    cells = (truth / (size / h)).floor().clamp(min=0, max=h - 1).long().reshape(-1, 2)  # (K, 2) x, y
     flat = F.normalize(image_map.flatten(2), dim=1)  # (B, C, h*w)
     logits = torch.einsum("bqc,bcn->bqn", F.normalize(query, dim=-1), flat).reshape(-1, h * w) * temperature
-    logits = logits + distance_bias(cells, h, w, strength, clip, temperature)
+    dy, dx = offsets(cells, h, w)
+    logits = logits + (torch.hypot(dy.float(), dx.float()) * strength * temperature).clamp(max=clip * temperature)
     if nearby is not None:  # the finer levels compare only a window around the truth
-        ys, xs = torch.meshgrid(torch.arange(h, device=cells.device), torch.arange(w, device=cells.device), indexing="ij")
-        far = ((ys.reshape(1, -1) - cells[:, 1:2]).abs() > nearby) | ((xs.reshape(1, -1) - cells[:, 0:1]).abs() > nearby)
-        logits = logits.masked_fill(far, float("-inf"))
+        logits = logits.masked_fill((dy.abs() > nearby) | (dx.abs() > nearby), float("-inf"))
     return F.cross_entropy(logits, cells[:, 1] * w + cells[:, 0])
 
 
