@@ -188,10 +188,10 @@ def test_what_killed_writers_left_is_removed_at_the_next_run(finished, tmp_path,
 
 
 BAD_VALUES = [
-    (("finetune", "epochs"), -3, "finetune.epochs: must be at least 1, got -3"),
+    (("finetune", "epochs"), -3, "finetune.epochs: must be at least 1 and at most 100000, got -3"),
     (("finetune", "batch_size"), 0, "finetune.batch_size: must be at least 1, got 0"),
     (("finetune", "augment_probability"), 1.5, "finetune.augment_probability: must be at least 0 and at most 1, got 1.5"),
-    (("image_size",), 0, "image_size: must be at least 32, got 0"),
+    (("image_size",), 0, "image_size: must be at least 32 and at most 4096, got 0"),
     (("seeds",), [-1], "seeds[0]: must be at least 0, got -1"),
     (("health", "probe_images"), 0, "health.probe_images: must be at least 1, got 0"),
     (("executor",), {"kind": "pool", "workers": -2}, "executor.params.workers: must be at least 0, got -2"),
