@@ -240,3 +240,17 @@ params = { encoder = "tu-resnet10t", encoder_depth = 3, decoder_channels = [64, 
     with pytest.raises(MatrixError, match=r"exclude\[0\].backbone: 'smp-unt' is no backbone's label or name in "
                                           r"this matrix; known: smp-unet, smp-unet wide"):
         kept('[[exclude]]\nbackbone = "smp-unt"\n')
+
+
+def test_validate_counts_each_datasets_training_images_against_the_labels(tmp_path):
+    from conftest import lmbench_cli
+
+    shown = lmbench_cli("validate", "--matrix", str(tiny_matrix(tmp_path, labels=(1, 100))))
+    assert shown.returncode == 2
+    assert ("runs ask for more labels than there are training images: synthetic | scratch | 100 labels: more than "
+            "the 12 images of its training split") in " ".join(shown.stdout.split())
+    isbi = tiny_matrix(tmp_path, name="absent", labels=(1,))
+    isbi.write_text(isbi.read_text().replace('name = "synthetic"', 'name = "isbi2015"').replace(
+        "params = { n_train = 12, n_val = 4, n_test = 6, height = 100, width = 80 }", f'params = {{ root = "{tmp_path}/none" }}'))
+    shown = lmbench_cli("validate", "--matrix", str(isbi))
+    assert shown.returncode == 0 and "dataset isbi2015: training split not counted" in " ".join(shown.stdout.split())

@@ -311,16 +311,15 @@ def load_matrix(path: str | Path, reg: Registry | None = None) -> Matrix:
 def labels_beyond_data(m: Matrix) -> tuple[list[str], list[str]]:
     """Runs asking for more labels than their dataset's training split holds, and the datasets
     whose split could not be counted here (their data absent: checked again when they run)."""
-    sizes: dict[str, int | str] = {}
-    for run in m.runs:
-        spec = run.dataset
-        if spec.label not in sizes:
-            try:
-                sizes[spec.label] = len(spec.instantiate().split("train"))
-            except (LmbenchError, OSError) as exc:
-                sizes[spec.label] = f"dataset {spec.label}: training split not counted ({exc})"
-    beyond = [f"{run.dataset.label} | {run.pretrainer.label} | {run.labels} labels: more than the {sizes[run.dataset.label]} "
-              f"images of its training split" for run in m.runs
-              if isinstance(sizes[run.dataset.label], int) and run.labels > sizes[run.dataset.label]]
-    return beyond, [size for size in sizes.values() if isinstance(size, str)]
-
+    counts: dict[str, int | None] = {}
+    uncounted = []
+    for spec in {run.dataset.label: run.dataset for run in m.runs}.values():
+        try:
+            counts[spec.label] = len(spec.instantiate().split("train"))
+        except (LmbenchError, OSError) as exc:
+            counts[spec.label] = None
+            uncounted.append(f"dataset {spec.label}: training split not counted ({exc})")
+    beyond = [f"{run.dataset.label} | {run.pretrainer.label} | {run.labels} labels: more than the "
+              f"{counts[run.dataset.label]} images of its training split" for run in m.runs
+              if counts[run.dataset.label] is not None and run.labels > counts[run.dataset.label]]
+    return beyond, uncounted

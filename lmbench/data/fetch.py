@@ -335,7 +335,7 @@ def fetch(release: Release, root: Path, mirrors: list[str] = (), archives: list[
             unpack(got, scratch)
             say(f"{remote.name}: {arrange(scratch, root, release.layout)} files laid out under {root}")
         except BaseException:
-            if unrecorded:  # a refused archive with no checksum to vouch for it is not kept either
+            if unrecorded and got != given.get(remote.name):  # refused, and nothing vouches for it: not kept
                 got.unlink(missing_ok=True)
             raise
         finally:  # a refused archive leaves nothing half unpacked
