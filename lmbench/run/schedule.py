@@ -80,7 +80,7 @@ def run_matrix(matrix: Matrix, rerun: Rerun = None, console: Console | None = No
         with stopped_by_signals(), Progress(*columns, console=console, disable=quiet, transient=False) as progress:
             summary = runner.run(job, groups, Tracker(progress, console, quiet, total, matrix.name, matrix.results_dir))
     except KeyboardInterrupt as exc:
-        name = str(exc) or "SIGINT"
+        name = str(exc) if str(exc) in signal.Signals.__members__ else "SIGINT"
         recorded = results.statuses(matrix.results_dir) if matrix.results_dir.exists() else {}
         finished = sum(spec.run_key in recorded for group in groups for spec in group)
         raise Stopped(f"stopped by {name}: {finished} of the {total} runs to do finished and are kept in "
