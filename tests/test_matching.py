@@ -70,12 +70,28 @@ def test_matching_rows_fit_without_fine_tuning_and_their_detector_predicts_the_s
     assert out.returncode != 0 and "lmbench predict runs it" in out.stderr + out.stdout
 
 
-def test_a_matching_head_is_pruned_where_the_backbone_exposes_no_feature_maps(tmp_path):
-    text = tiny_matrix(tmp_path, extra=MATCH + '\n[[backbones]]\nname = "yolo-universal"\n').read_text()
+def test_a_matching_head_is_pruned_where_the_backbone_exposes_no_feature_maps(tmp_path, monkeypatch):
     import tomllib
+
+    from lmbench.api import Backbone
+    from lmbench_plugins.yolo_universal.backbone import YoloUniversal
+
+    monkeypatch.setattr(YoloUniversal, "features", Backbone.features)  # a backbone without feature maps
+    text = tiny_matrix(tmp_path, extra=MATCH + '\n[[backbones]]\nname = "yolo-universal"\n').read_text()
     matrix = parse_matrix(tomllib.loads(text), tmp_path / "m.toml")
     reasons = [why for run, why in matrix.pruned if run.head.name == "feature-match"]
     assert any("exposes no feature maps" in why for why in reasons), reasons
+
+
+def test_gu2net_exposes_its_local_encoder_levels_coarsest_first_and_matching_finds_points_on_them():
+    from lmbench.testing import check_matching_head
+    from lmbench_plugins.yolo_universal.backbone import YoloUniversal
+
+    backbone = YoloUniversal(YoloUniversal.Params(width=8, depth=3, global_channels=16))
+    maps = backbone.features(backbone.build(3, 32), torch.rand(2, 1, 32, 32))
+    assert [m.shape[-1] for m in maps] == [8, 16, 32] and all(m.shape[0] == 2 for m in maps)
+    # random weights: the two finer levels, the whole image then a 2x window, find the fitted points
+    check_matching_head(FeatureMatch(FeatureMatch.Params(levels=[[1, 2], [2]], zooms=[1.0, 2.0])), backbone)
 
 
 def test_the_ddpm_unet_exposes_its_decoder_levels_coarsest_first():

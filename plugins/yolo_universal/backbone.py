@@ -57,3 +57,14 @@ class YoloUniversal(Backbone):
         counts = list(num_landmarks) if isinstance(num_landmarks, (list, tuple)) else [num_landmarks]
         zscore = (p.input_norm or ("zscore" if p.recipe == "published" else "unit")) == "zscore"
         return GU2Net(counts, p.width, p.depth, p.global_channels, list(p.dilations), standardise=zscore)
+
+    def features(self, model, images):
+        """The local U-Net's encoder levels, coarsest first, as the detector computes them."""
+        maps: list = []
+        hooks = [level.register_forward_hook(lambda module, args, out: maps.append(out)) for level in model.local.down]
+        try:
+            model(images)
+        finally:
+            for hook in hooks:
+                hook.remove()
+        return maps[::-1]
