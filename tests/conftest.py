@@ -55,6 +55,17 @@ def isolated_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("LMBENCH_CACHE_DIR", str(tmp_path / "cache"))
 
 
+@pytest.fixture(autouse=True)
+def one_thread_again():
+    """A matrix run sets its own thread count (``threads``, 2 by default) for the process: the
+    next test in this worker starts at one thread again."""
+    yield
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        import torch
+
+        torch.set_num_threads(1)
+
+
 def tiny_matrix(
     folder: Path, name: str = "tiny", seeds=(0,), labels=(1, 2), epochs: int = 2,
     pretrainers: str = '[[pretrainers]]\nname = "scratch"', extra: str = "",
