@@ -39,8 +39,9 @@ def pending_groups(matrix: Matrix, rerun: Rerun = None) -> tuple[list[list[RunSp
 
 @contextmanager
 def stopped_by_signals() -> Iterator[None]:
-    """SIGTERM raised as a KeyboardInterrupt naming it, as SIGINT is, after every worker process
-    is stopped: none outlives the matrix, and what they were doing is redone by the next run."""
+    """SIGTERM raised as a KeyboardInterrupt naming it, as SIGINT is, after this process's
+    multiprocessing children (the pool's workers) are stopped: none outlives the matrix, and
+    what they were doing is redone by the next run."""
     if threading.current_thread() is not threading.main_thread():  # only the main thread takes signals
         yield
         return
