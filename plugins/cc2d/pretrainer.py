@@ -145,13 +145,18 @@ class Cc2d(Pretrainer):
         p, device = self.params, context.device
         size = context.images.shape[-1]
         torch.manual_seed(context.seed)
-        encoder = context.backbone.build_part("unet-encoder", context.num_landmarks, size)
+        backbone = context.backbone
+        # the whole network, so that the maps trained are the backbone's own ``features``: what
+        # the matching head compares; only the part's weights train and are handed on
+        model = backbone.build(context.num_landmarks, size).to(device).eval()
+        encoder = model.get_submodule(backbone.slot(self.produces).prefix.rstrip("."))
         if p.start:
             encoder.load_state_dict(self._imagenet().pretrain(context))
-        encoder.to(device).train()
-        stages = len(encoder.out_channels) - 1  # smp encoders list the input as a stage
+        with torch.no_grad():  # in eval mode: batch norms learn nothing from this look
+            stages = len(backbone.features(model, context.images[:1].to(device)))
+        model.train()
         if p.levels > stages:
-            raise LmbenchError(f"{self.name}: levels = {p.levels}, but the encoder has {stages} stages")
+            raise LmbenchError(f"{self.name}: levels = {p.levels}, but {backbone.name} gives {stages} feature maps")
         optimiser = torch.optim.Adam(encoder.parameters(), lr=p.lr, weight_decay=p.weight_decay)
         checkpoints = self.checkpoints()
         schedule = torch.optim.lr_scheduler.LambdaLR(
@@ -159,7 +164,7 @@ class Cc2d(Pretrainer):
         generator = torch.Generator().manual_seed(context.seed)
 
         def maps(x: torch.Tensor) -> list[torch.Tensor]:
-            return encoder(x)[1:][::-1][:p.levels]  # coarsest first, as the matching head reads them
+            return backbone.features(model, x)[:p.levels]  # coarsest first
 
         def batch_loss(step: int, total: int, generator: torch.Generator = generator) -> torch.Tensor:
             index = torch.randint(0, len(context.images), (p.batch_size,), generator=generator)
