@@ -28,6 +28,9 @@ class FinetuneConfig:
     plateau_factor: Annotated[float, Interval(gt=0, lt=1)] = 0.5  # ReduceLROnPlateau on validation loss
     plateau_patience: NonNegativeInt = 13
     early_stopping: PositiveInt = 27  # epochs without a better validation loss before stopping
+    # an epoch is better only when its validation loss is below the best by more than this
+    # share of it: a converged run stops, and its best epoch is where it last really improved
+    min_delta: Annotated[float, Interval(ge=0, lt=1)] = 0.0
     # a validation pass every N epochs and after the last (GU2Net's published code: 2); the
     # plateau schedule and early stopping act on validated epochs only
     validate_every: PositiveInt = 1
@@ -54,7 +57,10 @@ class FinetuneConfig:
     # A backbone may bring its own recipe (``Component.finetune_defaults``): GU2Net's is Adam,
     # a cyclic learning rate stepped every batch, and the loss summed over pixels
     optimizer: Literal["adamw", "adam"] = "adamw"  # Adam's weight decay is an L2 term in the gradient
-    schedule: Literal["plateau", "cyclic"] = "plateau"
+    # "cosine": a linear warm-up over ``warmup_epochs``, then a cosine decay to zero at ``epochs``,
+    # stepped every optimiser step (the CPU profiles: a short budget that ends converged)
+    schedule: Literal["plateau", "cyclic", "cosine"] = "plateau"
+    warmup_epochs: NonNegativeInt = 0
     cyclic_max_lr: PositiveFloat = 1e-2  # CyclicLR from lr to this, triangular2, ...
     cyclic_half_period: PositiveInt = 2000  # ... optimiser steps up, as many down
     loss_reduction: Literal["mean", "sum"] = "mean"  # "sum": the head's mean times its target's size
@@ -73,7 +79,7 @@ PROFILES: dict[str, Profile] = {
         image_size=64,
         finetune=dict(
             epochs=40, batch_size=4, accumulation=1, lr=1e-3, lr_scratch=1e-3,
-            plateau_patience=5, early_stopping=10, samples_per_epoch=32, renormalize_warped=False,
+            plateau_patience=5, early_stopping=6, min_delta=0.01, samples_per_epoch=32, renormalize_warped=False,
         ),
     ),
     "quick": Profile(

@@ -1,9 +1,9 @@
 """The shared fine-tuning engine: every backbone and head is trained and tested the same way.
 
-AdamW, ReduceLROnPlateau on the validation loss, early stopping, gradient accumulation,
-and the weights of the best validation epoch kept for testing. bf16 autocast on CUDA. A
-backbone's own recipe (Adam, a cyclic learning rate, a summed loss) is switched on by the
-same settings.
+AdamW, ReduceLROnPlateau on the validation loss (or a warm-up and cosine decay), early
+stopping, gradient accumulation, and the weights of the best validation epoch kept for
+testing. bf16 autocast on CUDA. A backbone's own recipe (Adam, a cyclic learning rate, a
+summed loss) is switched on by the same settings.
 """
 
 from __future__ import annotations
@@ -71,6 +71,16 @@ def _interleave(per_domain: list[list], order: str, generator: torch.Generator) 
         batches = [b for domain in per_domain for b in domain]
         return [batches[i] for i in torch.randperm(len(batches), generator=generator)]
     return [b for turn in itertools.zip_longest(*per_domain) for b in turn if b is not None]
+
+
+def _warmup_cosine(warmup: int, total: int) -> Callable[[int], float]:
+    """The learning rate's factor after ``step`` optimiser steps: up linearly for ``warmup``
+    steps, then down along a half cosine to zero at ``total``."""
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, total - warmup))))
+    return factor
 
 
 def _batch_loss(model: nn.Module, head: HeadStrategy, images, landmarks, device, config: FinetuneConfig) -> torch.Tensor:
@@ -145,6 +155,11 @@ def finetune(
         mode="triangular2", cycle_momentum=False,
     ) if config.schedule == "cyclic" else None
     per_epoch = [config.samples_per_epoch or len(t.ids) for t in trains]
+    steps_per_epoch = math.ceil(sum(math.ceil(n / config.batch_size) for n in per_epoch) / config.accumulation)
+    cosine = torch.optim.lr_scheduler.LambdaLR(
+        optimiser, _warmup_cosine(config.warmup_epochs * steps_per_epoch, config.epochs * steps_per_epoch)
+    ) if config.schedule == "cosine" else None
+    stepped = cyclic or cosine  # schedules that move every optimiser step
     result = FinetuneResult(epochs=0, best_epoch=0, best_val_loss=math.inf)
     best_state = copy.deepcopy(model.state_dict())
     for epoch in range(1, config.epochs + 1):
@@ -169,8 +184,8 @@ def finetune(
             if step % config.accumulation == 0 or step == len(batches):
                 optimiser.step()
                 optimiser.zero_grad(set_to_none=True)
-                if cyclic is not None:
-                    cyclic.step()
+                if stepped is not None:
+                    stepped.step()
             train_loss += loss.item() * len(index)
         train_loss /= sum(per_epoch)
         result.epochs = epoch
@@ -186,9 +201,9 @@ def finetune(
         if not math.isfinite(val_loss):
             raise LmbenchError(f"validation loss became {val_loss} at epoch {epoch}")
         result.history.append((train_loss, val_loss, optimiser.param_groups[0]["lr"]))  # the epoch's last lr
-        if cyclic is None:
+        if stepped is None:
             plateau.step(val_loss)
-        if val_loss < result.best_val_loss:
+        if val_loss < result.best_val_loss * (1 - config.min_delta):
             result.best_val_loss, result.best_epoch = val_loss, epoch
             best_state = copy.deepcopy(model.state_dict())
         if on_epoch:
