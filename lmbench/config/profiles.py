@@ -79,7 +79,7 @@ PROFILES: dict[str, Profile] = {
         image_size=64,
         finetune=dict(
             epochs=40, batch_size=4, accumulation=1, lr=1e-3, lr_scratch=1e-3,
-            plateau_patience=5, early_stopping=6, min_delta=0.01, samples_per_epoch=32, renormalize_warped=False,
+            plateau_patience=5, early_stopping=10, samples_per_epoch=32, renormalize_warped=False,
         ),
     ),
     "quick": Profile(
