@@ -127,7 +127,7 @@ def test_the_default_matrix_validates():
         ("scratch", "yolo-universal (lmbench engine)", "gaussian-bce"),
     }
     gu2net = next(r for r in m.runs if r.backbone.name == "yolo-universal")
-    assert gu2net.finetune["lr_scratch"] == 2e-3 and gu2net.finetune["early_stopping"] == 10  # its entry's, the profile's
+    assert gu2net.finetune["lr_scratch"] == 8e-3 and gu2net.finetune["early_stopping"] == 10  # its entry's, the profile's
 
 
 def test_pretraining_can_follow_the_fine_tuning_seed(tmp_path):
