@@ -1,5 +1,5 @@
-"""What a reorganisation of the code must not change: the keys of the default matrix, and the
-single list of hooks every other list is read from."""
+"""What a reorganisation of the code must not change: the keys of the default matrix (changed
+only on purpose, with the fixture), and the single list of hooks every other list is read from."""
 
 import re
 from pathlib import Path

@@ -29,7 +29,8 @@ class FinetuneConfig:
     plateau_patience: NonNegativeInt = 13
     early_stopping: PositiveInt = 27  # epochs without a better validation loss before stopping
     # an epoch is better only when its validation loss is below the best by more than this
-    # share of it: a converged run stops, and its best epoch is where it last really improved
+    # share of it: a converged run stops, its best epoch where it last really improved (no
+    # profile's: with shorter patience it ended smoke runs before their best, docs/benchmarks.md)
     min_delta: Annotated[float, Interval(ge=0, lt=1)] = 0.0
     # a validation pass every N epochs and after the last (GU2Net's published code: 2); the
     # plateau schedule and early stopping act on validated epochs only
@@ -58,7 +59,7 @@ class FinetuneConfig:
     # a cyclic learning rate stepped every batch, and the loss summed over pixels
     optimizer: Literal["adamw", "adam"] = "adamw"  # Adam's weight decay is an L2 term in the gradient
     # "cosine": a linear warm-up over ``warmup_epochs``, then a cosine decay to zero at ``epochs``,
-    # stepped every optimiser step (the CPU profiles: a short budget that ends converged)
+    # stepped every optimiser step (no profile's: it made the smoke detectors worse, docs/benchmarks.md)
     schedule: Literal["plateau", "cyclic", "cosine"] = "plateau"
     warmup_epochs: NonNegativeInt = 0
     cyclic_max_lr: PositiveFloat = 1e-2  # CyclicLR from lr to this, triangular2, ...
