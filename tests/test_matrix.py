@@ -1,3 +1,4 @@
+import json
 import tomllib
 
 import pytest
@@ -254,3 +255,15 @@ def test_validate_counts_each_datasets_training_images_against_the_labels(tmp_pa
         "params = { n_train = 12, n_val = 4, n_test = 6, height = 100, width = 80 }", f'params = {{ root = "{tmp_path}/none" }}'))
     shown = lmbench_cli("validate", "--matrix", str(isbi))
     assert shown.returncode == 0 and "dataset isbi2015: training split not counted" in " ".join(shown.stdout.split())
+
+
+def test_the_isbi_smoke_check_is_the_default_matrix_on_isbi_with_three_seeds(monkeypatch):
+    monkeypatch.setenv("LMBENCH_DATA", "/nonexistent")  # expanding needs no data
+    default, isbi = load_matrix(ROOT / "benchmarks.toml"), load_matrix(ROOT / "matrices" / "isbi2015-smoke.toml")
+
+    def cells(m):
+        return {(r.pretrainer.label, r.backbone.label, r.head.label, r.labels, r.seed, json.dumps(r.finetune, sort_keys=True))
+                for r in m.runs}
+
+    assert {r.dataset.name for r in isbi.runs} == {"isbi2015"} and {r.seed for r in isbi.runs} == {0, 1, 2}
+    assert {c for c in cells(isbi) if c[4] == 0} == cells(default)
