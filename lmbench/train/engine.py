@@ -75,7 +75,8 @@ def _interleave(per_domain: list[list], order: str, generator: torch.Generator) 
 
 def _warmup_cosine(warmup: int, total: int) -> Callable[[int], float]:
     """The learning rate's factor after ``step`` optimiser steps: up linearly for ``warmup``
-    steps, then down along a half cosine to zero at ``total``."""
+    steps, then down along a half cosine to zero at ``total`` (lightly's CosineWarmupScheduler
+    reaches zero a step early, so its last step would not train)."""
     def factor(step: int) -> float:
         if step < warmup:
             return (step + 1) / warmup
